@@ -1,0 +1,160 @@
+//! The command line, as specified in INTERFACE.md. Parsing only: each
+//! command's behaviour lives in `commands/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "uid2-bucket-sync", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file. Default: $UID2_BUCKET_SYNC_CONFIG, then
+    /// /etc/uid2-bucket-sync/config.toml.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "UID2_BUCKET_SYNC_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Database file; overrides `database.path` from the configuration.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll on the schedule until SIGTERM or SIGINT.
+    Run,
+    /// Run one poll cycle now, print a summary line and exit.
+    Sync,
+    /// Show the high-water mark, the last attempt, success and error, and queue counts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Consume the re-mapping queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Serve a simulated UID2 operator (`POST /v2/identity/buckets`) for development and tests.
+    DevOperator(DevOperatorArgs),
+    /// The whole flow offline: a simulated operator, the daemon and a consumer in one process.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Lease up to N pending items to the caller.
+    Claim {
+        #[arg(long, value_name = "N")]
+        limit: u32,
+        /// How long the lease lasts, e.g. 10m.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        lease: Duration,
+        /// A name for the consumer, recorded with the lease.
+        #[arg(long, value_name = "NAME")]
+        worker: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark leased items done. With no ids, reads them from stdin, one per line.
+    Ack {
+        #[arg(value_name = "LEASE_ID")]
+        lease_ids: Vec<String>,
+    },
+    /// Return leased items for retry; dead after `queue.max_attempts`.
+    Fail {
+        #[arg(value_name = "LEASE_ID")]
+        lease_ids: Vec<String>,
+        #[arg(long, value_name = "TEXT")]
+        error: String,
+    },
+    /// List queue entries.
+    List {
+        #[arg(long, value_enum)]
+        state: Option<QueueStateArg>,
+        /// At most this many entries.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts per state.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make dead items pending again, with their attempts reset.
+    Retry {
+        #[arg(long, required = true)]
+        dead: bool,
+    },
+    /// Delete done items older than the retention period (default: `queue.done_retention`).
+    Purge {
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueStateArg {
+    Pending,
+    Leased,
+    Done,
+    Dead,
+}
+
+#[derive(Debug, Args)]
+pub struct DevOperatorArgs {
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The API key clients must present. Prefer the environment variable: arguments are visible to other users.
+    #[arg(long, value_name = "K", env = "UID2_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// Base64 of 32 bytes. Prefer the environment variable: arguments are visible to other users.
+    #[arg(
+        long,
+        value_name = "S",
+        env = "UID2_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub client_secret: String,
+    /// Number of salt buckets to serve.
+    #[arg(long, value_name = "N", default_value_t = 1 << 16)]
+    pub buckets: u32,
+    /// Rotate some buckets this often, e.g. 30s.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "rotate_count")]
+    pub rotate_every: Option<Duration>,
+    /// How many buckets each rotation touches.
+    #[arg(long, value_name = "K", requires = "rotate_every")]
+    pub rotate_count: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop by itself after this long, e.g. 20s. Without it, runs until Ctrl-C.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Number of simulated salt buckets.
+    #[arg(long, value_name = "N", default_value_t = 1 << 16)]
+    pub buckets: u32,
+    /// How often the simulated operator rotates buckets.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "4s")]
+    pub rotate_every: Duration,
+    /// How many buckets each simulated rotation touches.
+    #[arg(long, value_name = "K", default_value_t = 25)]
+    pub rotate_count: u32,
+}
+
+/// Durations as people write them: `30s`, `10m`, `1h`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 30s, 10m or 1h: {e}"))
+}
+
+pub use crate::commands::execute;

@@ -1,0 +1,142 @@
+//! The two credentials the operator issues: an API key (bearer token) and a
+//! client secret (the AES-256 key of the v2 envelope).
+//!
+//! Both live in `secrecy` boxes so they are zeroed on drop and print as
+//! `[REDACTED]` in `Debug`. Nothing in this module ever puts the secret's
+//! text into an error message.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+/// Length in bytes of a decoded client secret (AES-256 key).
+pub const CLIENT_SECRET_LEN: usize = 32;
+
+/// Why a client secret was refused. Never carries the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("client secret is not valid base64")]
+    SecretNotBase64,
+    #[error("client secret decodes to {0} bytes; it must be {CLIENT_SECRET_LEN} bytes of base64")]
+    SecretWrongLength(usize),
+    #[error("API key is empty")]
+    EmptyApiKey,
+}
+
+/// The bearer token sent as `Authorization: Bearer …`.
+#[derive(Clone)]
+pub struct ApiKey(SecretString);
+
+impl ApiKey {
+    pub fn new(text: &str) -> Result<Self, CredentialError> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(CredentialError::EmptyApiKey);
+        }
+        Ok(Self(SecretString::from(trimmed.to_owned())))
+    }
+
+    /// The header value; the only place the key's text leaves this type.
+    pub fn bearer_header(&self) -> String {
+        format!("Bearer {}", self.0.expose_secret())
+    }
+
+    /// Constant-time comparison, used by the simulated operator.
+    pub fn matches(&self, presented: &str) -> bool {
+        let expected = self.0.expose_secret().as_bytes();
+        let presented = presented.as_bytes();
+        expected.len() == presented.len()
+            && expected
+                .iter()
+                .zip(presented)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey([REDACTED])")
+    }
+}
+
+/// The 32-byte AES-256-GCM key, given by the operator as base64.
+pub struct ClientSecret(SecretBox<[u8; CLIENT_SECRET_LEN]>);
+
+impl ClientSecret {
+    /// Decodes the base64 text the operator's portal shows.
+    pub fn from_base64(text: &str) -> Result<Self, CredentialError> {
+        let decoded = zeroizing_decode(text.trim())?;
+        let key: [u8; CLIENT_SECRET_LEN] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| CredentialError::SecretWrongLength(decoded.len()))?;
+        Ok(Self(SecretBox::new(Box::new(key))))
+    }
+
+    pub fn from_bytes(key: [u8; CLIENT_SECRET_LEN]) -> Self {
+        Self(SecretBox::new(Box::new(key)))
+    }
+
+    pub(crate) fn key_bytes(&self) -> &[u8; CLIENT_SECRET_LEN] {
+        self.0.expose_secret()
+    }
+}
+
+impl Clone for ClientSecret {
+    fn clone(&self) -> Self {
+        Self::from_bytes(*self.key_bytes())
+    }
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSecret([REDACTED])")
+    }
+}
+
+fn zeroizing_decode(text: &str) -> Result<secrecy::zeroize::Zeroizing<Vec<u8>>, CredentialError> {
+    STANDARD
+        .decode(text)
+        .map(secrecy::zeroize::Zeroizing::new)
+        .map_err(|_| CredentialError::SecretNotBase64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "ioG3wKxAokmp+rERx6A4kM/13qhyolUXIu14WN16Spo=";
+
+    #[test]
+    fn a_secret_must_be_32_bytes_of_base64() {
+        assert!(ClientSecret::from_base64(SECRET).is_ok());
+        assert_eq!(
+            ClientSecret::from_base64("not base64!").unwrap_err(),
+            CredentialError::SecretNotBase64
+        );
+        assert_eq!(
+            ClientSecret::from_base64("AAAA").unwrap_err(),
+            CredentialError::SecretWrongLength(3)
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_credentials() {
+        let secret = ClientSecret::from_base64(SECRET).unwrap();
+        let key = ApiKey::new("my-api-key-value").unwrap();
+        let shown = format!("{secret:?} {key:?}");
+        assert!(!shown.contains("ioG3"));
+        assert!(!shown.contains("my-api-key-value"));
+        assert!(shown.contains("REDACTED"));
+    }
+
+    #[test]
+    fn api_key_comparison_is_exact() {
+        let key = ApiKey::new("abc").unwrap();
+        assert!(key.matches("abc"));
+        assert!(!key.matches("abd"));
+        assert!(!key.matches("abcd"));
+        assert_eq!(ApiKey::new("  ").unwrap_err(), CredentialError::EmptyApiKey);
+    }
+}

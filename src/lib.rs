@@ -1,0 +1,35 @@
+//! uid2-bucket-sync: keeps a durable re-mapping queue of rotated UID2/EUID
+//! salt buckets, fed by polling the operator's `POST /v2/identity/buckets`.
+//!
+//! # Layout
+//!
+//! Pure building blocks (no IO):
+//! - [`timestamp`]: the operator's date-time dialect (parse and print).
+//! - [`credentials`]: API key and client secret, redacted everywhere.
+//! - [`envelope`]: the v2 AES-256-GCM request and response envelopes.
+//! - [`rotation`]: one reported bucket rotation.
+//!
+//! Talking to the operator:
+//! - [`operator`]: the HTTP client for `/v2/identity/buckets`, its error
+//!   kinds and its retry policy.
+//! - [`simulator`]: a faithful in-process operator with fault injection,
+//!   used by tests, `dev-operator` and `demo`.
+//!
+//! Keeping state:
+//! - [`store`]: the SQLite file, its migrations, the sync state and the
+//!   atomic ingest of one response.
+//! - [`queue`]: the lease-based re-mapping queue batch jobs consume.
+//!
+//! Running:
+//! - [`config`]: layered settings (file, environment, credentials).
+//! - [`sync`]: one poll cycle: fetch, validate, ingest, record.
+//! - [`daemon`]: scheduler, signals, systemd notify, housekeeping.
+//! - [`metrics`], [`telemetry`]: Prometheus listener and logging.
+//! - [`cli`], `commands`: the command line and one handler per command.
+
+pub mod cli;
+mod commands;
+pub mod credentials;
+pub mod envelope;
+pub mod rotation;
+pub mod timestamp;
