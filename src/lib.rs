@@ -29,6 +29,7 @@
 
 pub mod cli;
 mod commands;
+pub mod config;
 pub mod credentials;
 pub mod envelope;
 pub mod rotation;

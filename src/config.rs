@@ -1,0 +1,809 @@
+//! Layered settings: built-in defaults, then the TOML file, then the
+//! environment, then command-line flags.
+//!
+//! Credentials are resolved separately and only by the commands that talk to
+//! the operator (`sync`, `run`), so batch jobs running `queue …` never need
+//! read access to the secrets. Every error names where the bad value came
+//! from (file or variable), the key, and the reason, and never the value of
+//! a secret.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::credentials::{ApiKey, ClientSecret};
+use crate::timestamp;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/uid2-bucket-sync/config.toml";
+pub const DEFAULT_DATABASE_PATH: &str = "/var/lib/uid2-bucket-sync/buckets.db";
+pub const API_KEY_ENV: &str = "UID2_API_KEY";
+pub const CLIENT_SECRET_ENV: &str = "UID2_CLIENT_SECRET";
+pub const BASE_URL_ENV: &str = "UID2_BUCKET_SYNC_BASE_URL";
+pub const DATABASE_ENV: &str = "UID2_BUCKET_SYNC_DATABASE";
+pub const LOG_ENV: &str = "UID2_BUCKET_SYNC_LOG";
+/// Names of the systemd credentials (`LoadCredential=`) looked up in
+/// `$CREDENTIALS_DIRECTORY` when nothing else provides them.
+pub const API_KEY_CREDENTIAL: &str = "api_key";
+pub const CLIENT_SECRET_CREDENTIAL: &str = "client_secret";
+
+/// The operator deployments, as named in the configuration.
+pub const ENVIRONMENTS: &[(&str, &str)] = &[
+    ("uid2-integ", "https://operator-integ.uidapi.com"),
+    ("uid2-prod", "https://prod.uidapi.com"),
+    ("uid2-global", "https://global.prod.uidapi.com"),
+    ("uid2-usw", "https://usw.prod.uidapi.com"),
+    ("uid2-au", "https://au.prod.uidapi.com"),
+    ("uid2-jp", "https://jp.prod.uidapi.com"),
+    ("uid2-sg", "https://sg.prod.uidapi.com"),
+    ("euid-integ", "https://integ.euid.eu"),
+    ("euid-prod", "https://prod.euid.eu"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no configuration file: pass --config FILE, set UID2_BUCKET_SYNC_CONFIG, or create {DEFAULT_CONFIG_PATH}"
+    )]
+    NoConfigFile,
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {key}: {reason}")]
+    Invalid {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(origin: &str, key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What the command line contributes to loading.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--config` or `$UID2_BUCKET_SYNC_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--db`.
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file that was read, if any.
+    pub source: Option<PathBuf>,
+    pub operator: OperatorSettings,
+    pub sync: SyncSettings,
+    pub database: DatabaseSettings,
+    pub queue: QueueSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+    /// Things worth telling the user that don't stop the program (for
+    /// example a world-readable secret). Logged once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OperatorSettings {
+    /// `None` when neither `environment` nor `base_url` is set; only
+    /// `sync` and `run` need it.
+    pub base_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Send and receive raw bytes (`application/octet-stream`) instead of base64.
+    pub binary_body: bool,
+    pub retry: RetrySettings,
+    credentials: CredentialSources,
+    origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Upper bound on the time spent retrying one cycle's request.
+    pub max_elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Six-field cron expression (seconds first), evaluated in UTC.
+    Cron(String),
+    Interval(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub schedule: Schedule,
+    /// `since_timestamp` for a database with no high-water mark yet.
+    pub initial_since: Option<DateTime<Utc>>,
+    /// Re-read this much before the mark, in case the operator publishes late.
+    pub overlap: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub path: PathBuf,
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub max_attempts: u32,
+    /// Done items older than this are purged by the daemon and `queue purge`.
+    pub done_retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive such as `info` or `uid2_bucket_sync=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// Where to serve Prometheus text; off when `None`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The credentials and endpoint `sync` and `run` need, fully resolved.
+#[derive(Debug, Clone)]
+pub struct OperatorConnection {
+    pub base_url: String,
+    pub api_key: ApiKey,
+    pub client_secret: ClientSecret,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub binary_body: bool,
+    pub retry: RetrySettings,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CredentialSources {
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+}
+
+// ---- the file as written -------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    operator: RawOperator,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    environment: Option<String>,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    binary_body: Option<bool>,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<u32>,
+    initial_backoff: Option<String>,
+    max_backoff: Option<String>,
+    max_elapsed: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    schedule: Option<String>,
+    interval: Option<String>,
+    initial_since: Option<String>,
+    overlap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    path: Option<PathBuf>,
+    busy_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    max_attempts: Option<u32>,
+    done_retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+impl Settings {
+    /// Loads the configuration file (if any), then applies the environment
+    /// and the command line. Fails with the origin, the key and the reason.
+    pub fn load(options: &LoadOptions) -> Result<Self, ConfigError> {
+        Self::load_with_env(options, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Settings::load`], with the environment supplied by the caller.
+    pub fn load_with_env(
+        options: &LoadOptions,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = match &options.config {
+            Some(path) => Some(path.clone()),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Some(PathBuf::from(DEFAULT_CONFIG_PATH))
+            }
+            None if options.db.is_some() || env(DATABASE_ENV).is_some() => None,
+            None => return Err(ConfigError::NoConfigFile),
+        };
+        let raw = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    file: path.clone(),
+                    source,
+                })?;
+                parse_file(path, &text)?
+            }
+            None => RawFile::default(),
+        };
+        let origin = file.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let mut warnings = Vec::new();
+        if let Some(path) = &file
+            && (raw.operator.api_key.is_some() || raw.operator.client_secret.is_some())
+        {
+            warn_if_world_readable(path, "the configuration file holds a secret", &mut warnings);
+        }
+
+        let operator = build_operator(raw.operator, &origin, env)?;
+        let sync = build_sync(raw.sync, &origin)?;
+        let database = build_database(raw.database, &origin, options, env)?;
+        let queue = QueueSettings {
+            max_attempts: positive(
+                raw.queue.max_attempts.unwrap_or(5),
+                &origin,
+                "queue.max_attempts",
+            )?,
+            done_retention: duration_or(
+                raw.queue.done_retention,
+                "7d",
+                &origin,
+                "queue.done_retention",
+            )?,
+        };
+        let log = build_log(raw.log, &origin, env)?;
+        let metrics = MetricsSettings {
+            listen: raw
+                .metrics
+                .listen
+                .map(|text| {
+                    text.parse::<SocketAddr>().map_err(|_| {
+                        ConfigError::invalid(
+                            &origin,
+                            "metrics.listen",
+                            format!("{text:?} is not an address like 127.0.0.1:9464"),
+                        )
+                    })
+                })
+                .transpose()?,
+        };
+        Ok(Self {
+            source: file,
+            operator,
+            sync,
+            database,
+            queue,
+            log,
+            metrics,
+            warnings,
+        })
+    }
+
+    /// Resolves the endpoint and both credentials. `sync` and `run` call
+    /// this at start so a bad secret stops them before any work.
+    pub fn operator_connection(&self) -> Result<OperatorConnection, ConfigError> {
+        self.operator_connection_with_env(&|name| std::env::var(name).ok())
+            .map(|(connection, _)| connection)
+    }
+
+    /// As [`Settings::operator_connection`], with the environment supplied
+    /// by the caller; also returns warnings about how secrets are stored.
+    pub fn operator_connection_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(OperatorConnection, Vec<String>), ConfigError> {
+        let op = &self.operator;
+        let base_url = op.base_url.clone().ok_or_else(|| {
+            ConfigError::invalid(
+                &op.origin,
+                "operator.environment",
+                "not set: name an environment (e.g. uid2-integ) or set operator.base_url",
+            )
+        })?;
+        let mut warnings = Vec::new();
+        let api_key_text = resolve_secret(
+            &op.origin,
+            "operator.api_key",
+            API_KEY_ENV,
+            API_KEY_CREDENTIAL,
+            op.credentials.api_key.as_deref(),
+            op.credentials.api_key_file.as_deref(),
+            env,
+            &mut warnings,
+        )?;
+        let api_key = ApiKey::new(&api_key_text.text).map_err(|e| {
+            ConfigError::invalid(&api_key_text.origin, &api_key_text.key, e.to_string())
+        })?;
+        let secret_text = resolve_secret(
+            &op.origin,
+            "operator.client_secret",
+            CLIENT_SECRET_ENV,
+            CLIENT_SECRET_CREDENTIAL,
+            op.credentials.client_secret.as_deref(),
+            op.credentials.client_secret_file.as_deref(),
+            env,
+            &mut warnings,
+        )?;
+        let client_secret = ClientSecret::from_base64(&secret_text.text).map_err(|e| {
+            ConfigError::invalid(&secret_text.origin, &secret_text.key, e.to_string())
+        })?;
+        Ok((
+            OperatorConnection {
+                base_url,
+                api_key,
+                client_secret,
+                connect_timeout: op.connect_timeout,
+                request_timeout: op.request_timeout,
+                binary_body: op.binary_body,
+                retry: op.retry.clone(),
+            },
+            warnings,
+        ))
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<RawFile, ConfigError> {
+    let origin = path.display().to_string();
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| toml_error(&origin, text, &e, ""))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        toml_error(&origin, text, e.inner(), if key == "." { "" } else { &key })
+    })
+}
+
+fn toml_error(origin: &str, text: &str, error: &toml::de::Error, key: &str) -> ConfigError {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let origin = match line {
+        Some(line) => format!("{origin}:{line}"),
+        None => origin.to_owned(),
+    };
+    let key = if key.is_empty() { "(file)" } else { key };
+    ConfigError::invalid(&origin, key, error.message().trim().replace('\n', " "))
+}
+
+fn build_operator(
+    raw: RawOperator,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<OperatorSettings, ConfigError> {
+    let base_url = match (env(BASE_URL_ENV), raw.base_url, raw.environment) {
+        (Some(url), _, _) => Some(validate_base_url(&url, BASE_URL_ENV, "value")?),
+        (None, Some(url), _) => Some(validate_base_url(&url, origin, "operator.base_url")?),
+        (None, None, Some(name)) => Some(
+            ENVIRONMENTS
+                .iter()
+                .find(|(known, _)| *known == name)
+                .map(|(_, url)| (*url).to_owned())
+                .ok_or_else(|| {
+                    let names: Vec<_> = ENVIRONMENTS.iter().map(|(n, _)| *n).collect();
+                    ConfigError::invalid(
+                        origin,
+                        "operator.environment",
+                        format!("{name:?} is not one of {}", names.join(", ")),
+                    )
+                })?,
+        ),
+        (None, None, None) => None,
+    };
+    if raw.api_key.is_some() && raw.api_key_file.is_some() {
+        return Err(ConfigError::invalid(
+            origin,
+            "operator.api_key_file",
+            "set either api_key or api_key_file, not both",
+        ));
+    }
+    if raw.client_secret.is_some() && raw.client_secret_file.is_some() {
+        return Err(ConfigError::invalid(
+            origin,
+            "operator.client_secret_file",
+            "set either client_secret or client_secret_file, not both",
+        ));
+    }
+    // A malformed inline secret is a mistake in the file itself: report it
+    // at load, with the file and key, even for commands that don't use it.
+    if let Some(secret) = &raw.client_secret {
+        ClientSecret::from_base64(secret)
+            .map_err(|e| ConfigError::invalid(origin, "operator.client_secret", e.to_string()))?;
+    }
+    let retry = RetrySettings {
+        max_attempts: positive(
+            raw.retry.max_attempts.unwrap_or(6),
+            origin,
+            "operator.retry.max_attempts",
+        )?,
+        initial_backoff: duration_or(
+            raw.retry.initial_backoff,
+            "1s",
+            origin,
+            "operator.retry.initial_backoff",
+        )?,
+        max_backoff: duration_or(
+            raw.retry.max_backoff,
+            "60s",
+            origin,
+            "operator.retry.max_backoff",
+        )?,
+        max_elapsed: duration_or(
+            raw.retry.max_elapsed,
+            "10m",
+            origin,
+            "operator.retry.max_elapsed",
+        )?,
+    };
+    if retry.initial_backoff > retry.max_backoff {
+        return Err(ConfigError::invalid(
+            origin,
+            "operator.retry.initial_backoff",
+            "is longer than operator.retry.max_backoff",
+        ));
+    }
+    Ok(OperatorSettings {
+        base_url,
+        connect_timeout: nonzero(
+            duration_or(
+                raw.connect_timeout,
+                "10s",
+                origin,
+                "operator.connect_timeout",
+            )?,
+            origin,
+            "operator.connect_timeout",
+        )?,
+        // A first sync downloads ~91 MiB in one response: be generous.
+        request_timeout: nonzero(
+            duration_or(
+                raw.request_timeout,
+                "5m",
+                origin,
+                "operator.request_timeout",
+            )?,
+            origin,
+            "operator.request_timeout",
+        )?,
+        binary_body: raw.binary_body.unwrap_or(false),
+        retry,
+        credentials: CredentialSources {
+            api_key: raw.api_key,
+            api_key_file: raw.api_key_file,
+            client_secret: raw.client_secret,
+            client_secret_file: raw.client_secret_file,
+        },
+        origin: origin.to_owned(),
+    })
+}
+
+/// Only https, except plain http to a loopback address (local simulators
+/// and tests): credentials and rotations must not cross a network in clear.
+fn validate_base_url(url: &str, origin: &str, key: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let invalid = |reason: String| ConfigError::invalid(origin, key, reason);
+    let (scheme, rest) = trimmed
+        .split_once("://")
+        .ok_or_else(|| invalid(format!("{url:?} is not a URL like https://prod.uidapi.com")))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(invalid(format!("{url:?} has no host")));
+    }
+    match scheme {
+        "https" => Ok(trimmed.to_owned()),
+        "http" if is_loopback_authority(authority) => Ok(trimmed.to_owned()),
+        "http" => Err(invalid(format!(
+            "{url:?} uses plain http to a non-loopback host; use https"
+        ))),
+        other => Err(invalid(format!(
+            "scheme {other:?} is not supported; use https"
+        ))),
+    }
+}
+
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
+    let schedule = match (raw.schedule, raw.interval) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                origin,
+                "sync.interval",
+                "set either sync.schedule or sync.interval, not both",
+            ));
+        }
+        (Some(expression), None) => {
+            validate_cron(&expression)
+                .map_err(|reason| ConfigError::invalid(origin, "sync.schedule", reason))?;
+            Schedule::Cron(expression)
+        }
+        (None, Some(text)) => Schedule::Interval(nonzero(
+            parse_duration(&text, origin, "sync.interval")?,
+            origin,
+            "sync.interval",
+        )?),
+        // The operator's guidance: poll hourly when fidelity matters.
+        (None, None) => Schedule::Interval(Duration::from_secs(3600)),
+    };
+    let initial_since = raw
+        .initial_since
+        .map(|text| {
+            timestamp::parse_iso_local(&text)
+                .map_err(|e| ConfigError::invalid(origin, "sync.initial_since", e.to_string()))
+        })
+        .transpose()?;
+    Ok(SyncSettings {
+        schedule,
+        initial_since,
+        overlap: duration_or(raw.overlap, "0s", origin, "sync.overlap")?,
+    })
+}
+
+/// Parses a cron expression the way the scheduler will (six fields,
+/// seconds first), so a bad one is refused at start, not at the first tick.
+pub fn validate_cron(expression: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expression)
+        .map_err(|e| {
+            format!(
+                "{expression:?} is not a cron expression with six fields (sec min hour day month weekday): {e}"
+            )
+        })
+}
+
+fn build_database(
+    raw: RawDatabase,
+    origin: &str,
+    options: &LoadOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<DatabaseSettings, ConfigError> {
+    let path = options
+        .db
+        .clone()
+        .or_else(|| env(DATABASE_ENV).map(PathBuf::from))
+        .or(raw.path)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE_PATH));
+    if path.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(origin, "database.path", "is empty"));
+    }
+    Ok(DatabaseSettings {
+        path,
+        busy_timeout: duration_or(raw.busy_timeout, "30s", origin, "database.busy_timeout")?,
+    })
+}
+
+fn build_log(
+    raw: RawLog,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LogSettings, ConfigError> {
+    let format = match raw.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                origin,
+                "log.format",
+                format!("{other:?} is not one of text, json"),
+            ));
+        }
+    };
+    let (level, level_origin, level_key) = match env(LOG_ENV) {
+        Some(level) => (level, LOG_ENV.to_owned(), "value"),
+        None => (
+            raw.level.unwrap_or_else(|| "info".to_owned()),
+            origin.to_owned(),
+            "log.level",
+        ),
+    };
+    tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
+        ConfigError::invalid(
+            &level_origin,
+            level_key,
+            format!("{level:?} is not a log filter: {e}"),
+        )
+    })?;
+    Ok(LogSettings { format, level })
+}
+
+struct ResolvedSecret {
+    text: String,
+    origin: String,
+    key: String,
+}
+
+/// Precedence: environment variable, then the configuration (inline value
+/// or `*_file`), then the systemd credential of the conventional name.
+#[allow(clippy::too_many_arguments)]
+fn resolve_secret(
+    origin: &str,
+    key: &str,
+    env_name: &str,
+    credential_name: &str,
+    inline: Option<&str>,
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<ResolvedSecret, ConfigError> {
+    if let Some(text) = env(env_name) {
+        return Ok(ResolvedSecret {
+            text,
+            origin: format!("environment variable {env_name}"),
+            key: "value".to_owned(),
+        });
+    }
+    if let Some(text) = inline {
+        return Ok(ResolvedSecret {
+            text: text.to_owned(),
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+        });
+    }
+    let file_key = format!("{key}_file");
+    let credential_path = env("CREDENTIALS_DIRECTORY")
+        .map(|dir| Path::new(&dir).join(credential_name))
+        .filter(|path| path.exists());
+    let (path, reported_origin, reported_key) = match (file, credential_path) {
+        (Some(path), _) => (path.to_path_buf(), origin.to_owned(), file_key),
+        (None, Some(path)) => (
+            path,
+            "systemd credentials".to_owned(),
+            credential_name.to_owned(),
+        ),
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                origin,
+                key,
+                format!(
+                    "not set: set {key}_file (or {key}), the environment variable {env_name}, \
+                     or a systemd credential named {credential_name}"
+                ),
+            ));
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::invalid(
+            &reported_origin,
+            &reported_key,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    warn_if_world_readable(&path, "a file holding a secret", warnings);
+    Ok(ResolvedSecret {
+        text,
+        origin: format!("{} ({})", reported_origin, path.display()),
+        key: reported_key,
+    })
+}
+
+fn warn_if_world_readable(path: &Path, what: &str, warnings: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path)
+        && metadata.permissions().mode() & 0o004 != 0
+    {
+        warnings.push(format!(
+            "{}: {what} is readable by every user on this machine; chmod o-r it",
+            path.display()
+        ));
+    }
+}
+
+fn parse_duration(text: &str, origin: &str, key: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::invalid(
+            origin,
+            key,
+            format!("{text:?} is not a duration like 30s, 10m or 1h: {e}"),
+        )
+    })
+}
+
+fn duration_or(
+    text: Option<String>,
+    default: &str,
+    origin: &str,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    parse_duration(text.as_deref().unwrap_or(default), origin, key)
+}
+
+fn nonzero(value: Duration, origin: &str, key: &str) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(
+            origin,
+            key,
+            "must be longer than zero",
+        ));
+    }
+    Ok(value)
+}
+
+fn positive(value: u32, origin: &str, key: &str) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(origin, key, "must be at least 1"));
+    }
+    Ok(value)
+}
