@@ -1,0 +1,204 @@
+//! When cycles run: tokio-cron-scheduler ticks, guarded so that cycles
+//! never overlap, plus the catch-up decision at start.
+//!
+//! The scheduler starts a job on every tick whether or not the previous one
+//! finished, and it does not wait for running jobs when shut down. The guard
+//! here covers both: a tick that finds a cycle running is skipped, and
+//! [`Ticker::stop`] waits for the running cycle to end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use crate::config::{Schedule, validate_cron};
+
+/// A cycle as the scheduler sees it: started, awaited, nothing returned.
+pub type CycleFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("scheduler: {0}")]
+pub struct ScheduleError(String);
+
+impl From<JobSchedulerError> for ScheduleError {
+    fn from(error: JobSchedulerError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// A running scheduler with its overlap guard.
+pub struct Ticker {
+    scheduler: JobScheduler,
+    guard: Arc<Mutex<()>>,
+    cycle: CycleFn,
+}
+
+impl Ticker {
+    pub async fn start(schedule: &Schedule, cycle: CycleFn) -> Result<Self, ScheduleError> {
+        let guard = Arc::new(Mutex::new(()));
+        let scheduler = JobScheduler::new().await?;
+        let on_tick = {
+            let guard = guard.clone();
+            let cycle = cycle.clone();
+            move |_id, _scheduler| -> Pin<Box<dyn Future<Output = ()> + Send>> {
+                let guard = guard.clone();
+                let cycle = cycle.clone();
+                Box::pin(async move { run_guarded(&guard, &cycle, "tick").await })
+            }
+        };
+        let job = match schedule {
+            Schedule::Cron(expression) => Job::new_async(expression.as_str(), on_tick)?,
+            Schedule::Interval(period) => Job::new_repeated_async(*period, on_tick)?,
+        };
+        scheduler.add(job).await?;
+        scheduler.start().await?;
+        Ok(Self {
+            scheduler,
+            guard,
+            cycle,
+        })
+    }
+
+    /// Runs one cycle now, outside the schedule, unless one is running.
+    pub async fn run_now(&self, reason: &'static str) {
+        run_guarded(&self.guard, &self.cycle, reason).await;
+    }
+
+    /// Stops ticking, then waits for a running cycle to finish (cycles watch
+    /// the shutdown token and abandon their work before committing).
+    pub async fn stop(mut self) {
+        if let Err(error) = self.scheduler.shutdown().await {
+            tracing::warn!(%error, "scheduler did not shut down cleanly");
+        }
+        let _running_cycle_done = self.guard.lock().await;
+    }
+}
+
+async fn run_guarded(guard: &Arc<Mutex<()>>, cycle: &CycleFn, reason: &'static str) {
+    match guard.clone().try_lock_owned() {
+        Ok(_held) => cycle().await,
+        Err(_) => {
+            metrics::counter!("uid2_bucket_sync_ticks_skipped_total").increment(1);
+            tracing::warn!(
+                reason,
+                "skipping this tick: the previous cycle is still running"
+            );
+        }
+    }
+}
+
+/// Whether the daemon should sync at once on start: never synced, or the
+/// last success is older than one period (a tick was missed while down).
+pub fn is_overdue(
+    schedule: &Schedule,
+    last_success: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(last_success) = last_success else {
+        return true;
+    };
+    match schedule {
+        Schedule::Interval(period) => {
+            let period = chrono::Duration::from_std(*period).unwrap_or(chrono::TimeDelta::MAX);
+            now.signed_duration_since(last_success) > period
+        }
+        Schedule::Cron(expression) => match validate_cron(expression) {
+            Ok(cron) => cron
+                .find_previous_occurrence(&now, true)
+                .is_ok_and(|previous_tick| previous_tick > last_success),
+            Err(_) => true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_database_that_never_synced_is_overdue() {
+        assert!(is_overdue(
+            &Schedule::Interval(Duration::from_secs(3600)),
+            None,
+            Utc::now()
+        ));
+    }
+
+    #[test]
+    fn an_interval_is_overdue_after_one_period() {
+        let hourly = Schedule::Interval(Duration::from_secs(3600));
+        let now = at("2026-01-01T12:00:00Z");
+        assert!(!is_overdue(&hourly, Some(at("2026-01-01T11:30:00Z")), now));
+        assert!(is_overdue(&hourly, Some(at("2026-01-01T10:59:59Z")), now));
+    }
+
+    #[test]
+    fn a_cron_schedule_is_overdue_when_a_tick_was_missed() {
+        let five_past = Schedule::Cron("0 5 * * * *".into());
+        let now = at("2026-01-01T12:30:00Z");
+        assert!(!is_overdue(
+            &five_past,
+            Some(at("2026-01-01T12:05:01Z")),
+            now
+        ));
+        assert!(is_overdue(
+            &five_past,
+            Some(at("2026-01-01T12:04:59Z")),
+            now
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_tick_during_a_running_cycle_is_skipped() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let cycle: CycleFn = {
+            let started = started.clone();
+            let release = release.clone();
+            Arc::new(move || {
+                let started = started.clone();
+                let release = release.clone();
+                Box::pin(async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    release.notified().await;
+                })
+            })
+        };
+        let guard = Arc::new(Mutex::new(()));
+        let first = tokio::spawn({
+            let guard = guard.clone();
+            let cycle = cycle.clone();
+            async move { run_guarded(&guard, &cycle, "first").await }
+        });
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        run_guarded(&guard, &cycle, "second").await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "the second run must be skipped"
+        );
+        release.notify_one();
+        first.await.unwrap();
+        release.notify_one();
+        run_guarded(&guard, &cycle, "third").await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            2,
+            "after the first ends, runs resume"
+        );
+    }
+}
