@@ -31,5 +31,6 @@ pub mod cli;
 mod commands;
 pub mod credentials;
 pub mod envelope;
+pub mod operator;
 pub mod rotation;
 pub mod timestamp;
