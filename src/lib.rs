@@ -32,4 +32,5 @@ mod commands;
 pub mod credentials;
 pub mod envelope;
 pub mod rotation;
+pub mod simulator;
 pub mod timestamp;
