@@ -958,3 +958,22 @@ async fn a_zero_rotation_period_is_refused() {
         .unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn dropping_the_last_handle_stops_the_server() {
+    let operator = start(10).await;
+    let address = operator.local_addr();
+    let clone = operator.clone();
+    drop(operator);
+    assert!(tokio::net::TcpStream::connect(address).await.is_ok());
+    drop(clone);
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "still accepting after the last handle was dropped");
+}
