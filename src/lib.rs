@@ -33,4 +33,5 @@ pub mod credentials;
 pub mod envelope;
 pub mod operator;
 pub mod rotation;
+pub mod simulator;
 pub mod timestamp;
