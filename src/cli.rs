@@ -133,6 +133,12 @@ pub struct DevOperatorArgs {
     /// How many buckets each rotation touches.
     #[arg(long, value_name = "K", requires = "rotate_every")]
     pub rotate_count: Option<u32>,
+    /// Seed for the bucket ids, their initial times and which buckets rotate.
+    #[arg(long, value_name = "N", default_value_t = crate::simulator::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Before listening, write the table to FILE: one `bucket_id<TAB>last_updated` line per bucket.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+mod dev_operator;
+
 /// Runs a parsed command line to completion and returns the exit code.
 pub fn execute(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -23,7 +25,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Sync => todo_command("sync"),
             Command::Status { .. } => todo_command("status"),
             Command::Queue(_) => todo_command("queue"),
-            Command::DevOperator(_) => todo_command("dev-operator"),
+            Command::DevOperator(args) => dev_operator::run(args).await,
             Command::Demo(_) => todo_command("demo"),
         }
     });

@@ -1,0 +1,342 @@
+//! A faithful local UID2 operator serving `POST /v2/identity/buckets`.
+//!
+//! It speaks the real v2 envelope and reproduces the operator's routing,
+//! authentication, envelope checks and error texts (see `server.rs`), over a
+//! deterministic table of salt buckets that can be rotated on demand or on a
+//! timer. Faults can be queued to exercise a client's error handling on the
+//! wire. Tests, `dev-operator` and `demo` all run it in-process.
+
+mod catalog;
+mod faults;
+mod server;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::credentials::{ApiKey, ClientSecret};
+use crate::envelope::Nonce;
+use crate::rotation::BucketRotation;
+use crate::timestamp::format_operator;
+
+use catalog::Catalog;
+pub use catalog::{BUCKET_ID_LEN, HISTORY_DAYS};
+pub use faults::Fault;
+use faults::FaultQueue;
+pub use server::{BUCKETS_PATH, MAX_BODY_BYTES, MAX_CLOCK_DRIFT};
+
+/// The seed [`SimulatorConfig::new`] uses.
+pub const DEFAULT_SEED: u64 = 0x5eed_0000_0002_b0c4;
+/// How many requests [`SimulatedOperator::requests`] remembers; older ones
+/// are forgotten first, so a long-running `dev-operator` stays small.
+pub const REQUEST_LOG_CAPACITY: usize = 100_000;
+
+/// What the simulated operator serves and with which credentials.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub api_key: ApiKey,
+    pub client_secret: ClientSecret,
+    pub buckets: u32,
+    /// Every this often, `rotate_count` random buckets are stamped with the
+    /// current time. `None` (or a zero `rotate_count`) means no rotations.
+    pub rotate_every: Option<Duration>,
+    pub rotate_count: u32,
+    /// Bucket ids, initial times (as offsets back from the start day's
+    /// midnight, UTC) and the choice of randomly rotated buckets all follow
+    /// from the seed.
+    pub seed: u64,
+}
+
+impl SimulatorConfig {
+    /// `buckets` buckets, no periodic rotations, [`DEFAULT_SEED`].
+    pub fn new(api_key: ApiKey, client_secret: ClientSecret, buckets: u32) -> Self {
+        Self {
+            api_key,
+            client_secret,
+            buckets,
+            rotate_every: None,
+            rotate_count: 0,
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+/// One request as the simulated operator received and answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedRequest {
+    /// The envelope's request time, when the envelope could be opened.
+    pub timestamp_ms: Option<i64>,
+    /// The envelope's nonce, when the envelope could be opened.
+    pub nonce: Option<Nonce>,
+    /// The `since_timestamp` text as sent (a non-string value as its JSON text).
+    pub since_timestamp: Option<String>,
+    /// The request's `Content-Type` was `application/octet-stream`.
+    pub binary: bool,
+    /// The status sent; 0 when the connection was closed without an answer.
+    pub status: u16,
+    /// The fault this request consumed, if any.
+    pub fault: Option<Fault>,
+}
+
+/// A handle to a running simulated operator. Clones share the same server;
+/// it stops at [`SimulatedOperator::shutdown`] or when the last clone drops.
+#[derive(Clone)]
+pub struct SimulatedOperator {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    _stop_when_dropped: DropGuard,
+}
+
+impl SimulatedOperator {
+    /// Builds the bucket table, binds `listen` and starts serving (and
+    /// rotating, if configured).
+    pub async fn start(config: SimulatorConfig, listen: SocketAddr) -> std::io::Result<Self> {
+        if config.rotate_every == Some(Duration::ZERO) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the rotation period must be longer than zero",
+            ));
+        }
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+
+        let started = Instant::now();
+        let (count, seed) = (config.buckets as usize, config.seed);
+        let catalog =
+            tokio::task::spawn_blocking(move || Catalog::generate(count, seed, Utc::now()))
+                .await
+                .map_err(std::io::Error::other)?;
+        tracing::info!(
+            buckets = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "simulated bucket table ready"
+        );
+
+        let shared = Arc::new(Shared::new(&config, catalog));
+        let stop = CancellationToken::new();
+        let mut tasks = vec![tokio::spawn(server::serve(
+            listener,
+            Arc::clone(&shared),
+            stop.clone(),
+        ))];
+        if let Some(period) = config.rotate_every
+            && config.rotate_count > 0
+        {
+            tasks.push(tokio::spawn(rotate_periodically(
+                Arc::clone(&shared),
+                period,
+                config.rotate_count,
+                stop.clone(),
+            )));
+        }
+        Ok(Self {
+            handle: Arc::new(Handle {
+                shared,
+                local_addr,
+                _stop_when_dropped: stop.clone().drop_guard(),
+                stop,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr
+    }
+
+    /// `http://ADDR:PORT`, the base URL a client is configured with.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.handle.local_addr)
+    }
+
+    pub fn bucket_count(&self) -> usize {
+        self.shared().catalog().len()
+    }
+
+    /// The current table, in the order the operator serves it.
+    pub fn snapshot(&self) -> Vec<BucketRotation> {
+        self.shared().catalog().snapshot()
+    }
+
+    /// Stamps the named buckets with `at` (truncated to milliseconds).
+    /// Unknown ids are ignored. Returns the new rows in serving order.
+    pub fn rotate(&self, bucket_ids: &[&str], at: DateTime<Utc>) -> Vec<BucketRotation> {
+        self.shared().rotate(bucket_ids, at)
+    }
+
+    /// Stamps `count` distinct random buckets (all, if `count` is larger)
+    /// with `at`. Returns the new rows in serving order.
+    pub fn rotate_random(&self, count: u32, at: DateTime<Utc>) -> Vec<BucketRotation> {
+        self.shared().rotate_random(count, at)
+    }
+
+    /// Queues a fault for one request; requests consume queued faults in order.
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.shared().faults).push(fault);
+    }
+
+    /// Applies `fault` to every request (after any queued ones) until
+    /// [`SimulatedOperator::clear_faults`].
+    pub fn inject_always(&self, fault: Fault) {
+        lock(&self.shared().faults).set_always(fault);
+    }
+
+    /// Forgets queued faults and the standing one.
+    pub fn clear_faults(&self) {
+        lock(&self.shared().faults).clear();
+    }
+
+    /// How many queued one-shot faults no request has consumed yet.
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.shared().faults).pending()
+    }
+
+    /// Every request received so far (up to [`REQUEST_LOG_CAPACITY`]), oldest first.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        lock(&self.shared().requests).iter().cloned().collect()
+    }
+
+    /// Stops accepting connections and ends the periodic rotator. Open
+    /// connections finish their current answer (for up to a few seconds).
+    pub async fn shutdown(self) {
+        self.handle.stop.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.handle.tasks));
+        for task in tasks {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "simulated operator task failed");
+            }
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+}
+
+impl std::fmt::Debug for SimulatedOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedOperator")
+            .field("local_addr", &self.handle.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State the server tasks and the handle share.
+struct Shared {
+    api_key: ApiKey,
+    client_secret: ClientSecret,
+    catalog: RwLock<Catalog>,
+    rotation_rng: Mutex<StdRng>,
+    faults: Mutex<FaultQueue>,
+    requests: Mutex<VecDeque<ReceivedRequest>>,
+}
+
+impl Shared {
+    fn new(config: &SimulatorConfig, catalog: Catalog) -> Self {
+        Self {
+            api_key: config.api_key.clone(),
+            client_secret: config.client_secret.clone(),
+            catalog: RwLock::new(catalog),
+            // Independent of the stream that generated the table.
+            rotation_rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15)),
+            faults: Mutex::new(FaultQueue::default()),
+            requests: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rotate(&self, bucket_ids: &[&str], at: DateTime<Utc>) -> Vec<BucketRotation> {
+        let rotated = self.catalog_mut().rotate_ids(bucket_ids, at);
+        log_rotation(&rotated, at);
+        rotated
+    }
+
+    fn rotate_random(&self, count: u32, at: DateTime<Utc>) -> Vec<BucketRotation> {
+        let mut rng = lock(&self.rotation_rng);
+        let rotated = self
+            .catalog_mut()
+            .rotate_random(&mut rng, count as usize, at);
+        drop(rng);
+        log_rotation(&rotated, at);
+        rotated
+    }
+
+    fn next_fault(&self) -> Option<Fault> {
+        lock(&self.faults).next()
+    }
+
+    fn record(&self, request: ReceivedRequest) {
+        let mut requests = lock(&self.requests);
+        if requests.len() == REQUEST_LOG_CAPACITY {
+            requests.pop_front();
+        }
+        requests.push_back(request);
+    }
+}
+
+fn log_rotation(rotated: &[BucketRotation], at: DateTime<Utc>) {
+    if rotated.is_empty() {
+        return;
+    }
+    let at = rotated.first().map_or_else(
+        || format_operator(at),
+        |row| format_operator(row.last_updated),
+    );
+    tracing::info!(count = rotated.len(), %at, "rotated buckets");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let ids: Vec<&str> = rotated.iter().map(|row| row.bucket_id.as_str()).collect();
+        tracing::debug!(%at, bucket_ids = %ids.join(","), "rotated bucket ids");
+    }
+}
+
+async fn rotate_periodically(
+    shared: Arc<Shared>,
+    period: Duration,
+    count: u32,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {
+                let shared = Arc::clone(&shared);
+                // Waits for the table lock, which an answer being encrypted holds.
+                let rotation = tokio::task::spawn_blocking(move || {
+                    shared.rotate_random(count, Utc::now());
+                });
+                if let Err(error) = rotation.await {
+                    tracing::warn!(%error, "periodic rotation failed");
+                }
+            }
+        }
+    }
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere: every guarded value
+/// here stays consistent between statements.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""The official UID2 Python SDK (uid2-client 2.9.0) against `dev-operator`.
+
+If the SDK reads the simulated operator correctly, the simulator's envelope,
+JSON and timestamp dialect match the real operator's.
+
+Usage: sdk_interop.py PATH_TO_UID2_BUCKET_SYNC
+
+Starts two operators with the same seed: a static one (checked against the
+table it dumps with --dump) and a rotating one (checked against the rotations
+it logs). Credentials reach them through the environment, never argv.
+Prints one line per check and a final `interop: N passed, M failed`; exits
+non-zero on any failure.
+"""
+
+import base64
+import datetime as dt
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+from importlib import metadata
+
+from uid2_client import IdentityMapClient
+from uid2_client.request_response_util import (
+    auth_headers,
+    create_envelope,
+    make_binary_request,
+    parse_response,
+)
+
+BUCKETS = 2000
+SEED = 20260324
+ROTATE_EVERY = "1s"
+ROTATE_COUNT = 3
+API_KEY = "interop-api-key"
+SECRET = base64.b64encode(os.urandom(32)).decode()
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+LISTENING = re.compile(r"^dev-operator listening on (http://\S+) with (\d+) buckets$")
+ROTATION = re.compile(r"rotated bucket ids at=(\S+) bucket_ids=(\S+)")
+STARTUP_TIMEOUT_S = 60
+ROTATION_TIMEOUT_S = 30
+
+
+def parse_operator_time(text):
+    """`yyyy-MM-ddTHH:mm:ss.SSS` (UTC, no zone) as an aware datetime."""
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.timezone.utc)
+
+
+class Operator:
+    """A dev-operator process, its address and what it logs."""
+
+    def __init__(self, binary, extra_args, log_filter="info"):
+        env = dict(os.environ, UID2_API_KEY=API_KEY, UID2_CLIENT_SECRET=SECRET, RUST_LOG=log_filter)
+        args = [binary, "dev-operator", "--listen", "127.0.0.1:0", "--buckets", str(BUCKETS),
+                "--seed", str(SEED)] + extra_args
+        self.process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.rotations = []  # (at text, [bucket ids]) in log order
+        self.stderr_tail = []
+        self._lock = threading.Lock()
+        self._stdout = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        try:
+            line = self._stdout.get(timeout=STARTUP_TIMEOUT_S)
+        except queue.Empty:
+            line = None
+        match = LISTENING.match(line or "")
+        if not match:
+            self.stop()
+            raise RuntimeError(f"dev-operator did not report listening; stdout {line!r}, "
+                               f"stderr: {self.stderr()}")
+        self.base_url = match.group(1)
+        self.bucket_count = int(match.group(2))
+
+    def _read_stdout(self):
+        for line in self.process.stdout:
+            self._stdout.put(line.rstrip("\n"))
+        self._stdout.put(None)
+
+    def _read_stderr(self):
+        for line in self.process.stderr:
+            with self._lock:
+                self.stderr_tail = (self.stderr_tail + [line.rstrip("\n")])[-20:]
+                found = ROTATION.search(line)
+                if found:
+                    self.rotations.append((found.group(1), found.group(2).split(",")))
+
+    def logged_rotations(self):
+        with self._lock:
+            return list(self.rotations)
+
+    def stderr(self):
+        with self._lock:
+            return "\n".join(self.stderr_tail)
+
+    def stop(self):
+        """SIGTERM, then the exit code (killing it if it does not stop)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return None
+        return self.process.returncode
+
+
+def client(operator, api_key=API_KEY, secret=SECRET):
+    return IdentityMapClient(operator.base_url, api_key, secret)
+
+
+def buckets_since(operator, since):
+    response = client(operator).get_identity_buckets(since)
+    return {b.get_bucket_id(): b.get_last_updated() for b in response.buckets}, len(response.buckets)
+
+
+def read_dump(path):
+    table = {}
+    with open(path) as dump:
+        for line in dump:
+            bucket_id, last_updated = line.rstrip("\n").split("\t")
+            table[bucket_id] = last_updated
+    return table
+
+
+def expect(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def expect_http_error(code, call):
+    try:
+        call()
+    except urllib.error.HTTPError as error:
+        expect(error.code == code, f"expected HTTP {code}, got {error.code}")
+        return
+    raise AssertionError(f"expected HTTP {code}, but the call succeeded")
+
+
+def run_checks(binary, workdir):
+    dump_path = os.path.join(workdir, "table.tsv")
+    static = Operator(binary, ["--dump", dump_path])
+    rotating = None
+    try:
+        dump = read_dump(dump_path)
+        rotating = Operator(binary, ["--rotate-every", ROTATE_EVERY, "--rotate-count", str(ROTATE_COUNT)],
+                            log_filter="info,uid2_bucket_sync::simulator=debug")
+        checks = []
+
+        def check(function):
+            checks.append(function)
+            return function
+
+        @check
+        def listening_line_reports_the_bucket_count():
+            expect(static.bucket_count == BUCKETS, f"{static.bucket_count} buckets")
+            expect(len(dump) == BUCKETS, f"dump has {len(dump)} distinct ids")
+
+        @check
+        def since_1970_returns_every_bucket_with_its_time():
+            got, rows = buckets_since(static, EPOCH)
+            expect(rows == BUCKETS, f"{rows} rows")
+            expect(got == dump, "rows differ from the dumped table")
+
+        @check
+        def since_now_returns_no_buckets():
+            got, rows = buckets_since(static, dt.datetime.now(dt.timezone.utc))
+            expect(rows == 0, f"{rows} rows")
+
+        @check
+        def since_is_inclusive():
+            times = sorted(set(dump.values()))
+            boundary = times[len(times) // 2]
+            got, _ = buckets_since(static, parse_operator_time(boundary))
+            expected = {k: v for k, v in dump.items() if v >= boundary}
+            expect(got == expected, f"{len(got)} rows, {len(expected)} expected at {boundary}")
+
+        @check
+        def binary_envelope_round_trips_through_the_sdk():
+            secret = base64.b64decode(SECRET)
+            body = json.dumps({"since_timestamp": "1970-01-01T00:00:00"}).encode()
+            envelope = create_envelope(secret, dt.datetime.now(tz=dt.timezone.utc), body)
+            response = make_binary_request(static.base_url, "/v2/identity/buckets",
+                                           auth_headers(API_KEY), envelope)
+            payload = json.loads(parse_response(secret, response, envelope.nonce))
+            expect(payload["status"] == "success", payload["status"])
+            got = {row["bucket_id"]: row["last_updated"] for row in payload["body"]}
+            expect(got == dump, "binary answer differs from the dumped table")
+
+        @check
+        def a_wrong_api_key_raises():
+            expect_http_error(401, lambda: client(static, api_key="not-the-key")
+                              .get_identity_buckets(EPOCH))
+
+        @check
+        def a_wrong_client_secret_raises():
+            other = base64.b64encode(os.urandom(32)).decode()
+            expect_http_error(400, lambda: client(static, secret=other).get_identity_buckets(EPOCH))
+
+        @check
+        def the_same_seed_serves_the_same_ids():
+            got, _ = buckets_since(rotating, EPOCH)
+            expect(set(got) == set(dump), "the rotating operator serves other ids")
+
+        @check
+        def after_a_rotation_only_rotated_buckets_are_returned():
+            deadline = time.monotonic() + ROTATION_TIMEOUT_S
+            while not rotating.logged_rotations():
+                expect(time.monotonic() < deadline, "no rotation logged")
+                time.sleep(0.05)
+            first_at, first_ids = rotating.logged_rotations()[0]
+            expect(len(first_ids) == ROTATE_COUNT, f"first rotation had {len(first_ids)} buckets")
+
+            logged_before = rotating.logged_rotations()
+            got, rows = buckets_since(rotating, parse_operator_time(first_at))
+            time.sleep(0.5)  # lets a rotation racing the call reach the log
+            logged_after = rotating.logged_rotations()
+
+            # Every rotation logged before the call must be there; a later one may be.
+            latest = {}
+            for at, ids in logged_after:
+                for bucket_id in ids:
+                    latest.setdefault(bucket_id, set()).add(at)
+            required = {i for at, ids in logged_before if at >= first_at for i in ids}
+            expect(rows == len(got), "a bucket was reported twice")
+            expect(required <= set(got), f"missing rotated buckets: {sorted(required - set(got))}")
+            for bucket_id, last_updated in got.items():
+                expect(bucket_id in latest, f"{bucket_id} was reported but never rotated")
+                expect(last_updated in latest[bucket_id],
+                       f"{bucket_id} reported at {last_updated}, rotated at {sorted(latest[bucket_id])}")
+                expect(last_updated >= first_at, f"{bucket_id} at {last_updated} precedes {first_at}")
+
+        @check
+        def since_1970_shows_each_bucket_at_its_initial_or_a_rotated_time():
+            got, rows = buckets_since(rotating, EPOCH)
+            time.sleep(0.5)  # lets a rotation racing the call reach the log
+            rotated_at = {}
+            for at, ids in rotating.logged_rotations():
+                for bucket_id in ids:
+                    rotated_at.setdefault(bucket_id, set()).add(at)
+            expect(rows == BUCKETS and set(got) == set(dump), f"{rows} rows, other ids")
+            for bucket_id, last_updated in got.items():
+                allowed = {dump[bucket_id]} | rotated_at.get(bucket_id, set())
+                expect(last_updated in allowed,
+                       f"{bucket_id} at {last_updated}, expected one of {sorted(allowed)}")
+            expect(any(got[k] in rotated_at[k] for k in rotated_at), "no rotation visible")
+
+        passed = failed = 0
+        for function in checks:
+            try:
+                function()
+            except Exception as error:  # each check reports, the run goes on
+                failed += 1
+                print(f"FAIL {function.__name__}: {error}")
+                if not isinstance(error, AssertionError):
+                    traceback.print_exc()
+            else:
+                passed += 1
+                print(f"ok   {function.__name__}")
+
+        for name, operator in (("static", static), ("rotating", rotating)):
+            code = operator.stop()
+            if code == 0:
+                passed += 1
+                print(f"ok   {name}_operator_stops_cleanly_on_sigterm")
+            else:
+                failed += 1
+                print(f"FAIL {name}_operator_stops_cleanly_on_sigterm: exit {code}\n{operator.stderr()}")
+        return passed, failed
+    finally:
+        static.stop()
+        if rotating is not None:
+            rotating.stop()
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(f"uid2-client {metadata.version('uid2_client')} against {sys.argv[1]}")
+    with tempfile.TemporaryDirectory(prefix="uid2-interop-") as workdir:
+        try:
+            passed, failed = run_checks(sys.argv[1], workdir)
+        except Exception as error:
+            traceback.print_exc()
+            print(f"interop: could not run: {error}")
+            passed, failed = 0, 1
+    print(f"interop: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
