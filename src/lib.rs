@@ -34,6 +34,8 @@ pub mod credentials;
 pub mod daemon;
 pub mod envelope;
 pub mod metrics;
+pub mod queue;
 pub mod rotation;
+pub mod store;
 pub mod telemetry;
 pub mod timestamp;
