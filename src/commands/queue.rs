@@ -71,7 +71,7 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .filter(|o| **o == AckOutcome::AckedNewerPending)
                 .count();
-            write!(out, "acked {acked}")?;
+            write!(out, "acked {acked} of {}", ids.len())?;
             if newer > 0 {
                 write!(out, " ({newer} pending again: rotated while leased)")?;
             }
@@ -92,8 +92,9 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
             let count = |wanted: FailOutcome| outcomes.iter().filter(|o| **o == wanted).count();
             writeln!(
                 out,
-                "failed {}: {} to retry, {} dead, {} pending with a newer rotation",
+                "failed {} of {}: {} to retry, {} dead, {} pending with a newer rotation",
                 outcomes.iter().filter(|o| !o.is_refused()).count(),
+                ids.len(),
                 count(FailOutcome::Retrying),
                 count(FailOutcome::Dead),
                 count(FailOutcome::NewerPending),
