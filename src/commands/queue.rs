@@ -37,7 +37,8 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
         max_attempts: settings.queue.max_attempts,
     });
     let now = truncate_to_millis(Utc::now());
-    let mut out = std::io::stdout().lock();
+    // One write per batch, not per line: a claim prints thousands of lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match command {
         QueueCommand::Claim {
             limit,
@@ -76,6 +77,7 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
                 write!(out, " ({newer} pending again: rotated while leased)")?;
             }
             writeln!(out)?;
+            out.flush()?;
             let refused = ids
                 .iter()
                 .zip(&outcomes)
@@ -99,6 +101,7 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
                 count(FailOutcome::Dead),
                 count(FailOutcome::NewerPending),
             )?;
+            out.flush()?;
             let refused = ids
                 .iter()
                 .zip(&outcomes)

@@ -19,7 +19,7 @@ pub fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let now = truncate_to_millis(Utc::now());
     let status = store.status(now)?;
     let database = store.path().display().to_string();
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         serde_json::to_writer(&mut out, &StatusJson::new(&status, &database, now))?;
         out.write_all(b"\n")?;

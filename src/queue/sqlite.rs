@@ -5,6 +5,7 @@
 //! to be upgraded to a write. States are spelt as literals in the SQL so the
 //! planner can use the partial index of each state.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -108,6 +109,53 @@ fn reclaim_expired_in(
     Ok(reclaimed)
 }
 
+/// Applies `assignments` to every entry whose lease is among `lease_ids`,
+/// still held and not expired at `now_ms`, in one statement. Returns the
+/// entries' new state and attempts by the lease id they were released from.
+fn release_leases(
+    tx: &Connection,
+    assignments: &str,
+    lease_ids: &[&str],
+    now_ms: i64,
+    parameters: &[(&str, &dyn rusqlite::ToSql)],
+) -> rusqlite::Result<HashMap<String, (String, i64)>> {
+    if lease_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    const HELD: &str = "lease_id IN (SELECT value FROM json_each(:lease_ids))
+                        AND state = 'leased' AND lease_expires_at_ms > :now";
+    let ids = serde_json::to_string(lease_ids)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+    // RETURNING sees the row after the update, when the lease id is gone:
+    // note which subject each held lease belongs to first.
+    let mut lease_of: HashMap<(String, String), String> = tx
+        .prepare_cached(&format!(
+            "SELECT kind, subject, lease_id FROM queue_item WHERE {HELD}"
+        ))?
+        .query_map(
+            rusqlite::named_params! { ":lease_ids": ids, ":now": now_ms },
+            |row| Ok(((row.get(0)?, row.get(1)?), row.get(2)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let mut statement = tx.prepare_cached(&format!(
+        "UPDATE queue_item SET {assignments} WHERE {HELD}
+         RETURNING kind, subject, state, attempts"
+    ))?;
+    let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> = parameters.to_vec();
+    bound.push((":lease_ids", &ids));
+    bound.push((":now", &now_ms));
+    let mut rows = statement.query(bound.as_slice())?;
+    let mut released = HashMap::with_capacity(lease_of.len());
+    while let Some(row) = rows.next()? {
+        let subject: (String, String) = (row.get(0)?, row.get(1)?);
+        if let Some(lease_id) = lease_of.remove(&subject) {
+            released.insert(lease_id, (row.get(2)?, row.get(3)?));
+        }
+    }
+    Ok(released)
+}
+
 /// Why no update accepted a lease id: lease ids exist only while leased,
 /// so a remaining one has run out; anything else is gone.
 fn classify_refused(tx: &Connection, lease_id: &str) -> rusqlite::Result<LeaseRefusal> {
@@ -203,38 +251,33 @@ impl RemapQueue for SqliteQueue<'_> {
         let now_ms = to_millis(now);
         self.write("acking", |tx| {
             let run = || -> rusqlite::Result<Vec<AckOutcome>> {
-                let mut statement = tx.prepare_cached(
-                    "UPDATE queue_item SET
-                         state = CASE WHEN next_version_ms IS NULL THEN 'done' ELSE 'pending' END,
-                         version_ms = coalesce(next_version_ms, version_ms),
-                         generation = generation + (next_version_ms IS NOT NULL),
-                         attempts = CASE WHEN next_version_ms IS NULL THEN attempts ELSE 0 END,
-                         due_at_ms = coalesce(next_due_at_ms, due_at_ms),
-                         next_version_ms = NULL,
-                         next_due_at_ms = NULL,
-                         lease_id = NULL,
-                         lease_expires_at_ms = NULL,
-                         done_at_ms = CASE WHEN next_version_ms IS NULL THEN :now END,
-                         updated_at_ms = :now
-                     WHERE lease_id = :lease_id AND state = 'leased'
-                       AND lease_expires_at_ms > :now
-                     RETURNING state",
+                let mut released = release_leases(
+                    tx,
+                    "state = CASE WHEN next_version_ms IS NULL THEN 'done' ELSE 'pending' END,
+                     version_ms = coalesce(next_version_ms, version_ms),
+                     generation = generation + (next_version_ms IS NOT NULL),
+                     attempts = CASE WHEN next_version_ms IS NULL THEN attempts ELSE 0 END,
+                     due_at_ms = coalesce(next_due_at_ms, due_at_ms),
+                     next_version_ms = NULL,
+                     next_due_at_ms = NULL,
+                     lease_id = NULL,
+                     lease_expires_at_ms = NULL,
+                     done_at_ms = CASE WHEN next_version_ms IS NULL THEN :now END,
+                     updated_at_ms = :now",
+                    lease_ids,
+                    now_ms,
+                    &[],
                 )?;
-                let mut outcomes = Vec::with_capacity(lease_ids.len());
-                for lease_id in lease_ids {
-                    let state: Option<String> = statement
-                        .query_row(
-                            rusqlite::named_params! { ":now": now_ms, ":lease_id": lease_id },
-                            |row| row.get(0),
-                        )
-                        .optional()?;
-                    outcomes.push(match state.as_deref() {
-                        Some("done") => AckOutcome::Acked,
-                        Some(_) => AckOutcome::AckedNewerPending,
-                        None => AckOutcome::Refused(classify_refused(tx, lease_id)?),
-                    });
-                }
-                Ok(outcomes)
+                lease_ids
+                    .iter()
+                    .map(|id| {
+                        Ok(match released.remove(*id) {
+                            Some((state, _)) if state == "done" => AckOutcome::Acked,
+                            Some(_) => AckOutcome::AckedNewerPending,
+                            None => AckOutcome::Refused(classify_refused(tx, id)?),
+                        })
+                    })
+                    .collect()
             };
             run().map_err(sql_error("acking"))
         })
@@ -250,36 +293,26 @@ impl RemapQueue for SqliteQueue<'_> {
         let max_attempts = self.max_attempts();
         self.write("failing", |tx| {
             let run = || -> rusqlite::Result<Vec<FailOutcome>> {
-                let sql = format!(
-                    "UPDATE queue_item SET {RELEASE_FOR_RETRY}, last_error = :error
-                     WHERE lease_id = :lease_id AND state = 'leased'
-                       AND lease_expires_at_ms > :now
-                     RETURNING state, attempts"
-                );
-                let mut statement = tx.prepare_cached(&sql)?;
-                let mut outcomes = Vec::with_capacity(lease_ids.len());
-                for lease_id in lease_ids {
-                    let released: Option<(String, i64)> = statement
-                        .query_row(
-                            rusqlite::named_params! {
-                                ":now": now_ms,
-                                ":max_attempts": max_attempts,
-                                ":error": error,
-                                ":lease_id": lease_id,
-                            },
-                            |row| Ok((row.get(0)?, row.get(1)?)),
-                        )
-                        .optional()?;
-                    outcomes.push(match released {
-                        Some((state, _)) if state == "dead" => FailOutcome::Dead,
-                        // Attempts restart only for a new generation; a
-                        // retried one has at least the failed claim.
-                        Some((_, 0)) => FailOutcome::NewerPending,
-                        Some(_) => FailOutcome::Retrying,
-                        None => FailOutcome::Refused(classify_refused(tx, lease_id)?),
-                    });
-                }
-                Ok(outcomes)
+                let mut released = release_leases(
+                    tx,
+                    &format!("{RELEASE_FOR_RETRY}, last_error = :error"),
+                    lease_ids,
+                    now_ms,
+                    &[(":max_attempts", &max_attempts), (":error", &error)],
+                )?;
+                lease_ids
+                    .iter()
+                    .map(|id| {
+                        Ok(match released.remove(*id) {
+                            Some((state, _)) if state == "dead" => FailOutcome::Dead,
+                            // Attempts restart only for a new generation; a
+                            // retried one has at least the failed claim.
+                            Some((_, 0)) => FailOutcome::NewerPending,
+                            Some(_) => FailOutcome::Retrying,
+                            None => FailOutcome::Refused(classify_refused(tx, id)?),
+                        })
+                    })
+                    .collect()
             };
             run().map_err(sql_error("failing"))
         })

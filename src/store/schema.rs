@@ -85,6 +85,10 @@ pub(super) fn open(
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_error)?;
+    // Statement journals (one per multi-row UPDATE) stay in memory instead
+    // of a temporary file written page by page.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(open_error)?;
     conn.set_prepared_statement_cache_capacity(32);
 
     if found < SCHEMA_VERSION {
