@@ -515,3 +515,29 @@ fn the_rotation_log_is_append_only() {
         assert!(error.to_string().contains("append-only"), "{error}");
     }
 }
+
+#[test]
+fn processes_opening_a_new_file_at_once_all_succeed() {
+    for _ in 0..5 {
+        let db = TempDb::new();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, barrier) = (db.path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Store::open(&path, OpenMode::CreateIfMissing, &StoreOptions::default())
+                        .map(|store| store.sync_state().unwrap())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for opener in openers {
+            assert_eq!(opener.join().unwrap(), Ok(Default::default()));
+        }
+        let version: u32 = raw(&db.path)
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+}

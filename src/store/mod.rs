@@ -72,11 +72,14 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("cannot migrate the database {}: {source}", path.display())]
+    #[error(
+        "cannot migrate the database {} to schema version {target}: {reason}",
+        path.display()
+    )]
     Migrate {
         path: PathBuf,
-        #[source]
-        source: Box<rusqlite_migration::Error>,
+        target: u32,
+        reason: String,
     },
     #[error(
         "the database stayed locked by another writer for longer than the busy timeout while {operation}"
@@ -93,6 +96,21 @@ pub enum StoreError {
     #[cfg(test)]
     #[error("injected fault after {0} rows")]
     InjectedFault(usize),
+}
+
+impl StoreError {
+    /// Another connection held a lock longer than the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::Busy { .. } => true,
+            Self::Open { source, .. } | Self::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            ),
+            Self::Queue(QueueError::Busy { .. }) => true,
+            _ => false,
+        }
+    }
 }
 
 fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {

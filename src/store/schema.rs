@@ -2,6 +2,9 @@
 //! settings, and migrations.
 
 use std::path::Path;
+use std::time::Duration;
+
+use backon::{BlockingRetryable, ExponentialBuilder};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
@@ -57,7 +60,28 @@ pub(super) fn open(
     let mut conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
     conn.busy_timeout(options.busy_timeout)
         .map_err(open_error)?;
+    conn.set_prepared_statement_cache_capacity(32);
 
+    // Switching a new file to WAL, or reading one whose WAL another process
+    // is just creating or removing, can report "locked" without waiting
+    // for the busy handler: retry for as long as a writer would wait.
+    let backoff = ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(2))
+        .with_max_delay(Duration::from_millis(50))
+        .without_max_times()
+        .with_total_delay(Some(options.busy_timeout));
+    (|| prepare(&mut conn, path))
+        .retry(backoff)
+        .when(StoreError::is_busy)
+        .call()?;
+    Ok(conn)
+}
+
+/// Refuses a file that is not SQLite or is too new, sets the connection
+/// up and migrates.
+fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let open_error = |source: rusqlite::Error| classify_open_error(path, source);
     // The first read of the header tells a non-SQLite file apart.
     let found: u32 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -89,12 +113,11 @@ pub(super) fn open(
     // of a temporary file written page by page.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(open_error)?;
-    conn.set_prepared_statement_cache_capacity(32);
 
     if found < SCHEMA_VERSION {
-        migrate(&mut conn, path)?;
+        migrate(conn, path)?;
     }
-    Ok(conn)
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -108,13 +131,33 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap_or(0);
         if now != SCHEMA_VERSION {
+            // The library's message quotes the whole migration script.
+            let reason = match source {
+                rusqlite_migration::Error::RusqliteError { err, .. } => {
+                    if is_busy_code(&err) {
+                        return Err(StoreError::Busy {
+                            operation: "migrating",
+                        });
+                    }
+                    err.to_string()
+                }
+                other => other.to_string(),
+            };
             return Err(StoreError::Migrate {
                 path: path.to_owned(),
-                source: Box::new(source),
+                target: SCHEMA_VERSION,
+                reason,
             });
         }
     }
     Ok(())
+}
+
+fn is_busy_code(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn classify_open_error(path: &Path, source: rusqlite::Error) -> StoreError {
