@@ -78,10 +78,11 @@ CREATE TABLE queue_item (
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX queue_item_pending ON queue_item (due_at_ms) WHERE state = 'pending';
-CREATE INDEX queue_item_leased ON queue_item (lease_expires_at_ms) WHERE state = 'leased';
 CREATE INDEX queue_item_done ON queue_item (done_at_ms) WHERE state = 'done';
 CREATE INDEX queue_item_dead ON queue_item (updated_at_ms) WHERE state = 'dead';
-CREATE INDEX queue_item_lease_id ON queue_item (lease_id) WHERE lease_id IS NOT NULL;
+-- Leases: found by id (ack, fail) and, the leased set being small,
+-- scanned for expiry (claim, reclaim).
+CREATE INDEX queue_item_leased ON queue_item (lease_id, lease_expires_at_ms) WHERE state = 'leased';
 
 -- ---- the SQL contract (docs/sql-contract.md) ----------------------------
 -- strftime rounds `ms / 1000.0` back to the exact millisecond.

@@ -160,7 +160,9 @@ fn release_leases(
 /// so a remaining one has run out; anything else is gone.
 fn classify_refused(tx: &Connection, lease_id: &str) -> rusqlite::Result<LeaseRefusal> {
     let expired: Option<i64> = tx
-        .prepare_cached("SELECT lease_expires_at_ms FROM queue_item WHERE lease_id = ?1")?
+        .prepare_cached(
+            "SELECT lease_expires_at_ms FROM queue_item WHERE lease_id = ?1 AND state = 'leased'",
+        )?
         .query_row([lease_id], |row| row.get(0))
         .optional()?;
     Ok(match expired {
