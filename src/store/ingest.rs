@@ -146,7 +146,11 @@ impl Store {
             .map_err(sql_error(OPERATION))?
             .map(from_millis);
 
-        if is_fresh(&tx).map_err(sql_error(OPERATION))? {
+        #[cfg(test)]
+        let fast_path_allowed = !self.general_path_only.get();
+        #[cfg(not(test))]
+        let fast_path_allowed = true;
+        if fast_path_allowed && is_fresh(&tx).map_err(sql_error(OPERATION))? {
             ingest_into_empty(&tx, rotations, observed_at, &check)?;
             summary.new_rotations = rotations.len() as u64;
             summary.newly_queued = rotations.len() as u64;
@@ -360,6 +364,27 @@ mod tests {
         (0..count)
             .map(|i| rotation(&format!("bucket{i:04}"), last_updated))
             .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn the_fast_path_for_an_empty_database_records_what_the_general_path_records(
+            rows in proptest::collection::vec((0u8..40, 0u32..4), 0..120)
+        ) {
+            let response: Vec<BucketRotation> = rows
+                .iter()
+                .map(|(bucket, day)| rotation(&format!("b{bucket:02}"), at(day + 1, 0)))
+                .collect();
+            let (fast_dir, general_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (fast, general) = (open(&fast_dir), open(&general_dir));
+            general.disable_fast_path();
+            let fast_summary = fast.ingest(response.clone(), at(9, 0)).unwrap();
+            let general_summary = general.ingest(response, at(9, 0)).unwrap();
+            proptest::prop_assert_eq!(fast_summary, general_summary);
+            proptest::prop_assert_eq!(contents(&fast), contents(&general));
+        }
     }
 
     #[test]

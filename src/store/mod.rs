@@ -160,6 +160,8 @@ pub struct Store {
     path: PathBuf,
     #[cfg(test)]
     fault: std::cell::Cell<Option<ingest::Fault>>,
+    #[cfg(test)]
+    general_path_only: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -179,6 +181,8 @@ impl Store {
             path: path.to_owned(),
             #[cfg(test)]
             fault: std::cell::Cell::new(None),
+            #[cfg(test)]
+            general_path_only: std::cell::Cell::new(false),
         })
     }
 
@@ -263,6 +267,12 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Makes `ingest` skip its fast path for an empty database.
+    #[cfg(test)]
+    pub(crate) fn disable_fast_path(&self) {
+        self.general_path_only.set(true);
     }
 
     /// Makes the next `ingest` fail once it has handled `rows` rows (or,
