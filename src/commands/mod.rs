@@ -1,9 +1,15 @@
 //! One file per command: each loads what it needs, does its work and
 //! formats its output. Errors reach the user as one line on stderr.
 
+mod queue;
+mod status;
+mod table;
+
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+use crate::config::{LoadOptions, Settings};
+use crate::store::{OpenMode, Store, StoreOptions};
 
 mod dev_operator;
 
@@ -23,8 +29,8 @@ pub fn execute(cli: Cli) -> ExitCode {
         match &cli.command {
             Command::Run => todo_command("run"),
             Command::Sync => todo_command("sync"),
-            Command::Status { .. } => todo_command("status"),
-            Command::Queue(_) => todo_command("queue"),
+            Command::Status { json } => status::run(&cli, *json),
+            Command::Queue(command) => queue::run(&cli, command),
             Command::DevOperator(args) => dev_operator::run(args).await,
             Command::Demo(_) => todo_command("demo"),
         }
@@ -40,4 +46,21 @@ pub fn execute(cli: Cli) -> ExitCode {
 
 fn todo_command(name: &str) -> anyhow::Result<ExitCode> {
     anyhow::bail!("{name} is not wired yet")
+}
+
+/// The settings for this invocation: `--config` (or its fallbacks) and `--db`.
+fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::load(&LoadOptions {
+        config: cli.config.clone(),
+        db: cli.db.clone(),
+    })?)
+}
+
+/// Opens the configured database. `sync` and `run` create it
+/// ([`OpenMode::CreateIfMissing`]); consumers' commands never do.
+fn open_store(settings: &Settings, mode: OpenMode) -> anyhow::Result<Store> {
+    let options = StoreOptions {
+        busy_timeout: settings.database.busy_timeout,
+    };
+    Ok(Store::open(&settings.database.path, mode, &options)?)
 }

@@ -1,0 +1,342 @@
+//! The re-mapping queue: lease-based, at-least-once, one entry per subject.
+//!
+//! A *subject* is anything whose identifiers need re-mapping from some
+//! *version* on: today a salt bucket (kind `bucket`, the bucket id, its
+//! `last_updated`); later an identity whose v3 `refresh_from` passed. The
+//! queue knows nothing about where an item came from, only the subject, the
+//! version that made it due and when it became due.
+//!
+//! The promises (INTERFACE.md) in terms of this module:
+//! - an entry that is *pending* when a newer version arrives keeps its
+//!   place and carries the newer version ([`EnqueueOutcome::Coalesced`]);
+//! - an entry that is *leased* keeps the newer version aside and becomes
+//!   pending again with it when the lease is acked, failed or expires
+//!   ([`EnqueueOutcome::DeferredBehindLease`]); the old lease's ack never
+//!   swallows it;
+//! - a *done* or *dead* entry becomes pending again as a new generation with
+//!   its attempts reset ([`EnqueueOutcome::Requeued`]);
+//! - a version not newer than the one the entry already carries changes
+//!   nothing ([`EnqueueOutcome::AlreadyCovered`]);
+//! - each claim hands every item its own lease id; ack and fail are checked
+//!   against it, so an expired or superseded lease is refused per id.
+//!
+//! Backends implement [`RemapQueue`] (the consumers' side) and [`Enqueue`]
+//! (the producers' side, used inside the producer's own transaction so that
+//! recording a rotation and queueing it commit together).
+
+mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use compact_str::CompactString;
+
+pub use sqlite::{SqliteEnqueuer, SqliteQueue};
+pub(crate) use sqlite::{enqueue_new_from_query, stats_in as sqlite_stats};
+
+/// The subject kind of a salt bucket; its key is the bucket id.
+pub const BUCKET_KIND: &str = "bucket";
+
+/// What needs re-mapping: a kind and a key unique within the kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subject {
+    pub kind: CompactString,
+    pub key: CompactString,
+}
+
+impl Subject {
+    pub fn bucket(bucket_id: impl Into<CompactString>) -> Self {
+        Self {
+            kind: CompactString::const_new(BUCKET_KIND),
+            key: bucket_id.into(),
+        }
+    }
+
+    /// The bucket id, when the subject is a salt bucket.
+    pub fn bucket_id(&self) -> Option<&str> {
+        (self.kind == BUCKET_KIND).then_some(self.key.as_str())
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.key)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueState {
+    /// Waiting to be claimed.
+    Pending,
+    /// Claimed by a consumer until its lease expires.
+    Leased,
+    /// Acked; kept until purged.
+    Done,
+    /// Failed or expired `max_attempts` times; waits for `retry --dead`.
+    Dead,
+}
+
+impl QueueState {
+    pub const ALL: [QueueState; 4] = [Self::Pending, Self::Leased, Self::Done, Self::Dead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Leased => "leased",
+            Self::Done => "done",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for QueueState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for QueueState {
+    type Err = QueueError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| QueueError::Corrupt(format!("unknown queue state {text:?}")))
+    }
+}
+
+/// A subject that became due from `version` on, noticed at `due_at`.
+#[derive(Debug, Clone, Copy)]
+pub struct DueItem<'a> {
+    pub kind: &'a str,
+    pub key: &'a str,
+    pub version: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// What [`Enqueue::enqueue`] did with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// A new entry, pending.
+    Queued,
+    /// A done or dead entry made pending again as a new generation.
+    Requeued,
+    /// A pending entry now carries the newer version.
+    Coalesced,
+    /// A leased entry will become pending with the newer version when the
+    /// lease ends.
+    DeferredBehindLease,
+    /// The entry already carries this version or a newer one.
+    AlreadyCovered,
+}
+
+/// The producers' side: adds due items inside the producer's transaction.
+pub trait Enqueue {
+    fn enqueue(&mut self, item: &DueItem<'_>) -> Result<EnqueueOutcome, QueueError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Claims of one generation before it is declared dead (each ended by a
+    /// fail or an expired lease).
+    pub max_attempts: u32,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self { max_attempts: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub limit: u32,
+    pub lease: Duration,
+    /// Recorded with the lease, for `queue list` and the `remap_queue` view.
+    pub worker: Option<&'a str>,
+}
+
+/// One claimed item. Whoever holds `lease_id` may ack or fail it until
+/// `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub subject: Subject,
+    /// The version to re-map from; for a bucket, its `last_updated`.
+    pub version: DateTime<Utc>,
+    pub lease_id: String,
+    pub expires_at: DateTime<Utc>,
+    /// 1 for the first claim of this generation.
+    pub attempt: u32,
+    pub generation: u32,
+    pub due_at: DateTime<Utc>,
+}
+
+/// Why a lease id was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRefusal {
+    /// The lease ran out before the call; its item is (or will be) pending
+    /// again for someone else.
+    Expired { at: DateTime<Utc> },
+    /// No such lease: unknown, already acked or failed, or expired and
+    /// since returned to the queue (and perhaps claimed again).
+    NotHeld,
+}
+
+impl fmt::Display for LeaseRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Expired { at } => {
+                write!(f, "lease expired at {}", crate::timestamp::format_utc(*at))
+            }
+            Self::NotHeld => f.write_str("lease is not held (unknown, released or expired)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Done.
+    Acked,
+    /// Done with the leased version; a newer one that arrived meanwhile is
+    /// pending now.
+    AckedNewerPending,
+    Refused(LeaseRefusal),
+}
+
+impl AckOutcome {
+    pub fn is_refused(self) -> bool {
+        matches!(self, Self::Refused(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Pending again for another attempt.
+    Retrying,
+    /// Out of attempts.
+    Dead,
+    /// A newer version arrived meanwhile; it is pending as a new generation.
+    NewerPending,
+    Refused(LeaseRefusal),
+}
+
+impl FailOutcome {
+    pub fn is_refused(self) -> bool {
+        matches!(self, Self::Refused(_))
+    }
+}
+
+/// One queue entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub subject: Subject,
+    pub state: QueueState,
+    pub version: DateTime<Utc>,
+    /// A newer version waiting for the current lease to end.
+    pub next_version: Option<DateTime<Utc>>,
+    pub generation: u32,
+    pub attempts: u32,
+    pub due_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Set while leased.
+    pub lease_id: Option<String>,
+    pub leased_by: Option<String>,
+    pub leased_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<QueueState>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub pending: u64,
+    /// Includes `expired_leases`.
+    pub leased: u64,
+    /// Leased entries whose lease ran out; the next claim returns them.
+    pub expired_leases: u64,
+    pub done: u64,
+    pub dead: u64,
+    pub oldest_pending_due_at: Option<DateTime<Utc>>,
+}
+
+impl QueueStats {
+    pub fn count(&self, state: QueueState) -> u64 {
+        match state {
+            QueueState::Pending => self.pending,
+            QueueState::Leased => self.leased,
+            QueueState::Done => self.done,
+            QueueState::Dead => self.dead,
+        }
+    }
+}
+
+/// Leases returned by [`RemapQueue::reclaim_expired`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// The consumers' side of the queue. Every call is one short transaction;
+/// `now` is the caller's clock, so leases are judged by one time source.
+pub trait RemapQueue {
+    /// Returns expired leases to pending (or dead), then leases up to
+    /// `limit` pending items, the longest-waiting first.
+    fn claim(
+        &self,
+        request: &ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Lease>, QueueError>;
+
+    /// Marks leased items done, one outcome per id, in order.
+    fn ack(&self, lease_ids: &[&str], now: DateTime<Utc>) -> Result<Vec<AckOutcome>, QueueError>;
+
+    /// Returns leased items for another attempt, one outcome per id.
+    fn fail(
+        &self,
+        lease_ids: &[&str],
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FailOutcome>, QueueError>;
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<QueueEntry>, QueueError>;
+
+    fn stats(&self, now: DateTime<Utc>) -> Result<QueueStats, QueueError>;
+
+    /// Makes every dead item pending again with its attempts reset.
+    fn retry_dead(&self, now: DateTime<Utc>) -> Result<u64, QueueError>;
+
+    /// Deletes done items finished before `cutoff`.
+    fn purge_done(&self, cutoff: DateTime<Utc>) -> Result<u64, QueueError>;
+
+    /// Returns items whose lease ran out to pending, or to dead when that
+    /// was their last attempt.
+    fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<Reclaimed, QueueError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("a lease must last between 1 ms and 10 years, not {}", humantime::format_duration(*.0))]
+    InvalidLease(Duration),
+    #[error(
+        "the database stayed locked by another writer for longer than the busy timeout while {operation}"
+    )]
+    Busy { operation: &'static str },
+    #[error("database error while {operation}: {source}")]
+    Backend {
+        operation: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the queue holds an unexpected value: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,662 @@
+//! The queue on SQLite: the `queue_item` table (migrations/0001_initial.sql).
+//!
+//! Every write is one `BEGIN IMMEDIATE` transaction, so concurrent writers
+//! queue up on the busy handler instead of failing when a read would have
+//! to be upgraded to a write. States are spelt as literals in the SQL so the
+//! planner can use the partial index of each state.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{
+    CachedStatement, Connection, ErrorCode, OptionalExtension, Row, Transaction,
+    TransactionBehavior, params,
+};
+
+use super::{
+    AckOutcome, ClaimRequest, DueItem, Enqueue, EnqueueOutcome, FailOutcome, Lease, LeaseRefusal,
+    ListFilter, QueueEntry, QueueError, QueueOptions, QueueState, QueueStats, Reclaimed,
+    RemapQueue, Subject,
+};
+use crate::timestamp::{from_millis, to_millis};
+
+const MAX_LEASE: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// The queue of one open database.
+pub struct SqliteQueue<'c> {
+    conn: &'c Connection,
+    options: QueueOptions,
+}
+
+impl<'c> SqliteQueue<'c> {
+    /// `conn` must have the schema applied (see `Store::open`) and no
+    /// transaction open.
+    pub(crate) fn new(conn: &'c Connection, options: QueueOptions) -> Self {
+        Self { conn, options }
+    }
+
+    fn write<T>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        let tx = Transaction::new_unchecked(self.conn, TransactionBehavior::Immediate)
+            .map_err(sql_error(operation))?;
+        let value = work(&tx)?;
+        tx.commit().map_err(sql_error(operation))?;
+        Ok(value)
+    }
+
+    fn max_attempts(&self) -> i64 {
+        i64::from(self.options.max_attempts.max(1))
+    }
+}
+
+/// Turns a rusqlite error into a [`QueueError`] naming the operation.
+pub(crate) fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
+    move |error| match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => QueueError::Busy { operation },
+        _ => QueueError::Backend {
+            operation,
+            source: Box::new(error),
+        },
+    }
+}
+
+// An expired or failed lease: back to pending for another attempt, to dead
+// after the last one, or, when a newer version arrived meanwhile, pending
+// with that version as a new generation. SQLite evaluates every SET
+// expression on the old row, so `next_version_ms` below is the old value.
+const RELEASE_FOR_RETRY: &str = "
+    state = CASE
+        WHEN next_version_ms IS NOT NULL THEN 'pending'
+        WHEN attempts >= :max_attempts THEN 'dead'
+        ELSE 'pending' END,
+    version_ms = coalesce(next_version_ms, version_ms),
+    generation = generation + (next_version_ms IS NOT NULL),
+    attempts = CASE WHEN next_version_ms IS NOT NULL THEN 0 ELSE attempts END,
+    due_at_ms = coalesce(next_due_at_ms, :now),
+    next_version_ms = NULL,
+    next_due_at_ms = NULL,
+    lease_id = NULL,
+    lease_expires_at_ms = NULL,
+    updated_at_ms = :now";
+
+fn reclaim_expired_in(
+    tx: &Connection,
+    now_ms: i64,
+    max_attempts: i64,
+) -> rusqlite::Result<Reclaimed> {
+    let sql = format!(
+        "UPDATE queue_item SET {RELEASE_FOR_RETRY},
+             last_error = 'lease expired' || coalesce(' (held by ' || leased_by || ')', '')
+         WHERE state = 'leased' AND lease_expires_at_ms <= :now
+         RETURNING state"
+    );
+    let mut statement = tx.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::named_params! {
+        ":now": now_ms,
+        ":max_attempts": max_attempts,
+    })?;
+    let mut reclaimed = Reclaimed::default();
+    while let Some(row) = rows.next()? {
+        match row.get_ref(0)?.as_str()? {
+            "dead" => reclaimed.dead += 1,
+            _ => reclaimed.pending += 1,
+        }
+    }
+    Ok(reclaimed)
+}
+
+/// Applies `assignments` to every entry whose lease is among `lease_ids`,
+/// still held and not expired at `now_ms`, in one statement. Returns the
+/// entries' new state and attempts by the lease id they were released from.
+fn release_leases(
+    tx: &Connection,
+    assignments: &str,
+    lease_ids: &[&str],
+    now_ms: i64,
+    parameters: &[(&str, &dyn rusqlite::ToSql)],
+) -> rusqlite::Result<HashMap<String, (String, i64)>> {
+    if lease_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    const HELD: &str = "lease_id IN (SELECT value FROM json_each(:lease_ids))
+                        AND state = 'leased' AND lease_expires_at_ms > :now";
+    let ids = serde_json::to_string(lease_ids)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+    // RETURNING sees the row after the update, when the lease id is gone:
+    // note which subject each held lease belongs to first.
+    let mut lease_of: HashMap<(String, String), String> = tx
+        .prepare_cached(&format!(
+            "SELECT kind, subject, lease_id FROM queue_item WHERE {HELD}"
+        ))?
+        .query_map(
+            rusqlite::named_params! { ":lease_ids": ids, ":now": now_ms },
+            |row| Ok(((row.get(0)?, row.get(1)?), row.get(2)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let mut statement = tx.prepare_cached(&format!(
+        "UPDATE queue_item SET {assignments} WHERE {HELD}
+         RETURNING kind, subject, state, attempts"
+    ))?;
+    let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> = parameters.to_vec();
+    bound.push((":lease_ids", &ids));
+    bound.push((":now", &now_ms));
+    let mut rows = statement.query(bound.as_slice())?;
+    let mut released = HashMap::with_capacity(lease_of.len());
+    while let Some(row) = rows.next()? {
+        let subject: (String, String) = (row.get(0)?, row.get(1)?);
+        if let Some(lease_id) = lease_of.remove(&subject) {
+            released.insert(lease_id, (row.get(2)?, row.get(3)?));
+        }
+    }
+    Ok(released)
+}
+
+/// Why no update accepted a lease id: lease ids exist only while leased,
+/// so a remaining one has run out; anything else is gone.
+fn classify_refused(tx: &Connection, lease_id: &str) -> rusqlite::Result<LeaseRefusal> {
+    let expired: Option<i64> = tx
+        .prepare_cached(
+            "SELECT lease_expires_at_ms FROM queue_item WHERE lease_id = ?1 AND state = 'leased'",
+        )?
+        .query_row([lease_id], |row| row.get(0))
+        .optional()?;
+    Ok(match expired {
+        Some(at) => LeaseRefusal::Expired {
+            at: from_millis(at),
+        },
+        None => LeaseRefusal::NotHeld,
+    })
+}
+
+fn lease_millis(lease: Duration) -> Result<i64, QueueError> {
+    if lease < Duration::from_millis(1) || lease > MAX_LEASE {
+        return Err(QueueError::InvalidLease(lease));
+    }
+    Ok(lease.as_millis() as i64)
+}
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+impl RemapQueue for SqliteQueue<'_> {
+    fn claim(
+        &self,
+        request: &ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let lease_ms = lease_millis(request.lease)?;
+        let now_ms = to_millis(now);
+        let max_attempts = self.max_attempts();
+        let mut leases = self.write("claiming", |tx| {
+            reclaim_expired_in(tx, now_ms, max_attempts).map_err(sql_error("claiming"))?;
+            if request.limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut statement = tx
+                .prepare_cached(
+                    "UPDATE queue_item SET
+                         state = 'leased',
+                         lease_id = lower(hex(randomblob(16))),
+                         leased_by = :worker,
+                         leased_at_ms = :now,
+                         lease_expires_at_ms = :expires,
+                         attempts = attempts + 1,
+                         updated_at_ms = :now
+                     WHERE (kind, subject) IN (
+                         SELECT kind, subject FROM queue_item
+                         WHERE state = 'pending'
+                         ORDER BY due_at_ms
+                         LIMIT :limit)
+                     RETURNING kind, subject, version_ms, lease_id, lease_expires_at_ms,
+                               attempts, generation, due_at_ms",
+                )
+                .map_err(sql_error("claiming"))?;
+            let rows = statement
+                .query_map(
+                    rusqlite::named_params! {
+                        ":worker": request.worker,
+                        ":now": now_ms,
+                        ":expires": now_ms.saturating_add(lease_ms),
+                        ":limit": i64::from(request.limit),
+                    },
+                    |row| {
+                        Ok(Lease {
+                            subject: Subject {
+                                kind: row.get_ref(0)?.as_str()?.into(),
+                                key: row.get_ref(1)?.as_str()?.into(),
+                            },
+                            version: from_millis(row.get(2)?),
+                            lease_id: row.get(3)?,
+                            expires_at: from_millis(row.get(4)?),
+                            attempt: to_u32(row.get(5)?),
+                            generation: to_u32(row.get(6)?),
+                            due_at: from_millis(row.get(7)?),
+                        })
+                    },
+                )
+                .map_err(sql_error("claiming"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_error("claiming"))
+        })?;
+        // RETURNING has no defined order; hand items out in claim order.
+        leases.sort_by(|a, b| (a.due_at, &a.subject).cmp(&(b.due_at, &b.subject)));
+        Ok(leases)
+    }
+
+    fn ack(&self, lease_ids: &[&str], now: DateTime<Utc>) -> Result<Vec<AckOutcome>, QueueError> {
+        let now_ms = to_millis(now);
+        self.write("acking", |tx| {
+            let run = || -> rusqlite::Result<Vec<AckOutcome>> {
+                let mut released = release_leases(
+                    tx,
+                    "state = CASE WHEN next_version_ms IS NULL THEN 'done' ELSE 'pending' END,
+                     version_ms = coalesce(next_version_ms, version_ms),
+                     generation = generation + (next_version_ms IS NOT NULL),
+                     attempts = CASE WHEN next_version_ms IS NULL THEN attempts ELSE 0 END,
+                     due_at_ms = coalesce(next_due_at_ms, due_at_ms),
+                     next_version_ms = NULL,
+                     next_due_at_ms = NULL,
+                     lease_id = NULL,
+                     lease_expires_at_ms = NULL,
+                     done_at_ms = CASE WHEN next_version_ms IS NULL THEN :now END,
+                     updated_at_ms = :now",
+                    lease_ids,
+                    now_ms,
+                    &[],
+                )?;
+                lease_ids
+                    .iter()
+                    .map(|id| {
+                        Ok(match released.remove(*id) {
+                            Some((state, _)) if state == "done" => AckOutcome::Acked,
+                            Some(_) => AckOutcome::AckedNewerPending,
+                            None => AckOutcome::Refused(classify_refused(tx, id)?),
+                        })
+                    })
+                    .collect()
+            };
+            run().map_err(sql_error("acking"))
+        })
+    }
+
+    fn fail(
+        &self,
+        lease_ids: &[&str],
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FailOutcome>, QueueError> {
+        let now_ms = to_millis(now);
+        let max_attempts = self.max_attempts();
+        self.write("failing", |tx| {
+            let run = || -> rusqlite::Result<Vec<FailOutcome>> {
+                let mut released = release_leases(
+                    tx,
+                    &format!("{RELEASE_FOR_RETRY}, last_error = :error"),
+                    lease_ids,
+                    now_ms,
+                    &[(":max_attempts", &max_attempts), (":error", &error)],
+                )?;
+                lease_ids
+                    .iter()
+                    .map(|id| {
+                        Ok(match released.remove(*id) {
+                            Some((state, _)) if state == "dead" => FailOutcome::Dead,
+                            // Attempts restart only for a new generation; a
+                            // retried one has at least the failed claim.
+                            Some((_, 0)) => FailOutcome::NewerPending,
+                            Some(_) => FailOutcome::Retrying,
+                            None => FailOutcome::Refused(classify_refused(tx, id)?),
+                        })
+                    })
+                    .collect()
+            };
+            run().map_err(sql_error("failing"))
+        })
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<QueueEntry>, QueueError> {
+        let (condition, order) = match filter.state {
+            None => ("1", "due_at_ms"),
+            Some(QueueState::Pending) => ("state = 'pending'", "due_at_ms"),
+            Some(QueueState::Leased) => ("state = 'leased'", "lease_expires_at_ms"),
+            Some(QueueState::Done) => ("state = 'done'", "done_at_ms"),
+            Some(QueueState::Dead) => ("state = 'dead'", "updated_at_ms"),
+        };
+        let sql = format!(
+            "SELECT kind, subject, state, version_ms, next_version_ms, generation, attempts,
+                    due_at_ms, updated_at_ms, lease_id, leased_by, leased_at_ms,
+                    lease_expires_at_ms, done_at_ms, last_error
+             FROM queue_item WHERE {condition}
+             ORDER BY {order}, kind, subject
+             LIMIT :limit"
+        );
+        let limit = filter.limit.map_or(-1, i64::from);
+        let run = || -> rusqlite::Result<Vec<QueueEntry>> {
+            let mut statement = self.conn.prepare_cached(&sql)?;
+            let rows =
+                statement.query_map(rusqlite::named_params! { ":limit": limit }, entry_from_row)?;
+            rows.collect()
+        };
+        run().map_err(sql_error("listing the queue"))
+    }
+
+    fn stats(&self, now: DateTime<Utc>) -> Result<QueueStats, QueueError> {
+        stats_in(self.conn, now).map_err(sql_error("counting the queue"))
+    }
+
+    fn retry_dead(&self, now: DateTime<Utc>) -> Result<u64, QueueError> {
+        self.write("retrying dead items", |tx| {
+            tx.prepare_cached(
+                "UPDATE queue_item SET state = 'pending', attempts = 0,
+                     due_at_ms = :now, updated_at_ms = :now
+                 WHERE state = 'dead'",
+            )
+            .and_then(|mut s| s.execute(rusqlite::named_params! { ":now": to_millis(now) }))
+            .map(|n| n as u64)
+            .map_err(sql_error("retrying dead items"))
+        })
+    }
+
+    fn purge_done(&self, cutoff: DateTime<Utc>) -> Result<u64, QueueError> {
+        self.write("purging done items", |tx| {
+            tx.prepare_cached("DELETE FROM queue_item WHERE state = 'done' AND done_at_ms < ?1")
+                .and_then(|mut s| s.execute([to_millis(cutoff)]))
+                .map(|n| n as u64)
+                .map_err(sql_error("purging done items"))
+        })
+    }
+
+    fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<Reclaimed, QueueError> {
+        let max_attempts = self.max_attempts();
+        self.write("reclaiming expired leases", |tx| {
+            reclaim_expired_in(tx, to_millis(now), max_attempts)
+                .map_err(sql_error("reclaiming expired leases"))
+        })
+    }
+}
+
+/// Counts per state; also used by `Store::status` inside its own read.
+pub(crate) fn stats_in(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<QueueStats> {
+    conn.prepare_cached(
+        "SELECT
+             (SELECT count(*) FROM queue_item WHERE state = 'pending'),
+             (SELECT count(*) FROM queue_item WHERE state = 'leased'),
+             (SELECT count(*) FROM queue_item WHERE state = 'leased' AND lease_expires_at_ms <= ?1),
+             (SELECT count(*) FROM queue_item WHERE state = 'done'),
+             (SELECT count(*) FROM queue_item WHERE state = 'dead'),
+             (SELECT min(due_at_ms) FROM queue_item WHERE state = 'pending')",
+    )?
+    .query_row([to_millis(now)], |row| {
+        let count = |index| row.get::<_, i64>(index).map(|n| n as u64);
+        Ok(QueueStats {
+            pending: count(0)?,
+            leased: count(1)?,
+            expired_leases: count(2)?,
+            done: count(3)?,
+            dead: count(4)?,
+            oldest_pending_due_at: row.get::<_, Option<i64>>(5)?.map(from_millis),
+        })
+    })
+}
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
+    let state_text = row.get_ref(2)?.as_str()?;
+    let state = state_text.parse::<QueueState>().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(error))
+    })?;
+    let millis = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
+    Ok(QueueEntry {
+        subject: Subject {
+            kind: row.get_ref(0)?.as_str()?.into(),
+            key: row.get_ref(1)?.as_str()?.into(),
+        },
+        state,
+        version: from_millis(row.get(3)?),
+        next_version: millis(4)?,
+        generation: to_u32(row.get(5)?),
+        attempts: to_u32(row.get(6)?),
+        due_at: from_millis(row.get(7)?),
+        updated_at: from_millis(row.get(8)?),
+        lease_id: row.get(9)?,
+        leased_by: row.get(10)?,
+        leased_at: millis(11)?,
+        lease_expires_at: millis(12)?,
+        done_at: millis(13)?,
+        last_error: row.get(14)?,
+    })
+}
+
+/// [`Enqueue`] inside an open SQLite write transaction.
+pub struct SqliteEnqueuer<'c> {
+    find: CachedStatement<'c>,
+    insert: CachedStatement<'c>,
+    coalesce: CachedStatement<'c>,
+    defer: CachedStatement<'c>,
+    requeue: CachedStatement<'c>,
+}
+
+impl<'c> SqliteEnqueuer<'c> {
+    /// `tx` must be a write transaction; the enqueues commit or roll back
+    /// with it.
+    pub(crate) fn new(tx: &'c Transaction<'_>) -> rusqlite::Result<Self> {
+        let conn: &'c Connection = tx;
+        Ok(Self {
+            find: conn.prepare_cached(
+                "SELECT state, version_ms, next_version_ms FROM queue_item
+                 WHERE kind = ?1 AND subject = ?2",
+            )?,
+            insert: conn.prepare_cached(
+                "INSERT INTO queue_item
+                     (kind, subject, state, version_ms, generation, attempts, due_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, 'pending', ?3, 1, 0, ?4, ?4)",
+            )?,
+            coalesce: conn.prepare_cached(
+                "UPDATE queue_item SET version_ms = ?3, updated_at_ms = ?4
+                 WHERE kind = ?1 AND subject = ?2",
+            )?,
+            defer: conn.prepare_cached(
+                "UPDATE queue_item SET next_version_ms = ?3, next_due_at_ms = ?4, updated_at_ms = ?4
+                 WHERE kind = ?1 AND subject = ?2",
+            )?,
+            requeue: conn.prepare_cached(
+                "UPDATE queue_item SET state = 'pending', version_ms = ?3,
+                     generation = generation + 1, attempts = 0, due_at_ms = ?4,
+                     updated_at_ms = ?4, done_at_ms = NULL
+                 WHERE kind = ?1 AND subject = ?2",
+            )?,
+        })
+    }
+
+    fn enqueue_sql(&mut self, item: &DueItem<'_>) -> rusqlite::Result<EnqueueOutcome> {
+        let version = to_millis(item.version);
+        let due_at = to_millis(item.due_at);
+        let args = params![item.kind, item.key, version, due_at];
+        let existing = self
+            .find
+            .query_row([item.kind, item.key], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((state, current, waiting)) = existing else {
+            self.insert.execute(args)?;
+            return Ok(EnqueueOutcome::Queued);
+        };
+        let newest_known = waiting.map_or(current, |w| w.max(current));
+        if version <= newest_known {
+            return Ok(EnqueueOutcome::AlreadyCovered);
+        }
+        Ok(match state.as_str() {
+            "pending" => {
+                self.coalesce.execute(args)?;
+                EnqueueOutcome::Coalesced
+            }
+            "leased" => {
+                self.defer.execute(args)?;
+                EnqueueOutcome::DeferredBehindLease
+            }
+            _ => {
+                self.requeue.execute(args)?;
+                EnqueueOutcome::Requeued
+            }
+        })
+    }
+}
+
+impl Enqueue for SqliteEnqueuer<'_> {
+    fn enqueue(&mut self, item: &DueItem<'_>) -> Result<EnqueueOutcome, QueueError> {
+        self.enqueue_sql(item).map_err(sql_error("enqueueing"))
+    }
+}
+
+/// Adds one pending first-generation entry per row of `source`, a query
+/// yielding `(kind, subject, version_ms)` for subjects that have no entry
+/// yet. The set-based twin of [`Enqueue::enqueue`]'s first case, for bulk
+/// loads into an empty queue.
+pub(crate) fn enqueue_new_from_query(
+    tx: &Transaction<'_>,
+    source: &str,
+    due_at: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        &format!(
+            "INSERT INTO queue_item
+                 (kind, subject, state, version_ms, generation, attempts, due_at_ms, updated_at_ms)
+             SELECT kind, subject, 'pending', version_ms, 1, 0, ?1, ?1
+             FROM ({source})"
+        ),
+        [to_millis(due_at)],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::{OpenMode, Store, StoreOptions};
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 6, 1, hour, 0, 0).unwrap()
+    }
+
+    fn enqueue_all(store: &Store, items: &[DueItem<'_>]) -> Vec<EnqueueOutcome> {
+        let tx =
+            Transaction::new_unchecked(store.connection(), TransactionBehavior::Immediate).unwrap();
+        let outcomes = {
+            let mut enqueuer = SqliteEnqueuer::new(&tx).unwrap();
+            items
+                .iter()
+                .map(|item| enqueuer.enqueue(item).unwrap())
+                .collect()
+        };
+        tx.commit().unwrap();
+        outcomes
+    }
+
+    #[test]
+    fn subjects_of_any_kind_share_the_queue_with_the_same_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("q.db"),
+            OpenMode::CreateIfMissing,
+            &StoreOptions::default(),
+        )
+        .unwrap();
+        let item = |kind, key, version, due_at| DueItem {
+            kind,
+            key,
+            version: at(version),
+            due_at: at(due_at),
+        };
+        let outcomes = enqueue_all(
+            &store,
+            &[
+                item("identity", "user-1", 2, 3),
+                item("identity", "user-1", 1, 3),
+                item("identity", "user-1", 4, 5),
+                item("bucket", "user-1", 1, 6),
+            ],
+        );
+        assert_eq!(
+            outcomes,
+            [
+                EnqueueOutcome::Queued,
+                EnqueueOutcome::AlreadyCovered,
+                EnqueueOutcome::Coalesced,
+                EnqueueOutcome::Queued,
+            ]
+        );
+
+        let queue = store.queue(QueueOptions::default());
+        let leases = queue
+            .claim(
+                &ClaimRequest {
+                    limit: 10,
+                    lease: Duration::from_secs(3 * 3600),
+                    worker: None,
+                },
+                at(7),
+            )
+            .unwrap();
+        let claimed: Vec<_> = leases
+            .iter()
+            .map(|l| {
+                (
+                    l.subject.kind.as_str(),
+                    l.subject.key.as_str(),
+                    l.subject.bucket_id(),
+                    l.version,
+                )
+            })
+            .collect();
+        assert_eq!(
+            claimed,
+            [
+                ("identity", "user-1", None, at(4)),
+                ("bucket", "user-1", Some("user-1"), at(1)),
+            ]
+        );
+
+        // Leased: a newer version waits; an older or equal one is covered.
+        let outcomes = enqueue_all(
+            &store,
+            &[
+                item("identity", "user-1", 4, 8),
+                item("identity", "user-1", 9, 8),
+            ],
+        );
+        assert_eq!(
+            outcomes,
+            [
+                EnqueueOutcome::AlreadyCovered,
+                EnqueueOutcome::DeferredBehindLease
+            ]
+        );
+        let ids: Vec<&str> = leases.iter().map(|l| l.lease_id.as_str()).collect();
+        assert_eq!(
+            queue.ack(&ids, at(8)).unwrap(),
+            [AckOutcome::AckedNewerPending, AckOutcome::Acked]
+        );
+        // Done: only a newer version makes it due again.
+        assert_eq!(
+            enqueue_all(
+                &store,
+                &[
+                    item("bucket", "user-1", 1, 9),
+                    item("bucket", "user-1", 2, 9)
+                ]
+            ),
+            [EnqueueOutcome::AlreadyCovered, EnqueueOutcome::Requeued]
+        );
+    }
+}

@@ -1,0 +1,441 @@
+//! Recording one operator response: the rotation log, the latest rotation
+//! per bucket, the queue and the high-water mark change together or not
+//! at all.
+
+use chrono::{DateTime, Utc};
+use rusqlite::Transaction;
+
+use super::{Store, StoreError, sql_error};
+use crate::queue::{BUCKET_KIND, DueItem, Enqueue, EnqueueOutcome, SqliteEnqueuer};
+use crate::rotation::BucketRotation;
+use crate::timestamp::{from_millis, to_millis};
+
+const OPERATION: &str = "ingesting rotations";
+
+/// A bucket's latest known rotation: the last log row of the bucket.
+pub(super) const LATEST_ROTATION_SQL: &str =
+    "SELECT max(last_updated_ms) FROM rotation_log WHERE bucket_id = ?1";
+
+/// What one ingest did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Rows in the response.
+    pub received: u64,
+    /// Rows dropped because the same response had a later row for the bucket.
+    pub duplicates_in_response: u64,
+    /// Rotations later than anything known for their bucket; each is now in
+    /// the rotation log and the queue.
+    pub new_rotations: u64,
+    /// New rotations that made an entry pending: a new entry, or a done or
+    /// dead one due again.
+    pub newly_queued: u64,
+    /// New rotations folded into an entry that was already pending.
+    pub coalesced: u64,
+    /// New rotations of leased entries; pending again when the lease ends.
+    pub requeued_after_lease: u64,
+    /// Rotations already recorded (the operator's `since` is inclusive).
+    pub ignored_rereads: u64,
+    /// Rotations older than the bucket's latest known one.
+    pub ignored_stale: u64,
+    pub mark_before: Option<DateTime<Utc>>,
+    pub mark_after: Option<DateTime<Utc>>,
+}
+
+/// Where a test makes the ingest fail (see `Store::inject_ingest_fault`).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct Fault {
+    /// Fail once this many rows are written; `None`: just before commit.
+    pub after_rows: Option<usize>,
+}
+
+impl Fault {
+    #[cfg_attr(not(test), allow(unused_variables))]
+    fn check(fault: Option<Fault>, rows: Option<usize>) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if let Some(Fault { after_rows }) = fault {
+            match (after_rows, rows) {
+                (Some(limit), Some(rows)) if rows >= limit => {
+                    return Err(StoreError::InjectedFault(rows));
+                }
+                (None, None) => return Err(StoreError::InjectedFault(usize::MAX)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The page cache one ingest may use: enough for the pages a large batch
+/// dirties, bounded so a full 2^20-row response stays small in memory.
+fn cache_kib_for(rows: usize) -> i64 {
+    const BYTES_PER_ROW: usize = 64;
+    const MIN_KIB: usize = 2 * 1024;
+    const MAX_KIB: usize = 32 * 1024;
+    (rows * BYTES_PER_ROW / 1024).clamp(MIN_KIB, MAX_KIB) as i64
+}
+
+impl Store {
+    /// Records one response, observed at `observed_at`, in one transaction.
+    ///
+    /// A rotation is new when it is later than its bucket's latest known
+    /// one; new rotations are logged and queued. Rows already known are
+    /// ignored, so re-reading the inclusive boundary is harmless. The
+    /// high-water mark becomes the latest `last_updated` received if that is
+    /// later; the local clock never enters it. On any error nothing changes.
+    pub fn ingest(
+        &self,
+        mut rotations: Vec<BucketRotation>,
+        observed_at: DateTime<Utc>,
+    ) -> Result<IngestSummary, StoreError> {
+        #[cfg(test)]
+        let fault = self.fault.take();
+        #[cfg(not(test))]
+        let fault: Option<Fault> = None;
+
+        let mut summary = IngestSummary {
+            received: rotations.len() as u64,
+            ..IngestSummary::default()
+        };
+        let latest_received = rotations.iter().map(|r| r.last_updated).max();
+
+        // Sorted by bucket, every B-tree is written front to back; latest
+        // first so the dedup below keeps each bucket's latest row.
+        rotations.sort_unstable_by(|a, b| {
+            (a.bucket_id.as_bytes(), b.last_updated).cmp(&(b.bucket_id.as_bytes(), a.last_updated))
+        });
+        rotations.dedup_by(|later, kept| later.bucket_id == kept.bucket_id);
+        summary.duplicates_in_response = summary.received - rotations.len() as u64;
+
+        let previous_cache: i64 = self
+            .conn
+            .pragma_query_value(None, "cache_size", |row| row.get(0))
+            .map_err(sql_error(OPERATION))?;
+        self.conn
+            .pragma_update(None, "cache_size", -cache_kib_for(rotations.len()))
+            .map_err(sql_error(OPERATION))?;
+        let outcome = self.ingest_sorted(&rotations, observed_at, latest_received, summary, fault);
+        // Give the batch's pages back; a daemon keeps this connection. The
+        // ingest has committed or rolled back by now, so a failure here is
+        // no failure of the ingest.
+        if let Err(error) = self
+            .conn
+            .pragma_update(None, "cache_size", previous_cache)
+            .and_then(|()| self.conn.execute_batch("PRAGMA shrink_memory"))
+        {
+            tracing::warn!(%error, "cannot shrink the page cache after an ingest");
+        }
+        outcome
+    }
+
+    fn ingest_sorted(
+        &self,
+        rotations: &[BucketRotation],
+        observed_at: DateTime<Utc>,
+        latest_received: Option<DateTime<Utc>>,
+        mut summary: IngestSummary,
+        fault: Option<Fault>,
+    ) -> Result<IngestSummary, StoreError> {
+        let tx = self.write_transaction(OPERATION)?;
+        let check = |rows: usize| Fault::check(fault, Some(rows));
+
+        summary.mark_before = tx
+            .query_row(
+                "SELECT high_water_mark_ms FROM sync_state WHERE id = 1",
+                [],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map_err(sql_error(OPERATION))?
+            .map(from_millis);
+
+        #[cfg(test)]
+        let fast_path_allowed = !self.general_path_only.get();
+        #[cfg(not(test))]
+        let fast_path_allowed = true;
+        if fast_path_allowed && is_fresh(&tx).map_err(sql_error(OPERATION))? {
+            ingest_into_empty(&tx, rotations, observed_at, &check)?;
+            summary.new_rotations = rotations.len() as u64;
+            summary.newly_queued = rotations.len() as u64;
+        } else {
+            ingest_rows(&tx, rotations, observed_at, &mut summary, &check)?;
+        }
+
+        let mark = tx
+            .query_row(
+                "UPDATE sync_state SET
+                     high_water_mark_ms = max(coalesce(high_water_mark_ms, ?1), coalesce(?1, high_water_mark_ms)),
+                     last_success_at_ms = ?2,
+                     last_received = ?3,
+                     last_new_rotations = ?4,
+                     last_newly_queued = ?5
+                 WHERE id = 1
+                 RETURNING high_water_mark_ms",
+                rusqlite::params![
+                    latest_received.map(to_millis),
+                    to_millis(observed_at),
+                    summary.received as i64,
+                    summary.new_rotations as i64,
+                    summary.newly_queued as i64,
+                ],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map_err(sql_error(OPERATION))?;
+        summary.mark_after = mark.map(from_millis);
+
+        Fault::check(fault, None)?;
+        tx.commit().map_err(sql_error(OPERATION))?;
+        Ok(summary)
+    }
+}
+
+/// True when no bucket has ever been recorded: then every row is new and
+/// nothing can conflict.
+fn is_fresh(tx: &Transaction<'_>) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM rotation_log)
+            AND NOT EXISTS (SELECT 1 FROM queue_item WHERE kind = ?1)",
+        [BUCKET_KIND],
+        |row| row.get(0),
+    )
+}
+
+/// Rows per statement of the bulk log insert.
+const LOG_CHUNK: usize = 256;
+
+/// `INSERT INTO rotation_log … VALUES (?2, ?3, ?1), (?4, ?5, ?1), …`:
+/// `?1` is the observation time, then a bucket id and a time per row.
+fn multi_row_log_insert(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO rotation_log (bucket_id, last_updated_ms, observed_at_ms) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let first = 2 + 2 * row;
+        sql.push_str(&format!("(?{first}, ?{}, ?1)", first + 1));
+    }
+    sql
+}
+
+/// The first ingest (a since-epoch read of every bucket): the same result
+/// as [`ingest_rows`], written set-wise from the log.
+fn ingest_into_empty(
+    tx: &Transaction<'_>,
+    rotations: &[BucketRotation],
+    observed_at: DateTime<Utc>,
+    check: &dyn Fn(usize) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let observed_ms = to_millis(observed_at);
+    for (chunk_index, chunk) in rotations.chunks(LOG_CHUNK).enumerate() {
+        check(chunk_index * LOG_CHUNK)?;
+        let mut insert = tx
+            .prepare_cached(&multi_row_log_insert(chunk.len()))
+            .map_err(sql_error(OPERATION))?;
+        insert
+            .raw_bind_parameter(1, observed_ms)
+            .map_err(sql_error(OPERATION))?;
+        for (offset, rotation) in chunk.iter().enumerate() {
+            let first = 2 + 2 * offset;
+            insert
+                .raw_bind_parameter(first, rotation.bucket_id.as_str())
+                .and_then(|()| {
+                    insert.raw_bind_parameter(first + 1, to_millis(rotation.last_updated))
+                })
+                .map_err(sql_error(OPERATION))?;
+        }
+        insert.raw_execute().map_err(sql_error(OPERATION))?;
+    }
+    check(rotations.len())?;
+    crate::queue::enqueue_new_from_query(
+        tx,
+        &format!(
+            "SELECT '{BUCKET_KIND}' AS kind, bucket_id AS subject, last_updated_ms AS version_ms
+             FROM rotation_log"
+        ),
+        observed_at,
+    )
+    .map_err(sql_error(OPERATION))?;
+    Ok(())
+}
+
+/// The general case: each row against what is known of its bucket.
+fn ingest_rows(
+    tx: &Transaction<'_>,
+    rotations: &[BucketRotation],
+    observed_at: DateTime<Utc>,
+    summary: &mut IngestSummary,
+    check: &dyn Fn(usize) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let observed_ms = to_millis(observed_at);
+    let prepare = |sql| tx.prepare_cached(sql).map_err(sql_error(OPERATION));
+    let mut known = prepare(LATEST_ROTATION_SQL)?;
+    let mut insert_log = prepare(
+        "INSERT INTO rotation_log (bucket_id, last_updated_ms, observed_at_ms)
+         VALUES (?1, ?2, ?3)",
+    )?;
+    let mut enqueuer = SqliteEnqueuer::new(tx).map_err(sql_error(OPERATION))?;
+
+    for (index, rotation) in rotations.iter().enumerate() {
+        check(index)?;
+        let bucket_id = rotation.bucket_id.as_str();
+        let last_updated = to_millis(rotation.last_updated);
+        let latest: Option<i64> = known
+            .query_row([bucket_id], |row| row.get(0))
+            .map_err(sql_error(OPERATION))?;
+        match latest {
+            Some(latest) if last_updated == latest => {
+                summary.ignored_rereads += 1;
+                continue;
+            }
+            Some(latest) if last_updated < latest => {
+                summary.ignored_stale += 1;
+                continue;
+            }
+            _ => {}
+        }
+        insert_log
+            .execute(rusqlite::params![bucket_id, last_updated, observed_ms])
+            .map_err(sql_error(OPERATION))?;
+        summary.new_rotations += 1;
+        let outcome = enqueuer.enqueue(&DueItem {
+            kind: BUCKET_KIND,
+            key: bucket_id,
+            version: rotation.last_updated,
+            due_at: observed_at,
+        })?;
+        match outcome {
+            EnqueueOutcome::Queued | EnqueueOutcome::Requeued => summary.newly_queued += 1,
+            EnqueueOutcome::Coalesced => summary.coalesced += 1,
+            EnqueueOutcome::DeferredBehindLease => summary.requeued_after_lease += 1,
+            EnqueueOutcome::AlreadyCovered => {}
+        }
+    }
+    check(rotations.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::queue::{ClaimRequest, QueueOptions, RemapQueue};
+    use crate::store::{OpenMode, StoreOptions};
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 6, day, hour, 0, 0).unwrap()
+    }
+
+    fn rotation(bucket: &str, last_updated: DateTime<Utc>) -> BucketRotation {
+        BucketRotation {
+            bucket_id: bucket.into(),
+            last_updated,
+        }
+    }
+
+    /// Every row of every table, in a stable order.
+    fn contents(store: &Store) -> Vec<String> {
+        let mut rows = Vec::new();
+        for table in ["sync_state", "rotation_log", "queue_item"] {
+            let mut statement = store
+                .conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+                .unwrap();
+            let columns = statement.column_count();
+            let mut cursor = statement.query([]).unwrap();
+            while let Some(row) = cursor.next().unwrap() {
+                let values: Vec<String> = (0..columns)
+                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .collect();
+                rows.push(format!("{table}: {}", values.join(", ")));
+            }
+        }
+        rows
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(
+            &dir.path().join("buckets.db"),
+            OpenMode::CreateIfMissing,
+            &StoreOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn batch(count: usize, last_updated: DateTime<Utc>) -> Vec<BucketRotation> {
+        (0..count)
+            .map(|i| rotation(&format!("bucket{i:04}"), last_updated))
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn the_fast_path_for_an_empty_database_records_what_the_general_path_records(
+            rows in proptest::collection::vec((0u8..40, 0u32..4), 0..120)
+        ) {
+            let response: Vec<BucketRotation> = rows
+                .iter()
+                .map(|(bucket, day)| rotation(&format!("b{bucket:02}"), at(day + 1, 0)))
+                .collect();
+            let (fast_dir, general_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (fast, general) = (open(&fast_dir), open(&general_dir));
+            general.disable_fast_path();
+            let fast_summary = fast.ingest(response.clone(), at(9, 0)).unwrap();
+            let general_summary = general.ingest(response, at(9, 0)).unwrap();
+            proptest::prop_assert_eq!(fast_summary, general_summary);
+            proptest::prop_assert_eq!(contents(&fast), contents(&general));
+        }
+    }
+
+    #[test]
+    fn a_failed_first_ingest_leaves_the_empty_database_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let before = contents(&store);
+        for fault in [Some(0), Some(700), Some(1000), None] {
+            store.inject_ingest_fault(fault);
+            let error = store.ingest(batch(1000, at(1, 0)), at(2, 0)).unwrap_err();
+            assert!(matches!(error, StoreError::InjectedFault(_)), "{error}");
+            assert_eq!(contents(&store), before, "fault {fault:?}");
+        }
+        // And the same data then goes in whole.
+        let summary = store.ingest(batch(1000, at(1, 0)), at(2, 0)).unwrap();
+        assert_eq!(summary.newly_queued, 1000);
+    }
+
+    #[test]
+    fn a_failed_later_ingest_leaves_log_queue_leases_and_mark_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.ingest(batch(100, at(1, 0)), at(2, 0)).unwrap();
+        let queue = store.queue(QueueOptions::default());
+        let leases = queue
+            .claim(
+                &ClaimRequest {
+                    limit: 30,
+                    lease: std::time::Duration::from_secs(600),
+                    worker: None,
+                },
+                at(2, 1),
+            )
+            .unwrap();
+        let ids: Vec<&str> = leases[..10].iter().map(|l| l.lease_id.as_str()).collect();
+        queue.ack(&ids, at(2, 2)).unwrap();
+        let before = contents(&store);
+
+        // New buckets, re-rotations of pending, leased and done ones, and re-reads.
+        let mut next = batch(150, at(3, 0));
+        next.extend(batch(100, at(1, 0)));
+        for fault in [Some(0), Some(1), Some(120), Some(150), None] {
+            store.inject_ingest_fault(fault);
+            let error = store.ingest(next.clone(), at(4, 0)).unwrap_err();
+            assert!(matches!(error, StoreError::InjectedFault(_)), "{error}");
+            assert_eq!(contents(&store), before, "fault {fault:?}");
+        }
+        let summary = store.ingest(next, at(4, 0)).unwrap();
+        assert_eq!(summary.new_rotations, 150);
+        assert_eq!(summary.mark_after, Some(at(3, 0)));
+    }
+}

@@ -1,0 +1,111 @@
+//! The consumer examples in `examples/` run against a real database with
+//! the real binary: every bucket is re-mapped and acked, and a bucket whose
+//! re-mapping keeps failing ends up dead after the configured attempts.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{TempDb, at, rotation};
+use uid2_bucket_sync::queue::{ListFilter, QueueOptions, QueueState, RemapQueue};
+
+const BIN: &str = env!("CARGO_BIN_EXE_uid2-bucket-sync");
+const BUCKETS: usize = 23;
+const FAILING: &str = "bucket007";
+
+fn prepared() -> (TempDb, std::path::PathBuf) {
+    let db = TempDb::new();
+    let response = (0..BUCKETS)
+        .map(|i| rotation(&format!("bucket{i:03}"), at(1, 0, 0)))
+        .collect();
+    db.open().ingest(response, at(1, 1, 0)).unwrap();
+    let config = db.dir.path().join("config.toml");
+    std::fs::write(&config, "[queue]\nmax_attempts = 2\n").unwrap();
+    (db, config)
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+fn assert_consumed(db: &TempDb, output: &Output) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{:?}\nstdout: {stdout}\nstderr: {stderr}",
+        output.status
+    );
+    for i in 0..BUCKETS {
+        let bucket = format!("bucket{i:03}");
+        let line =
+            format!("re-mapping identifiers of bucket {bucket} (rotated 2025-06-01T00:00:00.000Z)");
+        assert_eq!(
+            stdout.lines().filter(|l| *l == line).count(),
+            usize::from(bucket != FAILING),
+            "{bucket}\n{stdout}"
+        );
+    }
+    let store = db.open();
+    let queue = store.queue(QueueOptions::default());
+    let entries = queue.list(&ListFilter::default()).unwrap();
+    for entry in entries {
+        let expected = if entry.subject.key == FAILING {
+            QueueState::Dead
+        } else {
+            QueueState::Done
+        };
+        assert_eq!(entry.state, expected, "{entry:?}");
+    }
+    let dead = queue
+        .list(&ListFilter {
+            state: Some(QueueState::Dead),
+            limit: None,
+        })
+        .unwrap();
+    assert_eq!(dead[0].attempts, 2);
+    assert!(
+        dead[0].last_error.as_deref().unwrap().contains(FAILING),
+        "{dead:?}"
+    );
+}
+
+#[test]
+fn the_python_consumer_drains_the_queue() {
+    let (db, config) = prepared();
+    let output = Command::new("python3")
+        .arg(example("consumer.py"))
+        .args(["--binary", BIN, "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db.path)
+        .args(["--batch", "5", "--lease", "1m", "--until-empty"])
+        .args(["--simulate-failure", FAILING])
+        .env_remove("UID2_BUCKET_SYNC_CONFIG")
+        .output()
+        .expect("python3 runs examples/consumer.py");
+    assert_consumed(&db, &output);
+}
+
+#[test]
+fn the_bash_consumer_drains_the_queue() {
+    let (db, config) = prepared();
+    let output = Command::new("bash")
+        .arg(example("consumer.sh"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--db")
+        .arg(&db.path)
+        .env("UID2_BUCKET_SYNC_BIN", BIN)
+        .env("BATCH", "5")
+        .env("LEASE", "1m")
+        .env("UNTIL_EMPTY", "1")
+        .env("REMAP_FAIL_BUCKETS", FAILING)
+        .env_remove("UID2_BUCKET_SYNC_CONFIG")
+        .output()
+        .expect("bash runs examples/consumer.sh");
+    assert_consumed(&db, &output);
+}
