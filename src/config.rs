@@ -304,7 +304,11 @@ impl Settings {
         if let Some(path) = &file
             && (raw.operator.api_key.is_some() || raw.operator.client_secret.is_some())
         {
-            warn_if_world_readable(path, "the configuration file holds a secret", &mut warnings);
+            warn_if_world_readable(
+                path,
+                "this configuration file holds a secret and",
+                &mut warnings,
+            );
         }
 
         let operator = build_operator(raw.operator, &origin, env)?;
@@ -751,7 +755,7 @@ fn resolve_secret(
             format!("cannot read {}: {e}", path.display()),
         )
     })?;
-    warn_if_world_readable(&path, "a file holding a secret", warnings);
+    warn_if_world_readable(&path, "this file holds a secret and", warnings);
     Ok(ResolvedSecret {
         text,
         origin: format!("{} ({})", reported_origin, path.display()),

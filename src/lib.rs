@@ -39,5 +39,6 @@ pub mod queue;
 pub mod rotation;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod timestamp;

@@ -1,6 +1,8 @@
 //! Logging: text for people, JSON for log shippers, always to stderr so
 //! journald captures it and stdout stays free for command output.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
@@ -9,12 +11,43 @@ use crate::config::{LogFormat, LogSettings};
 /// commands in one process) keeps the first subscriber.
 pub fn init(settings: &LogSettings) {
     // The filter was validated when the settings were loaded.
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(with_quiet_dependencies(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // journald and log files get plain text, terminals get colour.
+        .with_ansi(std::io::stderr().is_terminal());
     let _already_installed = match settings.format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The scheduler logs its own start-up at INFO ("Uninited", "Job creator
+/// created"), which means nothing to whoever reads the daemon's log. Quiet
+/// it unless the configured filter names it.
+fn with_quiet_dependencies(level: &str) -> String {
+    if level.contains("tokio_cron_scheduler") {
+        level.to_owned()
+    } else {
+        format!("{level},tokio_cron_scheduler=warn")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_quiet_dependencies;
+
+    #[test]
+    fn the_scheduler_is_quieted_unless_the_filter_names_it() {
+        assert_eq!(
+            with_quiet_dependencies("info"),
+            "info,tokio_cron_scheduler=warn"
+        );
+        assert_eq!(
+            with_quiet_dependencies("debug,tokio_cron_scheduler=trace"),
+            "debug,tokio_cron_scheduler=trace"
+        );
+    }
 }

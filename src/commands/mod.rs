@@ -2,13 +2,15 @@
 //! formats its output. Errors reach the user as one line on stderr.
 
 mod queue;
+mod run;
 mod status;
+mod sync;
 mod table;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::config::{LoadOptions, Settings};
+use crate::config::{LoadOptions, OperatorConnection, Settings};
 use crate::store::{OpenMode, Store, StoreOptions};
 
 mod dev_operator;
@@ -27,8 +29,8 @@ pub fn execute(cli: Cli) -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match &cli.command {
-            Command::Run => todo_command("run"),
-            Command::Sync => todo_command("sync"),
+            Command::Run => run::run(&cli).await,
+            Command::Sync => sync::run(&cli).await,
             Command::Status { json } => status::run(&cli, *json),
             Command::Queue(command) => queue::run(&cli, command),
             Command::DevOperator(args) => dev_operator::run(args).await,
@@ -63,4 +65,15 @@ fn open_store(settings: &Settings, mode: OpenMode) -> anyhow::Result<Store> {
         busy_timeout: settings.database.busy_timeout,
     };
     Ok(Store::open(&settings.database.path, mode, &options)?)
+}
+
+/// Resolves the endpoint and credentials, logging every warning about how
+/// the configuration or a secret is stored. Telemetry must be initialised.
+fn operator_connection(settings: &Settings) -> anyhow::Result<OperatorConnection> {
+    let (connection, secret_warnings) =
+        settings.operator_connection_with_env(&|name| std::env::var(name).ok())?;
+    for warning in settings.warnings.iter().chain(&secret_warnings) {
+        tracing::warn!("{warning}");
+    }
+    Ok(connection)
 }

@@ -2,4 +2,7 @@
 
 pub mod notify;
 pub mod schedule;
+mod service;
 pub mod shutdown;
+
+pub use service::{CycleObserver, Daemon, DaemonError};

@@ -1,0 +1,61 @@
+//! `sync`: one poll cycle now, then exit.
+//!
+//! stdout gets one summary line on success (rows received, newly queued,
+//! high-water mark before and after, duration). On failure stderr gets one
+//! line naming the error kind, the reason and a hint, and the exit code is 1.
+//! Retries within the cycle are logged to stderr as they happen.
+//! SIGINT or SIGTERM abandons the cycle before it commits (exit 130).
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Cli;
+use crate::daemon::shutdown::cancel_on_signal;
+use crate::store::OpenMode;
+use crate::sync::{SyncCycle, SyncError, SyncPlan, connect_operator};
+
+/// The conventional code for "stopped by a signal" (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let settings = super::load_settings(cli)?;
+    crate::telemetry::init(&settings.log);
+    let connection = super::operator_connection(&settings)?;
+    let client = connect_operator(&connection)?;
+    let store = super::open_store(&settings, OpenMode::CreateIfMissing)?;
+    let cycle = SyncCycle::new(
+        client,
+        Arc::new(Mutex::new(store)),
+        SyncPlan {
+            initial_since: settings.sync.initial_since,
+            overlap: settings.sync.overlap,
+        },
+    );
+
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
+    let outcome = cycle.run(&cancel).await;
+    cancel.cancel();
+    let _ = signals.await;
+
+    match outcome {
+        Ok(report) => {
+            println!("sync: {}", report.summary_line());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(SyncError::Cancelled) => {
+            eprintln!("sync: interrupted before anything was committed");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+        Err(error) => {
+            eprintln!(
+                "error: sync failed ({}): {}",
+                error.kind(),
+                error.message_with_hint()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The daemon's main loop: cycles on the schedule, a catch-up cycle at
+//! start, housekeeping after each cycle, systemd notifications, and a
+//! clean stop when the shutdown token is cancelled.
+//!
+//! The caller opens the store and builds the client first, so by the time
+//! [`Daemon::run`] tells systemd READY the configuration, the database and
+//! its migrations are known good.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::notify;
+use super::schedule::{CycleFn, ScheduleError, Ticker, is_overdue};
+use crate::config::{QueueSettings, Schedule};
+use crate::queue::{QueueOptions, QueueStats, RemapQueue};
+use crate::store::StoreError;
+use crate::sync::{CycleReport, SyncCycle, SyncError, with_store};
+use crate::timestamp::{format_utc, truncate_to_millis};
+
+/// Called after every cycle with its outcome and the queue as it then is
+/// (`None` when the queue could not be read). `demo` narrates with it.
+pub type CycleObserver =
+    Arc<dyn Fn(&Result<CycleReport, SyncError>, Option<&QueueStats>) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "the database has no high-water mark yet and sync.initial_since is not set, so there is \
+         nowhere to start; set sync.initial_since (for example \"2025-01-01T00:00:00\")"
+    )]
+    NoStartingPoint,
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Daemon {
+    cycle: SyncCycle,
+    schedule: Schedule,
+    queue: QueueSettings,
+    initial_since_set: bool,
+    observer: Option<CycleObserver>,
+}
+
+impl Daemon {
+    pub fn new(
+        cycle: SyncCycle,
+        schedule: Schedule,
+        queue: QueueSettings,
+        initial_since_set: bool,
+    ) -> Self {
+        Self {
+            cycle,
+            schedule,
+            queue,
+            initial_since_set,
+            observer: None,
+        }
+    }
+
+    pub fn on_cycle(mut self, observer: CycleObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Runs until `shutdown` is cancelled, then waits for a running cycle
+    /// to commit or abandon its work and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let state = self.cycle.blocking(|store| store.sync_state()).await?;
+        if state.high_water_mark.is_none() && !self.initial_since_set {
+            return Err(DaemonError::NoStartingPoint);
+        }
+
+        let cycle_fn = self.cycle_fn(shutdown.clone());
+        let ticker = Ticker::start(&self.schedule, cycle_fn).await?;
+        notify::ready();
+        notify::status("started; waiting for the first cycle");
+        tracing::info!(schedule = %describe(&self.schedule), "daemon started");
+        let watchdog = tokio::spawn(keep_watchdog_fed(shutdown.clone()));
+
+        let now = Utc::now();
+        if is_overdue(&self.schedule, state.last_success_at, now) && !shutdown.is_cancelled() {
+            match state.last_success_at {
+                Some(at) => tracing::info!(
+                    last_success = %format_utc(at),
+                    "the last successful sync is more than one period ago; catching up now"
+                ),
+                None => tracing::info!("no successful sync yet; running the first one now"),
+            }
+            ticker.run_now("catch-up").await;
+        }
+
+        shutdown.cancelled().await;
+        notify::stopping();
+        notify::status("stopping");
+        ticker.stop().await;
+        watchdog.abort();
+        tracing::info!("daemon stopped");
+        Ok(())
+    }
+
+    fn cycle_fn(&self, shutdown: CancellationToken) -> CycleFn {
+        let cycle = self.cycle.clone();
+        let queue = self.queue.clone();
+        let observer = self.observer.clone();
+        Arc::new(move || {
+            let cycle = cycle.clone();
+            let queue = queue.clone();
+            let observer = observer.clone();
+            let shutdown = shutdown.clone();
+            Box::pin(async move {
+                let outcome = cycle.run(&shutdown).await;
+                log_outcome(&outcome);
+                if matches!(outcome, Err(SyncError::Cancelled)) {
+                    return;
+                }
+                let stats = match housekeeping(&cycle, &queue).await {
+                    Ok(stats) => Some(stats),
+                    Err(error) => {
+                        tracing::error!(%error, "queue housekeeping failed");
+                        None
+                    }
+                };
+                notify::status(&status_text(&outcome, stats.as_ref()));
+                if let Some(observer) = &observer {
+                    observer(&outcome, stats.as_ref());
+                }
+            })
+        })
+    }
+}
+
+fn log_outcome(outcome: &Result<CycleReport, SyncError>) {
+    match outcome {
+        Ok(report) => tracing::info!(
+            received = report.ingest.received,
+            new_rotations = report.ingest.new_rotations,
+            newly_queued = report.ingest.newly_queued,
+            high_water_mark = report.ingest.mark_after.map(format_utc),
+            duration_ms = report.duration.as_millis() as u64,
+            attempts = report.attempts,
+            "sync cycle: {}",
+            report.summary_line()
+        ),
+        Err(SyncError::Cancelled) => {
+            tracing::info!("sync cycle abandoned for shutdown; nothing was committed")
+        }
+        Err(error) => tracing::error!(
+            error_kind = error.kind(),
+            "sync cycle failed: {}",
+            error.message_with_hint()
+        ),
+    }
+}
+
+/// Returns expired leases to pending, deletes done items past retention,
+/// and publishes the queue depth.
+async fn housekeeping(
+    cycle: &SyncCycle,
+    settings: &QueueSettings,
+) -> Result<QueueStats, StoreError> {
+    let options = QueueOptions {
+        max_attempts: settings.max_attempts,
+    };
+    let retention =
+        chrono::Duration::from_std(settings.done_retention).unwrap_or(chrono::TimeDelta::MAX);
+    let (reclaimed, purged, stats) = with_store(cycle.store(), move |store| {
+        let queue = store.queue(options);
+        let now = truncate_to_millis(Utc::now());
+        let reclaimed = queue.reclaim_expired(now)?;
+        let cutoff = now
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::UNIX_EPOCH);
+        let purged = queue.purge_done(cutoff)?;
+        Ok((reclaimed, purged, queue.stats(now)?))
+    })
+    .await?;
+    if reclaimed.pending + reclaimed.dead > 0 {
+        tracing::info!(
+            pending = reclaimed.pending,
+            dead = reclaimed.dead,
+            "expired leases returned to the queue"
+        );
+    }
+    if purged > 0 {
+        tracing::info!(purged, "purged done items past the retention period");
+    }
+    let oldest_age = stats
+        .oldest_pending_due_at
+        .and_then(|due| (Utc::now() - due).to_std().ok());
+    crate::metrics::record_queue(
+        stats.pending,
+        stats.leased,
+        stats.done,
+        stats.dead,
+        oldest_age,
+    );
+    Ok(stats)
+}
+
+fn status_text(outcome: &Result<CycleReport, SyncError>, stats: Option<&QueueStats>) -> String {
+    let cycle = match outcome {
+        Ok(report) => format!(
+            "last sync ok at {}: {} received, {} newly queued",
+            format_utc(truncate_to_millis(Utc::now())),
+            report.ingest.received,
+            report.ingest.newly_queued
+        ),
+        Err(error) => format!(
+            "last sync failed at {} ({})",
+            format_utc(truncate_to_millis(Utc::now())),
+            error.kind()
+        ),
+    };
+    match stats {
+        Some(stats) => format!(
+            "{cycle}; queue {} pending, {} leased, {} dead",
+            stats.pending, stats.leased, stats.dead
+        ),
+        None => cycle,
+    }
+}
+
+/// Pings the systemd watchdog at half its period for as long as the
+/// runtime is responsive; a wedged runtime stops the pings and systemd
+/// restarts the service.
+async fn keep_watchdog_fed(shutdown: CancellationToken) {
+    let Some(interval) = notify::watchdog_interval() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => notify::watchdog(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn describe(schedule: &Schedule) -> String {
+    match schedule {
+        Schedule::Cron(expression) => format!("cron {expression} (UTC)"),
+        Schedule::Interval(period) => format!("every {}", humantime::format_duration(*period)),
+    }
+}

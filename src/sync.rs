@@ -1,0 +1,369 @@
+//! One poll cycle: decide `since_timestamp`, fetch every rotation from the
+//! operator (with retries), validate the whole answer, ingest it in one
+//! transaction, and record how it went.
+//!
+//! The cycle is the only writer of the high-water mark. It moves the mark
+//! only through [`Store::ingest`], so a failed or abandoned cycle leaves the
+//! previous mark, rotation log and queue exactly as they were; the failure
+//! itself is the one thing written.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OperatorConnection;
+use crate::envelope::EnvelopeError;
+use crate::operator::{
+    BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, OperatorError, RetryPolicy,
+};
+use crate::store::{IngestSummary, Store, StoreError};
+use crate::timestamp::{format_utc, truncate_to_millis};
+
+/// A store shared between the cycle and the daemon's housekeeping. SQLite
+/// work runs on the blocking pool, one call at a time.
+pub type SharedStore = Arc<Mutex<Store>>;
+
+/// Where the first cycle starts and how far each later one looks back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPlan {
+    /// `since_timestamp` when the database has no high-water mark yet.
+    pub initial_since: Option<DateTime<Utc>>,
+    /// Re-read this much before the mark, in case the operator publishes a
+    /// rotation with a `last_updated` earlier than one it already served.
+    pub overlap: Duration,
+}
+
+impl SyncPlan {
+    /// The `since_timestamp` for a database whose mark is `mark`.
+    pub fn since(&self, mark: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, SyncError> {
+        match (mark, self.initial_since) {
+            (Some(mark), _) => {
+                let overlap =
+                    chrono::Duration::from_std(self.overlap).unwrap_or(chrono::TimeDelta::MAX);
+                Ok(mark
+                    .checked_sub_signed(overlap)
+                    .map_or(DateTime::UNIX_EPOCH, |since| {
+                        since.max(DateTime::UNIX_EPOCH)
+                    }))
+            }
+            (None, Some(initial)) => Ok(initial),
+            (None, None) => Err(SyncError::NoStartingPoint),
+        }
+    }
+}
+
+/// What a successful cycle did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleReport {
+    pub since: DateTime<Utc>,
+    pub ingest: IngestSummary,
+    /// HTTP attempts, 1 when the first one succeeded.
+    pub attempts: u32,
+    /// Size of the response body as received.
+    pub body_bytes: u64,
+    pub duration: Duration,
+}
+
+impl CycleReport {
+    /// The one line `sync` prints and the daemon logs.
+    pub fn summary_line(&self) -> String {
+        let mark = |m: Option<DateTime<Utc>>| m.map_or_else(|| "none".to_owned(), format_utc);
+        let ingest = &self.ingest;
+        let mut line = format!(
+            "received {} rows ({} new rotations, {} already known); {} newly queued",
+            ingest.received,
+            ingest.new_rotations,
+            ingest.ignored_rereads + ingest.ignored_stale + ingest.duplicates_in_response,
+            ingest.newly_queued,
+        );
+        if ingest.coalesced > 0 {
+            line += &format!(", {} merged into pending entries", ingest.coalesced);
+        }
+        if ingest.requeued_after_lease > 0 {
+            line += &format!(
+                ", {} due again after their lease",
+                ingest.requeued_after_lease
+            );
+        }
+        line += &format!(
+            "; high-water mark {} -> {}; {:.3}s",
+            mark(ingest.mark_before),
+            mark(ingest.mark_after),
+            self.duration.as_secs_f64()
+        );
+        line
+    }
+}
+
+/// Why a cycle failed. Each carries a stable [`kind`](SyncError::kind) that
+/// is recorded in the sync state and used as a metrics label.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(
+        "the database has no high-water mark yet and sync.initial_since is not set; \
+         set it to the earliest rotation time you need (for example \"2025-01-01T00:00:00\")"
+    )]
+    NoStartingPoint,
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the cycle was stopped before it committed anything")]
+    Cancelled,
+}
+
+impl SyncError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::NoStartingPoint => "no_starting_point",
+            SyncError::Operator(error) => error.kind(),
+            SyncError::Store(error) if error.is_busy() => "database_busy",
+            SyncError::Store(_) => "database",
+            SyncError::Cancelled => "cancelled",
+        }
+    }
+
+    /// What the person running the daemon should do about it, when the
+    /// error text alone doesn't say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            SyncError::Operator(OperatorError::Envelope(EnvelopeError::TagMismatch)) => Some(
+                "the response could not be authenticated: the client_secret is wrong or belongs \
+                 to another API key",
+            ),
+            SyncError::Operator(OperatorError::Envelope(_)) => Some(
+                "the response is not a valid v2 envelope: check that base_url points at a UID2 \
+                 or EUID operator",
+            ),
+            SyncError::Operator(OperatorError::Unauthorized) => {
+                Some("check operator.api_key and that it matches operator.environment")
+            }
+            SyncError::Operator(OperatorError::BadRequest { .. }) => Some(
+                "the operator rejected the request itself; if it mentions the timestamp or the \
+                 envelope time, check this machine's clock",
+            ),
+            SyncError::Operator(OperatorError::Connect { .. }) => {
+                Some("check operator.environment or operator.base_url and outbound HTTPS access")
+            }
+            SyncError::Operator(OperatorError::Timeout { .. }) => Some(
+                "a first sync downloads about 91 MiB; raise operator.request_timeout on slow links",
+            ),
+            SyncError::Operator(error) if error.is_transient() => {
+                Some("transient; the next cycle tries again from the same high-water mark")
+            }
+            SyncError::Store(error) if error.is_busy() => Some(
+                "another process held the database write lock too long; raise \
+                 database.busy_timeout or shorten consumer transactions",
+            ),
+            _ => None,
+        }
+    }
+
+    /// The error and its hint on one line, as recorded and printed.
+    pub fn message_with_hint(&self) -> String {
+        match self.hint() {
+            Some(hint) => format!("{self} (hint: {hint})"),
+            None => self.to_string(),
+        }
+    }
+}
+
+/// Builds the operator client `sync`, `run` and `demo` use.
+pub fn connect_operator(
+    connection: &OperatorConnection,
+) -> Result<OperatorClient, ClientSetupError> {
+    let retry = &connection.retry;
+    OperatorClient::new(
+        &connection.base_url,
+        connection.api_key.clone(),
+        connection.client_secret.clone(),
+        ClientOptions {
+            connect_timeout: connection.connect_timeout,
+            request_timeout: connection.request_timeout,
+            encoding: if connection.binary_body {
+                BodyEncoding::Binary
+            } else {
+                BodyEncoding::Base64
+            },
+            retry: RetryPolicy {
+                max_attempts: retry.max_attempts,
+                initial_backoff: retry.initial_backoff,
+                max_backoff: retry.max_backoff,
+                max_total: retry.max_elapsed,
+            },
+            ..ClientOptions::default()
+        },
+    )
+}
+
+/// Everything a cycle needs; cheap to clone into scheduler jobs.
+#[derive(Clone)]
+pub struct SyncCycle {
+    client: Arc<OperatorClient>,
+    store: SharedStore,
+    plan: SyncPlan,
+}
+
+impl SyncCycle {
+    pub fn new(client: OperatorClient, store: SharedStore, plan: SyncPlan) -> Self {
+        Self {
+            client: Arc::new(client),
+            store,
+            plan,
+        }
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Runs one cycle. `cancel` abandons it at any point before the ingest
+    /// starts; an ingest that has started is allowed to commit, since it is
+    /// one short transaction and stopping it would only waste the download.
+    ///
+    /// Every outcome except a successful one is recorded as the last error
+    /// (a cancelled cycle is not an error and leaves no record).
+    pub async fn run(&self, cancel: &CancellationToken) -> Result<CycleReport, SyncError> {
+        let started = Instant::now();
+        let outcome = self.attempt(cancel, started).await;
+        let duration = started.elapsed();
+        match &outcome {
+            Ok(report) => {
+                crate::metrics::record_cycle(
+                    "success",
+                    report.ingest.received,
+                    report.ingest.newly_queued,
+                    duration,
+                );
+            }
+            Err(SyncError::Cancelled) => {}
+            Err(error) => {
+                crate::metrics::record_cycle(error.kind(), 0, 0, duration);
+                let message = error.message_with_hint();
+                let kind = error.kind();
+                let recorded = self
+                    .blocking(move |store| store.record_failure(kind, &message, now_ms()))
+                    .await;
+                if let Err(record_error) = recorded {
+                    tracing::error!(error = %record_error, "cannot record the failed cycle");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn attempt(
+        &self,
+        cancel: &CancellationToken,
+        started: Instant,
+    ) -> Result<CycleReport, SyncError> {
+        let mark = self
+            .blocking(|store| {
+                store.record_attempt(now_ms())?;
+                store.high_water_mark()
+            })
+            .await?;
+        let since = self.plan.since(mark)?;
+        tracing::debug!(since = %format_utc(since), "polling the operator");
+
+        let response = tokio::select! {
+            response = self.client.fetch_rotations(since) => response?,
+            () = cancel.cancelled() => return Err(SyncError::Cancelled),
+        };
+        if cancel.is_cancelled() {
+            return Err(SyncError::Cancelled);
+        }
+        let (attempts, body_bytes) = (response.attempts, response.body_bytes);
+        let rotations = response.rotations;
+        let ingest = self
+            .blocking(move |store| store.ingest(rotations, now_ms()))
+            .await?;
+        Ok(CycleReport {
+            since,
+            ingest,
+            attempts,
+            body_bytes,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Runs SQLite work on the blocking pool so the scheduler, the signal
+    /// handler and the watchdog keep running during a 2^20-row ingest.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        with_store(&self.store, work).await
+    }
+}
+
+/// Runs `work` against the shared store on the blocking pool.
+pub async fn with_store<T: Send + 'static>(
+    store: &SharedStore,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (the transaction rolls back), so the store stays usable.
+        let store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        work(&store)
+    })
+    .await;
+    match joined {
+        Ok(result) => result,
+        Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+    }
+}
+
+fn now_ms() -> DateTime<Utc> {
+    truncate_to_millis(Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn the_mark_wins_over_initial_since_and_overlap_looks_back_from_it() {
+        let plan = SyncPlan {
+            initial_since: Some(at(0, 0)),
+            overlap: Duration::from_secs(600),
+        };
+        assert_eq!(plan.since(Some(at(12, 0))).unwrap(), at(11, 50));
+        assert_eq!(plan.since(None).unwrap(), at(0, 0));
+    }
+
+    #[test]
+    fn without_mark_or_initial_since_there_is_no_starting_point() {
+        let plan = SyncPlan {
+            initial_since: None,
+            overlap: Duration::ZERO,
+        };
+        assert!(matches!(plan.since(None), Err(SyncError::NoStartingPoint)));
+        assert_eq!(plan.since(Some(at(3, 0))).unwrap(), at(3, 0));
+    }
+
+    #[test]
+    fn an_overlap_reaching_before_1970_starts_at_the_epoch() {
+        let plan = SyncPlan {
+            initial_since: None,
+            overlap: Duration::from_secs(u64::MAX / 4),
+        };
+        assert_eq!(plan.since(Some(at(3, 0))).unwrap(), DateTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn a_wrong_client_secret_gets_a_hint_naming_it() {
+        let error = SyncError::Operator(OperatorError::Envelope(EnvelopeError::TagMismatch));
+        assert_eq!(error.kind(), "envelope");
+        assert!(error.message_with_hint().contains("client_secret"));
+    }
+}
