@@ -76,3 +76,4 @@ pub fn ack_all(store: &Store, leases: &[Lease], now: DateTime<Utc>) {
         "refused: {outcomes:?}"
     );
 }
+pub mod app;
