@@ -155,6 +155,9 @@ pub struct DemoArgs {
     /// How many buckets each simulated rotation touches.
     #[arg(long, value_name = "K", default_value_t = 25)]
     pub rotate_count: u32,
+    /// How often the daemon polls the simulated operator.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "2s")]
+    pub sync_every: Duration,
 }
 
 /// Durations as people write them: `30s`, `10m`, `1h`, `1h 30m`.

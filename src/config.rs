@@ -601,11 +601,10 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
                 .map_err(|reason| ConfigError::invalid(origin, "sync.schedule", reason))?;
             Schedule::Cron(expression)
         }
-        (None, Some(text)) => Schedule::Interval(nonzero(
-            parse_duration(&text, origin, "sync.interval")?,
-            origin,
-            "sync.interval",
-        )?),
+        (None, Some(text)) => Schedule::Interval(
+            validate_interval(parse_duration(&text, origin, "sync.interval")?)
+                .map_err(|reason| ConfigError::invalid(origin, "sync.interval", reason))?,
+        ),
         // The operator's guidance: poll hourly when fidelity matters.
         (None, None) => Schedule::Interval(Duration::from_secs(3600)),
     };
@@ -625,6 +624,18 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
 
 /// Parses a cron expression the way the scheduler will (six fields,
 /// seconds first), so a bad one is refused at start, not at the first tick.
+/// The scheduler counts repeat intervals in whole seconds: `1500ms` would
+/// silently become 1 s and anything under a second would never tick.
+pub fn validate_interval(interval: Duration) -> Result<Duration, String> {
+    if interval < Duration::from_secs(1) || interval.subsec_nanos() != 0 {
+        return Err(format!(
+            "{} is not a whole number of seconds of at least 1s; the scheduler counts in seconds",
+            humantime::format_duration(interval)
+        ));
+    }
+    Ok(interval)
+}
+
 pub fn validate_cron(expression: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)

@@ -136,13 +136,18 @@ fn a_bad_duration_is_refused() {
 }
 
 #[test]
-fn a_zero_interval_is_refused() {
+fn an_interval_that_is_not_whole_seconds_is_refused() {
     let fixture = Fixture::new();
-    let message = error_text(fixture.load_text("[sync]\ninterval = \"0s\"\n"));
-    assert!(
-        message.contains("sync.interval: must be longer than zero"),
-        "{message}"
-    );
+    for interval in ["0s", "500ms", "1500ms"] {
+        let text = format!("[sync]\ninterval = \"{interval}\"\n");
+        let message = error_text(fixture.load_text(&text));
+        assert!(
+            message.contains("sync.interval: ")
+                && message.contains("is not a whole number of seconds of at least 1s"),
+            "{interval}: {message}"
+        );
+    }
+    assert!(fixture.load_text("[sync]\ninterval = \"90s\"\n").is_ok());
 }
 
 #[test]

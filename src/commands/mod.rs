@@ -1,6 +1,7 @@
 //! One file per command: each loads what it needs, does its work and
 //! formats its output. Errors reach the user as one line on stderr.
 
+mod demo;
 mod queue;
 mod run;
 mod status;
@@ -34,7 +35,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Status { json } => status::run(&cli, *json),
             Command::Queue(command) => queue::run(&cli, command),
             Command::DevOperator(args) => dev_operator::run(args).await,
-            Command::Demo(_) => todo_command("demo"),
+            Command::Demo(args) => demo::run(&cli, args).await,
         }
     });
     match outcome {
@@ -44,10 +45,6 @@ pub fn execute(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn todo_command(name: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("{name} is not wired yet")
 }
 
 /// The settings for this invocation: `--config` (or its fallbacks) and `--db`.

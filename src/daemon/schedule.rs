@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::config::{Schedule, validate_cron};
+use crate::config::{Schedule, validate_cron, validate_interval};
 
 /// A cycle as the scheduler sees it: started, awaited, nothing returned.
 pub type CycleFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -51,7 +51,10 @@ impl Ticker {
         };
         let job = match schedule {
             Schedule::Cron(expression) => Job::new_async(expression.as_str(), on_tick)?,
-            Schedule::Interval(period) => Job::new_repeated_async(*period, on_tick)?,
+            Schedule::Interval(period) => {
+                let period = validate_interval(*period).map_err(ScheduleError)?;
+                Job::new_repeated_async(period, on_tick)?
+            }
         };
         scheduler.add(job).await?;
         scheduler.start().await?;

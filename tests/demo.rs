@@ -1,0 +1,110 @@
+//! `demo` as a newcomer runs it: the real binary, offline, narrating the
+//! first sync, rotations being queued and the consumer acking them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn demo(db: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"));
+    command
+        .arg("--db")
+        .arg(db)
+        .args(["demo", "--buckets", "3000", "--rotate-every", "1s"])
+        .args(["--rotate-count", "7", "--sync-every", "1s"])
+        .env_remove("UID2_BUCKET_SYNC_CONFIG")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn status_json(db: &std::path::Path) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"))
+        .arg("--db")
+        .arg(db)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn with_a_duration_the_demo_syncs_queues_rotations_consumes_them_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let output = demo(&db).args(["--duration", "7s"]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stderr.is_empty(), "the demo keeps stderr quiet: {stderr}");
+
+    assert!(
+        stdout.contains("3,000 new rotations of 3,000 rows received, 3,000 newly queued"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("operator  rotated 7 buckets"), "{stdout}");
+    let rotation_cycles = stdout
+        .lines()
+        .filter(|l| l.contains("sync      7 new rotations"))
+        .count();
+    assert!(
+        rotation_cycles >= 1,
+        "a rotation batch was queued:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("consumer  claimed 3,000, re-mapped and acked 3,000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("demo      look inside"),
+        "{stdout}"
+    );
+
+    let status = status_json(&db);
+    assert!(status["high_water_mark"].is_string(), "{status}");
+    let queue = &status["queue"];
+    let count = |state: &str| queue[state].as_u64().unwrap();
+    assert_eq!(
+        count("pending") + count("leased") + count("done"),
+        3_000,
+        "one entry per bucket, none dead: {status}"
+    );
+    assert!(count("done") > 0, "{status}");
+}
+
+#[test]
+fn ctrl_c_stops_the_demo_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let mut child = demo(&db).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines.next().expect("demo output ended early").unwrap();
+        if line.contains("consumer  claimed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no consumer line within 60 s");
+    }
+    let interrupted = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(interrupted.elapsed() < Duration::from_secs(10));
+    assert!(
+        rest.iter().any(|l| l.contains("demo      stopped:")),
+        "{rest:?}"
+    );
+}
