@@ -219,6 +219,11 @@ impl SyncCycle {
         &self.store
     }
 
+    /// The operator URL this cycle polls.
+    pub fn endpoint(&self) -> &str {
+        self.client.endpoint().as_str()
+    }
+
     /// Runs one cycle. `cancel` abandons it at any point before the ingest
     /// starts; an ingest that has started is allowed to commit, since it is
     /// one short transaction and stopping it would only waste the download.

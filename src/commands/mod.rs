@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 use crate::config::{LoadOptions, OperatorConnection, Settings};
 use crate::store::{OpenMode, Store, StoreOptions};
+use crate::sync::{SyncCycle, SyncPlan, connect_operator};
 
 mod dev_operator;
 
@@ -73,4 +74,20 @@ fn operator_connection(settings: &Settings) -> anyhow::Result<OperatorConnection
         tracing::warn!("{warning}");
     }
     Ok(connection)
+}
+
+/// The cycle `sync` and `run` share: the configured operator and database
+/// (created if missing), starting from `sync.initial_since`.
+fn configured_cycle(settings: &Settings) -> anyhow::Result<SyncCycle> {
+    let connection = operator_connection(settings)?;
+    let client = connect_operator(&connection)?;
+    let store = open_store(settings, OpenMode::CreateIfMissing)?;
+    Ok(SyncCycle::new(
+        client,
+        std::sync::Arc::new(std::sync::Mutex::new(store)),
+        SyncPlan {
+            initial_since: settings.sync.initial_since,
+            overlap: settings.sync.overlap,
+        },
+    ))
 }

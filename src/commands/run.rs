@@ -1,40 +1,26 @@
 //! `run`: the daemon. Polls on the schedule until SIGTERM or SIGINT, then
 //! exits 0 once the running cycle has committed or been abandoned.
 
-use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-
 use anyhow::Context;
+use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Cli;
 use crate::daemon::Daemon;
 use crate::daemon::shutdown::cancel_on_signal;
-use crate::store::OpenMode;
-use crate::sync::{SyncCycle, SyncPlan, connect_operator};
 
 pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     crate::telemetry::init(&settings.log);
-    let connection = super::operator_connection(&settings)?;
-    let client = connect_operator(&connection)?;
+    let cycle = super::configured_cycle(&settings)?;
     if let Some(listen) = settings.metrics.listen {
         crate::metrics::install(listen)?;
         tracing::info!(%listen, "serving Prometheus metrics on /metrics");
     }
-    let store = super::open_store(&settings, OpenMode::CreateIfMissing)?;
     tracing::info!(
-        database = %store.path().display(),
-        operator = %client.endpoint(),
+        database = %settings.database.path.display(),
+        operator = %cycle.endpoint(),
         "configuration and database ready"
-    );
-    let cycle = SyncCycle::new(
-        client,
-        Arc::new(Mutex::new(store)),
-        SyncPlan {
-            initial_since: settings.sync.initial_since,
-            overlap: settings.sync.overlap,
-        },
     );
     let daemon = Daemon::new(
         cycle,

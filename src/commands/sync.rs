@@ -7,14 +7,11 @@
 //! SIGINT or SIGTERM abandons the cycle before it commits (exit 130).
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Cli;
 use crate::daemon::shutdown::cancel_on_signal;
-use crate::store::OpenMode;
-use crate::sync::{SyncCycle, SyncError, SyncPlan, connect_operator};
+use crate::sync::SyncError;
 
 /// The conventional code for "stopped by a signal" (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -22,17 +19,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     crate::telemetry::init(&settings.log);
-    let connection = super::operator_connection(&settings)?;
-    let client = connect_operator(&connection)?;
-    let store = super::open_store(&settings, OpenMode::CreateIfMissing)?;
-    let cycle = SyncCycle::new(
-        client,
-        Arc::new(Mutex::new(store)),
-        SyncPlan {
-            initial_since: settings.sync.initial_since,
-            overlap: settings.sync.overlap,
-        },
-    );
+    let cycle = super::configured_cycle(&settings)?;
 
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
