@@ -132,8 +132,13 @@ path = "{db}"
 
     /// A client for the simulated operator with fast retries.
     pub fn client(&self) -> OperatorClient {
+        self.client_for(&self.operator.base_url())
+    }
+
+    /// A client like [`TestApp::client`] for another address.
+    pub fn client_for(&self, base_url: &str) -> OperatorClient {
         OperatorClient::new(
-            &self.operator.base_url(),
+            base_url,
             ApiKey::new(API_KEY).unwrap(),
             ClientSecret::from_base64(CLIENT_SECRET).unwrap(),
             ClientOptions {
@@ -154,8 +159,13 @@ path = "{db}"
     /// An in-process sync cycle on this app's database, starting from
     /// [`INITIAL_SINCE`].
     pub fn sync_cycle(&self) -> SyncCycle {
+        self.sync_cycle_with(self.client())
+    }
+
+    /// As [`TestApp::sync_cycle`], with the given client.
+    pub fn sync_cycle_with(&self, client: OperatorClient) -> SyncCycle {
         SyncCycle::new(
-            self.client(),
+            client,
             self.shared_store(),
             SyncPlan {
                 initial_since: Some(

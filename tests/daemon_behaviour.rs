@@ -1,0 +1,281 @@
+//! The daemon in-process against the simulated operator on port 0: what it
+//! promises about scheduling, catch-up, stopping and recovering.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use common::app::{TestApp, spawn_app, spawn_app_with};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uid2_bucket_sync::config::{QueueSettings, Schedule};
+use uid2_bucket_sync::daemon::{Daemon, DaemonError};
+use uid2_bucket_sync::simulator::{Fault, SimulatedOperator};
+use uid2_bucket_sync::store::SyncState;
+use uid2_bucket_sync::timestamp::truncate_to_millis;
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+fn start(daemon: Daemon) -> Running {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    Running { shutdown, task }
+}
+
+impl Running {
+    /// Cancels and returns how long the daemon took to stop.
+    async fn stop(self) -> Duration {
+        let asked = Instant::now();
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the daemon stops")
+            .unwrap()
+            .unwrap();
+        asked.elapsed()
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sync_state(app: &TestApp) -> SyncState {
+    app.store().sync_state().unwrap()
+}
+
+fn daemon_with_schedule(app: &TestApp, schedule: Schedule) -> Daemon {
+    Daemon::new(
+        app.sync_cycle(),
+        schedule,
+        QueueSettings {
+            max_attempts: 5,
+            done_retention: Duration::from_secs(3600),
+        },
+        true,
+    )
+}
+
+/// Once a year, so within a test only a catch-up can make it sync.
+const YEARLY: &str = "0 0 0 1 1 *";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_is_queued_within_one_interval() {
+    let app = spawn_app(300).await;
+    let running = start(app.daemon(Duration::from_secs(1)));
+    eventually(Duration::from_secs(20), "the first sync", || async {
+        sync_state(&app).high_water_mark.is_some()
+    })
+    .await;
+
+    let rotated_at = truncate_to_millis(Utc::now());
+    let rotated = app.operator.rotate_random(4, rotated_at);
+    let rotated_ids: Vec<String> = rotated.iter().map(|r| r.bucket_id.to_string()).collect();
+    let noticed = Instant::now();
+    eventually(
+        Duration::from_secs(20),
+        "the rotations are queued",
+        || async {
+            let store = app.store();
+            rotated_ids
+                .iter()
+                .all(|id| store.bucket_last_updated(id).unwrap() == Some(rotated_at))
+        },
+    )
+    .await;
+    // One interval, plus the time one small cycle takes on a loaded machine.
+    assert!(
+        noticed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        noticed.elapsed()
+    );
+
+    let state = sync_state(&app);
+    assert_eq!(state.high_water_mark, Some(rotated_at));
+    assert_eq!(app.store().status(Utc::now()).unwrap().queue.pending, 300);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cycles_never_overlap_when_one_outlasts_the_interval() {
+    let app = spawn_app(50).await;
+    app.operator
+        .inject_always(Fault::Delay(Duration::from_millis(2500)));
+    let running = start(app.daemon(Duration::from_secs(1)));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    running.stop().await;
+
+    let sent: Vec<i64> = app
+        .operator
+        .requests()
+        .iter()
+        .filter_map(|r| r.timestamp_ms)
+        .collect();
+    assert!(sent.len() >= 2, "at least two cycles ran: {sent:?}");
+    for pair in sent.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 2500,
+            "a request was sent while the previous cycle was still waiting: {sent:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_never_synced_is_synced_at_once_not_at_the_first_tick() {
+    let app = spawn_app(20).await;
+    let running = start(daemon_with_schedule(&app, Schedule::Cron(YEARLY.into())));
+    eventually(Duration::from_secs(20), "the catch-up sync", || async {
+        sync_state(&app).last_success_at.is_some()
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(app.operator.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_success_older_than_one_period_is_caught_up_at_start() {
+    let app = spawn_app(20).await;
+    app.sync_cycle()
+        .run(&CancellationToken::new())
+        .await
+        .unwrap();
+    // As if the machine had been off since 2020.
+    rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .execute(
+            "UPDATE sync_state SET last_success_at_ms = 1577836800000",
+            [],
+        )
+        .unwrap();
+
+    let running = start(daemon_with_schedule(&app, Schedule::Cron(YEARLY.into())));
+    eventually(Duration::from_secs(20), "the catch-up sync", || async {
+        app.operator.requests().len() == 2
+    })
+    .await;
+    running.stop().await;
+    let last_success = sync_state(&app).last_success_at.unwrap();
+    assert!(Utc::now() - last_success < TimeDelta::minutes(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recent_success_waits_for_the_schedule() {
+    let app = spawn_app(20).await;
+    app.sync_cycle()
+        .run(&CancellationToken::new())
+        .await
+        .unwrap();
+    let running = start(daemon_with_schedule(&app, Schedule::Cron(YEARLY.into())));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    running.stop().await;
+    assert_eq!(app.operator.requests().len(), 1, "no catch-up was needed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_mid_cycle_is_prompt_and_commits_nothing() {
+    let app = spawn_app(100).await;
+    app.operator
+        .inject_always(Fault::Delay(Duration::from_secs(30)));
+    let running = start(app.daemon(Duration::from_secs(3600)));
+    // The catch-up cycle is now waiting for the operator's answer.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let took = running.stop().await;
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+
+    let state = sync_state(&app);
+    assert_eq!(state.high_water_mark, None);
+    assert_eq!(state.last_success_at, None);
+    assert!(state.last_attempt_at.is_some());
+    assert_eq!(state.last_error, None, "an abandoned cycle is not an error");
+    let status = app.store().status(Utc::now()).unwrap();
+    assert_eq!(status.queue.pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_down_at_start_is_survived_and_the_daemon_recovers() {
+    let app = spawn_app(100).await;
+    let address = app.operator.local_addr();
+    // Nothing listens on `address` any more.
+    let mut app = app;
+    let stopped = std::mem::replace(
+        &mut app.operator,
+        SimulatedOperator::start(
+            common::app::simulator_config(1),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    stopped.shutdown().await;
+
+    let cycle = app.sync_cycle_with(app.client_for(&format!("http://{address}")));
+    let running = start(Daemon::new(
+        cycle,
+        Schedule::Interval(Duration::from_secs(1)),
+        QueueSettings {
+            max_attempts: 5,
+            done_retention: Duration::from_secs(3600),
+        },
+        true,
+    ));
+    eventually(
+        Duration::from_secs(20),
+        "the failure is recorded",
+        || async {
+            sync_state(&app)
+                .last_error
+                .is_some_and(|e| e.kind == "connect")
+        },
+    )
+    .await;
+    assert_eq!(sync_state(&app).high_water_mark, None);
+    assert!(!running.task.is_finished(), "the daemon survives");
+
+    // The operator comes back on the same address.
+    let back = SimulatedOperator::start(common::app::simulator_config(100), address)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "a later cycle succeeds",
+        || async { sync_state(&app).high_water_mark.is_some() },
+    )
+    .await;
+    running.stop().await;
+    let state = sync_state(&app);
+    assert!(state.last_success_at.unwrap() > state.last_error.unwrap().at);
+    assert_eq!(app.store().status(Utc::now()).unwrap().queue.pending, 100);
+    back.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_with_nowhere_to_start_refuses_to_run() {
+    let app = spawn_app_with(common::app::simulator_config(5)).await;
+    let daemon = Daemon::new(
+        app.sync_cycle(),
+        Schedule::Interval(Duration::from_secs(1)),
+        QueueSettings {
+            max_attempts: 5,
+            done_retention: Duration::from_secs(3600),
+        },
+        false,
+    );
+    let error = daemon.run(CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(error, DaemonError::NoStartingPoint), "{error}");
+    assert!(error.to_string().contains("sync.initial_since"));
+    assert!(app.operator.requests().is_empty());
+}
