@@ -60,7 +60,8 @@ pub async fn spawn_app_with(config: SimulatorConfig) -> TestApp {
 }
 
 impl TestApp {
-    /// The config file's text: the operator, credentials, a 1 h interval,
+    /// The config file's text: the operator, credentials, a 3 s request
+    /// limit, a 1 h interval,
     /// `initial_since`, fast retries and the database path, then `extra`
     /// (whole `[section]`s that replace nothing, so use keys not set here).
     pub fn config_text(&self, extra: &str) -> String {
@@ -69,6 +70,7 @@ impl TestApp {
 base_url = "{base_url}"
 api_key = "{API_KEY}"
 client_secret = "{CLIENT_SECRET}"
+request_timeout = "3s"
 
 [operator.retry]
 max_attempts = 4
@@ -137,13 +139,18 @@ path = "{db}"
 
     /// A client like [`TestApp::client`] for another address.
     pub fn client_for(&self, base_url: &str) -> OperatorClient {
+        self.client_with(base_url, Duration::from_secs(30))
+    }
+
+    /// A client like [`TestApp::client`] with another whole-request limit.
+    pub fn client_with(&self, base_url: &str, request_timeout: Duration) -> OperatorClient {
         OperatorClient::new(
             base_url,
             ApiKey::new(API_KEY).unwrap(),
             ClientSecret::from_base64(CLIENT_SECRET).unwrap(),
             ClientOptions {
                 connect_timeout: Duration::from_secs(2),
-                request_timeout: Duration::from_secs(30),
+                request_timeout,
                 retry: RetryPolicy {
                     max_attempts: 4,
                     initial_backoff: Duration::from_millis(10),

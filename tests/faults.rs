@@ -1,0 +1,293 @@
+//! The fault matrix: every failure the simulated operator can produce, met
+//! by the `sync` command (the real binary) and by the daemon's cycle
+//! (in-process). For each: what the user sees, and that the high-water mark,
+//! the rotation log and the queue are exactly as before. Each fault is then
+//! injected once: transient ones are retried to success within the cycle,
+//! the others fail without writing anything.
+//!
+//! The matrix is printed (`cargo test --test faults -- --nocapture`) and
+//! written to `target/fault-matrix.md` for the README.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::app::{TestApp, spawn_app};
+use tokio_util::sync::CancellationToken;
+use uid2_bucket_sync::simulator::Fault;
+use uid2_bucket_sync::sync::{SyncCycle, SyncError};
+use uid2_bucket_sync::timestamp::truncate_to_millis;
+
+/// Longer than the app's 3 s request limit.
+const STALL: Duration = Duration::from_secs(4);
+
+struct Case {
+    name: &'static str,
+    fault: Fault,
+    kind: &'static str,
+    transient: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let status = |code, retry_after| Fault::Status { code, retry_after };
+    vec![
+        Case {
+            name: "500 Internal Server Error",
+            fault: status(500, None),
+            kind: "server_error",
+            transient: true,
+        },
+        Case {
+            name: "503 with Retry-After: 1",
+            fault: status(503, Some(Duration::from_secs(1))),
+            kind: "server_error",
+            transient: true,
+        },
+        Case {
+            name: "429 Too Many Requests",
+            fault: status(429, None),
+            kind: "rate_limited",
+            transient: true,
+        },
+        Case {
+            name: "404 Not Found",
+            fault: status(404, None),
+            kind: "unexpected_status",
+            transient: false,
+        },
+        Case {
+            name: "answer slower than request_timeout",
+            fault: Fault::Delay(STALL),
+            kind: "timeout",
+            transient: true,
+        },
+        Case {
+            name: "connection dropped",
+            fault: Fault::DropConnection,
+            kind: "connection_reset",
+            transient: true,
+        },
+        Case {
+            name: "body truncated",
+            fault: Fault::TruncatedBody,
+            kind: "truncated_body",
+            transient: true,
+        },
+        Case {
+            name: "GCM tag corrupted",
+            fault: Fault::CorruptTag,
+            kind: "envelope",
+            transient: false,
+        },
+        Case {
+            name: "wrong nonce",
+            fault: Fault::WrongNonce,
+            kind: "envelope",
+            transient: false,
+        },
+        Case {
+            name: "payload not JSON",
+            fault: Fault::BadJson,
+            kind: "invalid_response",
+            transient: false,
+        },
+        Case {
+            name: "status \"client_error\"",
+            fault: Fault::ClientErrorStatus,
+            kind: "invalid_response",
+            transient: false,
+        },
+        Case {
+            name: "unparsable last_updated",
+            fault: Fault::UnparsableLastUpdated,
+            kind: "invalid_response",
+            transient: false,
+        },
+    ]
+}
+
+/// Everything a failed cycle must leave untouched.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    mark: Option<chrono::DateTime<Utc>>,
+    last_success: Option<chrono::DateTime<Utc>>,
+    rotations: i64,
+    queue: (u64, u64, u64, u64),
+}
+
+fn snapshot(app: &TestApp) -> Snapshot {
+    let store = app.store();
+    let status = store.status(Utc::now()).unwrap();
+    let rotations = rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM bucket_rotations", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    Snapshot {
+        mark: status.sync.high_water_mark,
+        last_success: status.sync.last_success_at,
+        rotations,
+        queue: (
+            status.queue.pending,
+            status.queue.leased,
+            status.queue.done,
+            status.queue.dead,
+        ),
+    }
+}
+
+fn cycle(app: &TestApp) -> SyncCycle {
+    // A 1 s limit keeps the stalled-answer case short in-process.
+    app.sync_cycle_with(app.client_with(&app.operator.base_url(), Duration::from_secs(1)))
+}
+
+struct Row {
+    name: &'static str,
+    sync_exit: String,
+    kind: String,
+    state: &'static str,
+    once: String,
+    message: String,
+}
+
+async fn examine(case: &Case) -> Row {
+    let app = spawn_app(40).await;
+    cycle(&app).run(&CancellationToken::new()).await.unwrap();
+    let rotated_at = truncate_to_millis(Utc::now());
+    app.operator.rotate_random(3, rotated_at);
+    let before = snapshot(&app);
+
+    // Persistent: the `sync` command.
+    app.operator.inject_always(case.fault.clone());
+    let output = tokio::task::spawn_blocking({
+        let mut command = app.command();
+        move || command.arg("sync").output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let message = stderr.lines().last().unwrap_or_default().to_owned();
+    assert_eq!(output.status.code(), Some(1), "{}: {stderr}", case.name);
+    assert!(
+        message.starts_with(&format!("error: sync failed ({}): ", case.kind)),
+        "{}: {message}",
+        case.name
+    );
+    assert_eq!(
+        snapshot(&app),
+        before,
+        "{}: sync changed the state",
+        case.name
+    );
+    let recorded = app.store().sync_state().unwrap().last_error.unwrap();
+    assert_eq!(recorded.kind, case.kind, "{}", case.name);
+
+    // Persistent: the daemon's cycle.
+    let error = cycle(&app)
+        .run(&CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), case.kind, "{}: {error}", case.name);
+    assert_eq!(
+        snapshot(&app),
+        before,
+        "{}: the cycle changed the state",
+        case.name
+    );
+
+    // Once: retried within the cycle if transient.
+    app.operator.clear_faults();
+    app.operator.inject(case.fault.clone());
+    let outcome = cycle(&app).run(&CancellationToken::new()).await;
+    let once = match (&outcome, case.transient) {
+        (Ok(report), true) => {
+            assert_eq!(report.attempts, 2, "{}", case.name);
+            assert_eq!(report.ingest.mark_after, Some(rotated_at), "{}", case.name);
+            assert_eq!(report.ingest.new_rotations, 3, "{}", case.name);
+            "retried, then mark advanced".to_owned()
+        }
+        (Err(SyncError::Operator(error)), false) => {
+            assert_eq!(error.kind(), case.kind, "{}", case.name);
+            assert_eq!(snapshot(&app), before, "{}", case.name);
+            "not retried; nothing written".to_owned()
+        }
+        (outcome, transient) => panic!("{}: transient={transient}, got {outcome:?}", case.name),
+    };
+
+    Row {
+        name: case.name,
+        sync_exit: output.status.code().unwrap().to_string(),
+        kind: case.kind.to_owned(),
+        state: "unchanged",
+        once,
+        message: message.trim_start_matches("error: ").to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_operator_fault_leaves_mark_log_and_queue_unchanged_and_says_what_happened() {
+    let mut rows = Vec::new();
+    for case in cases() {
+        rows.push(examine(&case).await);
+    }
+    // The credential faults the operator itself produces.
+    rows.push(wrong_key_row().await);
+
+    let mut table = String::from(
+        "| fault | `sync` exit | error kind | mark, log, queue | injected once | what the user sees |\n|---|---|---|---|---|---|\n",
+    );
+    for row in &rows {
+        writeln!(
+            table,
+            "| {} | {} | `{}` | {} | {} | `{}` |",
+            row.name,
+            row.sync_exit,
+            row.kind,
+            row.state,
+            row.once,
+            row.message.replace('|', "\\|")
+        )
+        .unwrap();
+    }
+    println!("{table}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("fault-matrix.md"), &table).unwrap();
+}
+
+/// A key the operator does not know: 401, never retried.
+async fn wrong_key_row() -> Row {
+    let app = spawn_app(10).await;
+    cycle(&app).run(&CancellationToken::new()).await.unwrap();
+    let before = snapshot(&app);
+    let text = app
+        .config_text("")
+        .replace(common::app::API_KEY, "a-key-the-operator-never-issued");
+    std::fs::write(&app.config_path, text).unwrap();
+    let output = app.command().arg("sync").output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let message = stderr.lines().last().unwrap_or_default().to_owned();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        message.starts_with("error: sync failed (unauthorized): "),
+        "{message}"
+    );
+    assert!(
+        message.contains("hint: check operator.api_key"),
+        "{message}"
+    );
+    assert_eq!(snapshot(&app), before);
+    let attempts = app.operator.requests().len();
+    assert_eq!(attempts, 2, "one initial sync, one refused attempt");
+    Row {
+        name: "API key refused (401)",
+        sync_exit: "1".into(),
+        kind: "unauthorized".into(),
+        state: "unchanged",
+        once: "not retried; nothing written".into(),
+        message: message.trim_start_matches("error: ").to_owned(),
+    }
+}
