@@ -1,0 +1,257 @@
+//! `run`, `sync` and `status` as real processes: a clean stop on SIGTERM,
+//! secrets kept out of every line they print, and configuration mistakes
+//! refused at start with the file, the key and the reason.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::app::{API_KEY, CLIENT_SECRET, TestApp, spawn_app};
+use uid2_bucket_sync::simulator::Fault;
+
+fn terminate(child: &Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Waits for the child to exit, at most `limit`; returns its output.
+fn wait_at_most(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let took = started.elapsed();
+            return (child.wait_with_output().unwrap(), took);
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Neither credential, nor the secret's decoded bytes as text, appears.
+fn assert_no_secret(output: &str, context: &str) {
+    assert!(
+        !output.contains(API_KEY),
+        "{context}: API key leaked:\n{output}"
+    );
+    assert!(
+        !output.contains(CLIENT_SECRET),
+        "{context}: client secret leaked:\n{output}"
+    );
+    let decoded =
+        String::from_utf8_lossy(&base64_decode(CLIENT_SECRET).expect("the test secret is base64"))
+            .into_owned();
+    assert!(
+        !output.contains(&decoded),
+        "{context}: decoded secret leaked"
+    );
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+fn wait_for_stderr_line(child: &mut Child, wanted: &str, limit: Duration) -> String {
+    let mut stderr = child.stderr.take().unwrap();
+    let deadline = Instant::now() + limit;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if sender.send(buffer[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut seen = String::new();
+    while !seen.contains(wanted) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(remaining) {
+            Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(_) => panic!("no {wanted:?} within {limit:?}; stderr so far:\n{seen}"),
+        }
+    }
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || while receiver.recv().is_ok() {});
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_cycle_exits_0_within_5_seconds_and_commits_nothing() {
+    let app = spawn_app(100).await;
+    app.operator
+        .inject_always(Fault::Delay(Duration::from_secs(60)));
+    let mut child = app
+        .command()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_stderr_line(
+        &mut child,
+        "running the first one now",
+        Duration::from_secs(20),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminate(&child);
+    let (output, took) = wait_at_most(child, Duration::from_secs(30));
+    assert!(output.status.success(), "{output:?}");
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+
+    let state = app.store().sync_state().unwrap();
+    assert_eq!(state.high_water_mark, None);
+    assert_eq!(state.last_error, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_any_output_of_run_sync_or_status() {
+    let app = spawn_app(30).await;
+    app.write_config("[log]\nlevel = \"trace\"\n");
+
+    // The daemon, traced, through one successful cycle and a stop.
+    let mut child = app
+        .command()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon_output =
+        wait_for_stderr_line(&mut child, "sync cycle: received", Duration::from_secs(30));
+    terminate(&child);
+    let (output, _) = wait_at_most(child, Duration::from_secs(30));
+    daemon_output.push_str(&text(&output));
+    assert!(daemon_output.contains("TRACE") || daemon_output.contains("DEBUG"));
+    assert_no_secret(&daemon_output, "run");
+
+    // `sync` succeeding, then failing in the ways that talk about credentials.
+    let mut outputs = vec![("sync ok", app.command().arg("sync").output().unwrap())];
+    app.operator.inject_always(Fault::CorruptTag);
+    outputs.push((
+        "sync tag mismatch",
+        app.command().arg("sync").output().unwrap(),
+    ));
+    app.operator.clear_faults();
+    app.operator.inject_always(Fault::Status {
+        code: 401,
+        retry_after: None,
+    });
+    outputs.push(("sync 401", app.command().arg("sync").output().unwrap()));
+    app.operator.clear_faults();
+    outputs.push(("status", app.command().arg("status").output().unwrap()));
+    outputs.push((
+        "status --json",
+        app.command().args(["status", "--json"]).output().unwrap(),
+    ));
+    for (context, output) in &outputs {
+        assert_no_secret(&text(output), context);
+    }
+    assert!(text(&outputs[3].1).contains("last error"));
+}
+
+fn refusal(app: &TestApp, config: &str) -> String {
+    std::fs::write(&app.config_path, config).unwrap();
+    let output = app.command().arg("run").output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert_no_secret(&stderr, "refusal");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_config_file_is_named() {
+    let app = spawn_app(1).await;
+    let missing = app.dir.path().join("nowhere.toml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"))
+        .arg("--config")
+        .arg(&missing)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_key_is_refused_with_file_key_and_reason() {
+    let app = spawn_app(1).await;
+    let config = app.config_text("[queue]\nmax_atempts = 3\n");
+    let stderr = refusal(&app, &config);
+    assert!(
+        stderr.contains(&app.config_path.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("max_atempts"), "{stderr}");
+    assert!(stderr.contains("unknown"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_duration_is_refused_with_file_key_and_reason() {
+    let app = spawn_app(1).await;
+    let config = app.config_text("[queue]\ndone_retention = \"a week\"\n");
+    let stderr = refusal(&app, &config);
+    assert!(
+        stderr.contains(&app.config_path.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("queue.done_retention"), "{stderr}");
+    assert!(stderr.contains("not a duration"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_to_another_host_is_refused() {
+    let app = spawn_app(1).await;
+    let config = app
+        .config_text("")
+        .replace(&app.operator.base_url(), "http://operator.example.com");
+    let stderr = refusal(&app, &config);
+    assert!(stderr.contains("operator.base_url"), "{stderr}");
+    assert!(stderr.contains("use https"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_secret_that_is_not_32_bytes_is_refused_without_echoing_it() {
+    let app = spawn_app(1).await;
+    let short = "c2hvcnQtc2VjcmV0"; // "short-secret"
+    let config = app.config_text("").replace(CLIENT_SECRET, short);
+    let stderr = refusal(&app, &config);
+    assert!(stderr.contains("operator.client_secret"), "{stderr}");
+    assert!(stderr.contains("12 bytes"), "{stderr}");
+    assert!(!stderr.contains(short), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cron_schedule_and_an_interval_together_are_refused() {
+    let app = spawn_app(1).await;
+    let config = app.config_text("").replace(
+        "interval = \"1h\"",
+        "interval = \"1h\"\nschedule = \"0 5 * * * *\"",
+    );
+    let stderr = refusal(&app, &config);
+    assert!(stderr.contains("not both"), "{stderr}");
+}
