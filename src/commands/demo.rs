@@ -333,6 +333,11 @@ async fn rotate_periodically(
             () = shutdown.cancelled() => return total,
             _ = ticks.tick() => {}
         }
+        // A tick due at the very moment of the stop would rotate buckets
+        // nobody will sync any more.
+        if shutdown.is_cancelled() {
+            return total;
+        }
         let rotated = operator.rotate_random(count, truncate_to_millis(Utc::now()));
         total += rotated.len() as u64;
         let sample: Vec<&str> = rotated
