@@ -197,30 +197,30 @@ async fn a_missing_config_file_is_named() {
     assert!(stderr.contains("cannot read"), "{stderr}");
 }
 
+/// `extra` appended to a valid config is refused naming the file, `key`
+/// and `reason`.
+async fn assert_refused_naming(extra: &str, key: &str, reason: &str) {
+    let app = spawn_app(1).await;
+    let stderr = refusal(&app, &app.config_text(extra));
+    let file = app.config_path.display().to_string();
+    for wanted in [file.as_str(), key, reason] {
+        assert!(stderr.contains(wanted), "{wanted:?} not in {stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_key_is_refused_with_file_key_and_reason() {
-    let app = spawn_app(1).await;
-    let config = app.config_text("[queue]\nmax_atempts = 3\n");
-    let stderr = refusal(&app, &config);
-    assert!(
-        stderr.contains(&app.config_path.display().to_string()),
-        "{stderr}"
-    );
-    assert!(stderr.contains("max_atempts"), "{stderr}");
-    assert!(stderr.contains("unknown"), "{stderr}");
+    assert_refused_naming("[queue]\nmax_atempts = 3\n", "max_atempts", "unknown").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_duration_is_refused_with_file_key_and_reason() {
-    let app = spawn_app(1).await;
-    let config = app.config_text("[queue]\ndone_retention = \"a week\"\n");
-    let stderr = refusal(&app, &config);
-    assert!(
-        stderr.contains(&app.config_path.display().to_string()),
-        "{stderr}"
-    );
-    assert!(stderr.contains("queue.done_retention"), "{stderr}");
-    assert!(stderr.contains("not a duration"), "{stderr}");
+    assert_refused_naming(
+        "[queue]\ndone_retention = \"a week\"\n",
+        "queue.done_retention",
+        "not a duration",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -152,6 +152,19 @@ fn sync(app: &TestApp) -> Child {
         .unwrap()
 }
 
+/// The lease ids in `queue claim --json` output.
+fn lease_ids(claim_output: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(claim_output)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["lease_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 fn remove_database(db: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut path = db.as_os_str().to_owned();
@@ -291,17 +304,7 @@ async fn consumers_killed_while_claiming_or_acking_lose_nothing() {
             }
             Vec::new()
         } else {
-            let output = claim.wait_with_output().unwrap();
-            String::from_utf8(output.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["lease_id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned()
-                })
-                .collect()
+            lease_ids(&claim.wait_with_output().unwrap().stdout)
         };
         if !lease_ids.is_empty() {
             let mut ack = app
@@ -349,19 +352,10 @@ async fn consumers_killed_while_claiming_or_acking_lose_nothing() {
             ])
             .output()
             .unwrap();
-        let lines = String::from_utf8(claim.stdout).unwrap();
-        if lines.is_empty() {
+        let ids = lease_ids(&claim.stdout);
+        if ids.is_empty() {
             break;
         }
-        let ids: Vec<String> = lines
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["lease_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
         let status = app
             .command()
             .args(["queue", "ack"])
