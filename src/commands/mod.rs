@@ -2,6 +2,7 @@
 //! formats its output. Errors reach the user as one line on stderr.
 
 mod demo;
+mod dev_operator;
 mod queue;
 mod run;
 mod status;
@@ -14,8 +15,6 @@ use crate::cli::{Cli, Command};
 use crate::config::{LoadOptions, OperatorConnection, Settings};
 use crate::store::{OpenMode, Store, StoreOptions};
 use crate::sync::{SyncCycle, SyncPlan, connect_operator};
-
-mod dev_operator;
 
 /// Runs a parsed command line to completion and returns the exit code.
 pub fn execute(cli: Cli) -> ExitCode {
