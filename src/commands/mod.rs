@@ -60,6 +60,7 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
 fn open_store(settings: &Settings, mode: OpenMode) -> anyhow::Result<Store> {
     let options = StoreOptions {
         busy_timeout: settings.database.busy_timeout,
+        ..StoreOptions::default()
     };
     Ok(Store::open(&settings.database.path, mode, &options)?)
 }

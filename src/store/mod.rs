@@ -6,6 +6,7 @@
 //! wait up to `busy_timeout` for each other. The queue lives in the same
 //! file and is reached through [`Store::queue`].
 
+mod access;
 mod ingest;
 mod schema;
 
@@ -15,8 +16,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
+pub use access::AccessProblem;
 pub use ingest::IngestSummary;
-pub use schema::SCHEMA_VERSION;
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use crate::queue::{QueueError, QueueOptions, QueueStats, SqliteQueue};
 use crate::timestamp::{from_millis, to_millis};
@@ -25,12 +27,18 @@ use crate::timestamp::{from_millis, to_millis};
 pub struct StoreOptions {
     /// How long a writer waits for another writer's transaction to end.
     pub busy_timeout: Duration,
+    /// Recorded in a database this open creates (see [`Store::created_by`]).
+    pub created_by: &'static str,
 }
+
+/// `created_by` of databases created by `sync` and `run`.
+pub const CREATED_BY_DAEMON: &str = "uid2-bucket-sync";
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             busy_timeout: Duration::from_secs(30),
+            created_by: CREATED_BY_DAEMON,
         }
     }
 }
@@ -56,6 +64,25 @@ pub enum StoreError {
     NoDirectory { path: PathBuf, dir: PathBuf },
     #[error("{} is not a SQLite database", path.display())]
     NotADatabase { path: PathBuf },
+    #[error(
+        "{} is a directory; the database path must name a file, e.g. {}",
+        path.display(),
+        path.join("buckets.db").display()
+    )]
+    IsDirectory { path: PathBuf },
+    #[error(
+        "{} is another application's SQLite database (application_id {application_id:#x}, \
+         {tables} table(s)); refusing to add uid2-bucket-sync's tables to it: point the \
+         database path at a new file",
+        path.display()
+    )]
+    NotOurs {
+        path: PathBuf,
+        application_id: i64,
+        tables: u64,
+    },
+    #[error(transparent)]
+    Access(#[from] AccessProblem),
     #[error(
         "the database {} has schema version {found}, newer than the version {supported} this \
          uid2-bucket-sync knows; use a newer uid2-bucket-sync",
@@ -188,6 +215,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Which command created the database at `path`: [`CREATED_BY_DAEMON`],
+    /// `demo`, or `None` for databases older than that record. Reads the
+    /// file without migrating it or writing anything.
+    pub fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
+        schema::created_by(path)
     }
 
     /// The consumers' side of the queue in this file.

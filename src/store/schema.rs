@@ -6,12 +6,18 @@ use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
-use super::{OpenMode, StoreError, StoreOptions};
+use super::{OpenMode, StoreError, StoreOptions, access};
 
-const MIGRATION_SQL: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATION_SQL: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_database_meta.sql"),
+];
+
+/// `PRAGMA application_id` of our files: "UID2" in ASCII.
+pub const APPLICATION_ID: i64 = 0x5549_4432;
 
 /// The schema version this binary writes: the number of migrations.
 pub const SCHEMA_VERSION: u32 = MIGRATION_SQL.len() as u32;
@@ -27,35 +33,33 @@ pub(super) fn open(
     mode: OpenMode,
     options: &StoreOptions,
 ) -> Result<Connection, StoreError> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    match mode {
-        OpenMode::MustExist => {
-            if !path.exists() {
+    if path.is_dir() {
+        return Err(StoreError::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
+    if !path.exists() {
+        match mode {
+            OpenMode::MustExist => {
                 return Err(StoreError::Missing {
                     path: path.to_owned(),
                 });
             }
-        }
-        OpenMode::CreateIfMissing => {
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            if !dir.is_dir() {
-                return Err(StoreError::NoDirectory {
-                    path: path.to_owned(),
-                    dir: dir.to_owned(),
-                });
+            OpenMode::CreateIfMissing => {
+                let dir = access::directory_of(path);
+                if !dir.is_dir() {
+                    return Err(StoreError::NoDirectory {
+                        path: path.to_owned(),
+                        dir: dir.to_owned(),
+                    });
+                }
+                access::create_shared(path)?;
             }
-            flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
     }
-    if path.is_dir() {
-        return Err(StoreError::NotADatabase {
-            path: path.to_owned(),
-        });
-    }
+    access::check_writable(path)?;
 
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let open_error = |source: rusqlite::Error| classify_open_error(path, source);
     let mut conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
     conn.busy_timeout(options.busy_timeout)
@@ -71,21 +75,28 @@ pub(super) fn open(
         .with_max_delay(Duration::from_millis(50))
         .without_max_times()
         .with_total_delay(Some(options.busy_timeout));
-    (|| prepare(&mut conn, path))
+    (|| prepare(&mut conn, path, options.created_by))
         .retry(backoff)
         .when(StoreError::is_busy)
         .call()?;
+    access::align_side_files(path);
+    // SQLite silently opens a file it cannot write read-only; every write
+    // would then fail with "attempt to write a readonly database".
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(open_error)? {
+        return Err(access::diagnose(path).into());
+    }
     Ok(conn)
 }
 
-/// Refuses a file that is not SQLite or is too new, sets the connection
-/// up and migrates.
-fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+/// Refuses a file that is not SQLite, not ours or too new, sets the
+/// connection up and migrates.
+fn prepare(conn: &mut Connection, path: &Path, created_by: &str) -> Result<(), StoreError> {
     let open_error = |source: rusqlite::Error| classify_open_error(path, source);
     // The first read of the header tells a non-SQLite file apart.
     let found: u32 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(open_error)?;
+    check_ours(conn, path, found)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             path: path.to_owned(),
@@ -115,14 +126,64 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         .map_err(open_error)?;
 
     if found < SCHEMA_VERSION {
-        migrate(conn, path)?;
+        migrate(conn, path, (found == 0).then_some(created_by))?;
     }
     Ok(())
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+/// Our files carry [`APPLICATION_ID`]; those written before it existed
+/// have our schema version and our `sync_state` table. An empty file is
+/// anybody's. Anything else belongs to another program and is refused
+/// rather than having our tables added to it.
+fn check_ours(conn: &Connection, path: &Path, user_version: u32) -> Result<(), StoreError> {
+    let open_error = |source: rusqlite::Error| classify_open_error(path, source);
+    let application_id: i64 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(open_error)?;
+    if application_id == APPLICATION_ID {
+        return Ok(());
+    }
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(open_error)?;
+    let ours_before_marking = || -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) = 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sync_state'",
+            [],
+            |row| row.get(0),
+        )
+    };
+    let empty = application_id == 0 && user_version == 0 && tables == 0;
+    let unmarked_ours =
+        application_id == 0 && user_version >= 1 && ours_before_marking().map_err(open_error)?;
+    if empty || unmarked_ours {
+        return Ok(());
+    }
+    Err(StoreError::NotOurs {
+        path: path.to_owned(),
+        application_id,
+        tables: tables as u64,
+    })
+}
+
+/// Applies pending migrations in one transaction; on a new file
+/// (`created_by` given) then records which command created it.
+fn migrate(conn: &mut Connection, path: &Path, created_by: Option<&str>) -> Result<(), StoreError> {
     conn.set_transaction_behavior(TransactionBehavior::Immediate);
-    let outcome = migrations().to_latest(conn);
+    let outcome = migrations().to_latest(conn).and_then(|()| {
+        if let Some(created_by) = created_by {
+            conn.execute(
+                "INSERT OR IGNORE INTO database_meta (key, value) VALUES ('created_by', ?1)",
+                [created_by],
+            )
+            .map_err(|err| rusqlite_migration::Error::with_sql(err, ""))?;
+        }
+        Ok(())
+    });
     conn.set_transaction_behavior(TransactionBehavior::Deferred);
     if let Err(source) = outcome {
         // Two processes may open an old or new file at once: the one that
@@ -165,9 +226,47 @@ fn classify_open_error(path: &Path, source: rusqlite::Error) -> StoreError {
         Some(ErrorCode::NotADatabase) => StoreError::NotADatabase {
             path: path.to_owned(),
         },
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            access::diagnose(path).into()
+        }
         _ => StoreError::Open {
             path: path.to_owned(),
             source,
         },
     }
+}
+
+/// Which command created an existing database (`None` for files created
+/// before that was recorded), read without migrating or writing anything.
+pub(super) fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
+    if path.is_dir() {
+        return Err(StoreError::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
+    if !path.exists() {
+        return Err(StoreError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    let open_error = |source: rusqlite::Error| classify_open_error(path, source);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_error)?;
+    let user_version: u32 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(open_error)?;
+    check_ours(&conn, path, user_version)?;
+    if user_version < 2 {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT value FROM database_meta WHERE key = 'created_by'",
+        [],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(open_error)
 }
