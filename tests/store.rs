@@ -6,7 +6,8 @@ use common::{TempDb, ack_all, at, claim, lease_for, rotation};
 use rusqlite::Connection;
 use uid2_bucket_sync::queue::{ListFilter, QueueOptions, QueueState, RemapQueue};
 use uid2_bucket_sync::store::{
-    CycleCounts, OpenMode, SCHEMA_VERSION, Store, StoreError, StoreOptions, SyncFailure,
+    APPLICATION_ID, CREATED_BY_DAEMON, CycleCounts, OpenMode, SCHEMA_VERSION, Store, StoreError,
+    StoreOptions, SyncFailure,
 };
 use uid2_bucket_sync::timestamp::{format_utc, from_millis};
 
@@ -37,6 +38,122 @@ fn creates_a_wal_database_at_the_current_schema_version() {
         .unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_new_database_is_marked_as_ours_and_records_its_creator() {
+    let db = TempDb::new();
+    drop(db.open());
+    let application_id: i64 = raw(&db.path)
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(application_id, APPLICATION_ID);
+    assert_eq!(
+        Store::created_by(&db.path).unwrap().as_deref(),
+        Some(CREATED_BY_DAEMON)
+    );
+
+    let demo = TempDb::new();
+    let options = StoreOptions {
+        created_by: "demo",
+        ..StoreOptions::default()
+    };
+    drop(Store::open(&demo.path, OpenMode::CreateIfMissing, &options).unwrap());
+    assert_eq!(
+        Store::created_by(&demo.path).unwrap().as_deref(),
+        Some("demo")
+    );
+}
+
+#[test]
+fn a_new_database_file_is_group_writable_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TempDb::new();
+    // Tests run with the usual 0022 umask, which alone would give 0644.
+    drop(db.open());
+    let mode = std::fs::metadata(&db.path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn another_applications_database_is_refused_and_left_unchanged() {
+    let db = TempDb::new();
+    {
+        let conn = raw(&db.path);
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT);
+             INSERT INTO customers (email) VALUES ('a@example.com');",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&db.path).unwrap();
+    for mode in [OpenMode::MustExist, OpenMode::CreateIfMissing] {
+        let error = Store::open(&db.path, mode, &StoreOptions::default()).unwrap_err();
+        assert!(
+            matches!(error, StoreError::NotOurs { tables: 1, .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is another application's SQLite database (application_id 0x0, 1 table(s)); \
+                 refusing to add uid2-bucket-sync's tables to it: point the database path at a \
+                 new file",
+                db.path.display()
+            )
+        );
+    }
+    assert_eq!(std::fs::read(&db.path).unwrap(), before);
+    assert_eq!(count(&db.path, "customers"), 1);
+}
+
+#[test]
+fn a_database_written_by_schema_version_1_is_carried_over() {
+    let db = TempDb::new();
+    {
+        let conn = raw(&db.path);
+        conn.execute_batch(include_str!("../migrations/0001_initial.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO rotation_log VALUES ('a', 1000, 2000);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&db.path, OpenMode::MustExist, &StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.bucket_last_updated("a").unwrap(),
+        Some(from_millis(1000))
+    );
+    drop(store);
+    let (version, application_id): (u32, i64) = raw(&db.path)
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT application_id FROM pragma_application_id)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, application_id), (SCHEMA_VERSION, APPLICATION_ID));
+    // Who created it was not recorded then, and is not made up now.
+    assert_eq!(Store::created_by(&db.path).unwrap(), None);
+}
+
+#[test]
+fn a_directory_given_as_the_database_is_named_as_a_directory() {
+    let db = TempDb::new();
+    let dir = db.dir.path();
+    for mode in [OpenMode::MustExist, OpenMode::CreateIfMissing] {
+        let error = Store::open(dir, mode, &StoreOptions::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is a directory; the database path must name a file, e.g. {}",
+                dir.display(),
+                dir.join("buckets.db").display()
+            )
+        );
+    }
 }
 
 #[test]

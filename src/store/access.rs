@@ -8,9 +8,8 @@
 //!   `-wal` and `-shm` the database file's mode when it creates them;
 //! - a group-writable directory we own is made setgid, so files created in
 //!   it by any member belong to the directory's group, not to the creator's
-//!   own primary group;
-//! - a side file we created with another group is handed to the database's
-//!   group right after opening.
+//!   own primary group (under systemd, `StateDirectoryMode=2770` does it,
+//!   as the unit's `RestrictSUIDSGID=` forbids the service to).
 //!
 //! When access is wrong all the same, [`AccessProblem`] names the file, its
 //! owner, group and mode, and who we are, instead of SQLite's "attempt to
@@ -47,8 +46,9 @@ impl fmt::Display for AccessProblem {
             f,
             "{} {} ({}) while running as {}; every user of the database needs read and write \
              access to the database file, its -wal and -shm files and their directory: add the \
-             user to the file's group and make the files group-writable (chmod g+rw), or see \
-             the README's install steps",
+             user to the database's group, make the files group-writable (chmod g+rw) and the \
+             directory setgid (chmod g+s) so that files created in it keep its group; see the \
+             README's install steps",
             self.what,
             self.path.display(),
             self.found,
@@ -76,11 +76,9 @@ pub(super) fn directory_of(path: &Path) -> &Path {
     }
 }
 
-/// Creates an empty database file `0660` unless it exists, and makes its
-/// directory keep the group of files created in it.
+/// Creates an empty database file `0660` unless it exists.
 pub(super) fn create_shared(path: &Path) -> Result<(), AccessProblem> {
     let dir = directory_of(path);
-    share_directory(dir);
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -102,7 +100,7 @@ pub(super) fn create_shared(path: &Path) -> Result<(), AccessProblem> {
 
 /// Makes a group-writable directory we own setgid. Best effort: a directory
 /// that isn't ours or isn't shared with a group is left as it is.
-fn share_directory(dir: &Path) {
+pub(super) fn share_directory(dir: &Path) {
     let Ok(meta) = fs::metadata(dir) else { return };
     let mode = meta.mode();
     let shared = mode & 0o070 == 0o070;
@@ -145,37 +143,6 @@ pub(super) fn check_writable(path: &Path) -> Result<(), AccessProblem> {
         ));
     }
     Ok(())
-}
-
-/// Gives side files this process created the database file's group and
-/// mode, for when the directory is not setgid.
-pub(super) fn align_side_files(path: &Path) {
-    let Ok(database) = fs::metadata(path) else {
-        return;
-    };
-    let me = geteuid().as_raw();
-    for side in side_files(path) {
-        let Ok(meta) = fs::metadata(&side) else {
-            continue;
-        };
-        if meta.uid() != me {
-            continue;
-        }
-        if meta.gid() != database.gid()
-            && let Err(error) = std::os::unix::fs::chown(&side, None, Some(database.gid()))
-        {
-            tracing::warn!(
-                "cannot give {} the database's group {}: {error}; other users of the database \
-                 may be unable to open it",
-                side.display(),
-                group_name(database.gid())
-            );
-        }
-        let wanted = database.mode() & 0o666;
-        if meta.mode() & 0o777 != wanted {
-            let _ = fs::set_permissions(&side, fs::Permissions::from_mode(wanted));
-        }
-    }
 }
 
 /// An [`AccessProblem`] about `path` as it is now.

@@ -38,6 +38,7 @@ pub(super) fn open(
             path: path.to_owned(),
         });
     }
+    access::share_directory(access::directory_of(path));
     if !path.exists() {
         match mode {
             OpenMode::MustExist => {
@@ -79,7 +80,6 @@ pub(super) fn open(
         .retry(backoff)
         .when(StoreError::is_busy)
         .call()?;
-    access::align_side_files(path);
     // SQLite silently opens a file it cannot write read-only; every write
     // would then fail with "attempt to write a readonly database".
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(open_error)? {
