@@ -236,6 +236,8 @@ impl Holder {
             Path::new("python3"),
             &["-c", script, db.to_str().unwrap()],
         )
+        // Not a python under root's home, which other users cannot reach.
+        .env("PATH", "/usr/bin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
