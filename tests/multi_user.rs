@@ -271,6 +271,46 @@ fn gid_of(group: &str) -> u32 {
         .as_raw()
 }
 
+/// Throwaway users, a simulated operator, and a database in a state
+/// directory of `mode` that the service user has synced once.
+struct Shared {
+    users: Users,
+    app: TestApp,
+    state: PathBuf,
+    db: PathBuf,
+    config: PathBuf,
+}
+
+impl Shared {
+    async fn set_up(mode: u32) -> Self {
+        let users = Users::create();
+        let app = spawn_app(BUCKETS).await;
+        let state = state_dir(&app, &users, mode);
+        let db = state.join("buckets.db");
+        let config = service_config(&app, &db);
+        let shared = Self {
+            users,
+            app,
+            state,
+            db,
+            config,
+        };
+        assert_success("the first sync as the service user", &shared.sync());
+        shared
+    }
+
+    fn sync(&self) -> Output {
+        tokio::task::block_in_place(|| sync_as_service(&self.users, &self.config))
+    }
+
+    /// `uid2-bucket-sync --db DB args…` as `user`.
+    fn consumer_command(&self, user: &str, args: &[&str]) -> Output {
+        let mut all = vec!["--db", self.db.to_str().unwrap()];
+        all.extend_from_slice(args);
+        tokio::task::block_in_place(|| as_user(user, "0022", binary(), &all).output().unwrap())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_and_two_group_members_share_the_database_whoever_opens_it_first() {
     if skip_unless_root(
@@ -278,38 +318,18 @@ async fn the_daemon_and_two_group_members_share_the_database_whoever_opens_it_fi
     ) {
         return;
     }
-    let users = Users::create();
-    let app = spawn_app(BUCKETS).await;
-    let state = state_dir(&app, &users, 0o2770);
-    let db = state.join("buckets.db");
-    let config = service_config(&app, &db);
-
     // The service creates the database.
-    let first = tokio::task::spawn_blocking({
-        let (users_service, config) = (users.service.clone(), config.clone());
-        move || {
-            as_user(
-                &users_service,
-                "0007",
-                binary(),
-                &["--config", config.to_str().unwrap(), "sync"],
-            )
-            .output()
-            .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert_success("the first sync as the service user", &first);
+    let shared = Shared::set_up(0o2770).await;
+    let (users, db) = (&shared.users, &shared.db);
     let group = gid_of(&users.group);
-    let (_, db_group, db_mode) = owner_group_mode(&db);
+    let (_, db_group, db_mode) = owner_group_mode(db);
     assert_eq!((db_group, db_mode), (group, 0o660), "the new database file");
 
     let mut claimed = 0;
     // Each of the three opens the database first in turn and holds it
     // (creating -wal and -shm) while the others sync, claim and ack.
     for (round, first_opener) in users.all().into_iter().enumerate() {
-        let holder = Holder::start(first_opener, &db);
+        let holder = Holder::start(first_opener, db);
         for side in ["-wal", "-shm"] {
             let path = PathBuf::from(format!("{}{side}", db.display()));
             let (_, side_group, side_mode) = owner_group_mode(&path);
@@ -319,11 +339,13 @@ async fn the_daemon_and_two_group_members_share_the_database_whoever_opens_it_fi
                 "{side} created by {first_opener} (round {round})"
             );
         }
-        app.operator.rotate_random(3, Utc::now());
-        let sync = tokio::task::block_in_place(|| sync_as_service(&users, &config));
-        assert_success(&format!("sync as the service (round {round})"), &sync);
+        shared.app.operator.rotate_random(3, Utc::now());
+        assert_success(
+            &format!("sync as the service (round {round})"),
+            &shared.sync(),
+        );
         for consumer in &users.consumers {
-            claimed += tokio::task::block_in_place(|| claim_and_ack(consumer, &db));
+            claimed += tokio::task::block_in_place(|| claim_and_ack(consumer, db));
         }
         drop(holder);
     }
@@ -335,29 +357,27 @@ async fn side_files_with_a_foreign_group_are_named_with_owner_group_and_mode() {
     if skip_unless_root("side_files_with_a_foreign_group_are_named_with_owner_group_and_mode") {
         return;
     }
-    let users = Users::create();
-    let app = spawn_app(BUCKETS).await;
-    let state = state_dir(&app, &users, 0o0770);
-    let db = state.join("buckets.db");
-    let config = service_config(&app, &db);
-    let first = tokio::task::block_in_place(|| sync_as_service(&users, &config));
-    assert_success("the first sync", &first);
+    let shared = Shared::set_up(0o0770).await;
     // The daemon made its directory setgid on the way; undo it to get the
     // layout that broke installs: a plain 0770 directory, where a
     // consumer's SQL reader creates -wal and -shm with its own group.
-    assert_eq!(owner_group_mode(&state).2, 0o2770, "the daemon's directory");
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o0770)).unwrap();
-    let consumer = &users.consumers[0];
-    let _holder = Holder::start(consumer, &db);
+    assert_eq!(
+        owner_group_mode(&shared.state).2,
+        0o2770,
+        "the daemon's directory"
+    );
+    std::fs::set_permissions(&shared.state, std::fs::Permissions::from_mode(0o0770)).unwrap();
+    let consumer = &shared.users.consumers[0];
+    let _holder = Holder::start(consumer, &shared.db);
 
-    let sync = tokio::task::block_in_place(|| sync_as_service(&users, &config));
+    let sync = shared.sync();
     assert_eq!(sync.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&sync.stderr);
     let expected = format!(
         "cannot write SQLite's side file {}-wal (owner {consumer}, group {consumer}, mode 0660) \
          while running as user {}",
-        db.display(),
-        users.service
+        shared.db.display(),
+        shared.users.service
     );
     assert!(stderr.contains(&expected), "{stderr}");
 }
@@ -367,42 +387,20 @@ async fn a_user_outside_the_group_is_told_which_file_it_cannot_write_and_why() {
     if skip_unless_root("a_user_outside_the_group_is_told_which_file_it_cannot_write_and_why") {
         return;
     }
-    let users = Users::create();
-    let app = spawn_app(BUCKETS).await;
-    let state = state_dir(&app, &users, 0o2775);
-    let db = state.join("buckets.db");
-    let config = service_config(&app, &db);
-    let first = tokio::task::block_in_place(|| sync_as_service(&users, &config));
-    assert_success("the first sync", &first);
+    let shared = Shared::set_up(0o2775).await;
     // Readable by all, writable by the group: an outsider can read but not claim.
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o664)).unwrap();
-    let outsider = "nobody";
-    let output = tokio::task::block_in_place(|| {
-        as_user(
-            outsider,
-            "0022",
-            binary(),
-            &[
-                "--db",
-                db.to_str().unwrap(),
-                "queue",
-                "claim",
-                "--limit",
-                "1",
-                "--lease",
-                "1m",
-            ],
-        )
-        .output()
-        .unwrap()
-    });
+    std::fs::set_permissions(&shared.db, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let output = shared.consumer_command(
+        "nobody",
+        &["queue", "claim", "--limit", "1", "--lease", "1m"],
+    );
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = format!(
         "cannot write the database file {} (owner {}, group {}, mode 0664) while running as user nobody",
-        db.display(),
-        users.service,
-        users.group
+        shared.db.display(),
+        shared.users.service,
+        shared.users.group
     );
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(!stderr.contains("readonly database"), "{stderr}");
@@ -413,34 +411,19 @@ async fn a_directory_the_user_cannot_write_is_named_instead_of_readonly_database
     if skip_unless_root("a_directory_the_user_cannot_write_is_named_instead_of_readonly_database") {
         return;
     }
-    let users = Users::create();
-    let app = spawn_app(BUCKETS).await;
-    let state = state_dir(&app, &users, 0o2775);
-    let db = state.join("buckets.db");
-    let config = service_config(&app, &db);
-    let first = tokio::task::block_in_place(|| sync_as_service(&users, &config));
-    assert_success("the first sync", &first);
+    let shared = Shared::set_up(0o2775).await;
     // The file is writable by everyone, its directory is not: SQLite
     // cannot create -wal and -shm there.
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let output = tokio::task::block_in_place(|| {
-        as_user(
-            "nobody",
-            "0022",
-            binary(),
-            &["--db", db.to_str().unwrap(), "queue", "stats"],
-        )
-        .output()
-        .unwrap()
-    });
+    std::fs::set_permissions(&shared.db, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = shared.consumer_command("nobody", &["queue", "stats"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = format!(
         "cannot create SQLite's -wal and -shm files in the directory {} (owner {}, group {}, \
          mode 2775) while running as user nobody",
-        state.display(),
-        users.service,
-        users.group
+        shared.state.display(),
+        shared.users.service,
+        shared.users.group
     );
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(
