@@ -346,7 +346,15 @@ fn ack_with_no_ids_at_all_acks_nothing_and_succeeds() {
 fn fail_returns_items_for_retry_then_dead_and_retry_dead_revives_them() {
     let cli = Cli::with_pending(1);
     let first = lease_ids(&cli.claim_json(1, "5m"));
-    let output = cli.run(&["queue", "fail", &first[0], "--error", "map returned 503"]);
+    let output = cli.run(&[
+        "queue",
+        "fail",
+        &first[0],
+        "--error",
+        "map returned 503",
+        "--retry-after",
+        "0s",
+    ]);
     assert_ok(&output);
     assert_eq!(
         stdout(&output),
@@ -441,6 +449,7 @@ fn stats_count_every_state() {
     assert_ok(&cli.run(&["queue", "fail", &ids[1], "--error", "x"]));
     let stats = json(&cli.run(&["queue", "stats", "--json"]));
     assert_eq!(stats["pending"], 3);
+    assert_eq!(stats["retry_waiting"], 1);
     assert_eq!(stats["leased"], 1);
     assert_eq!(stats["done"], 1);
     assert_eq!(stats["dead"], 0);
@@ -455,7 +464,13 @@ fn stats_count_every_state() {
     let output = cli.run(&["queue", "stats"]);
     assert_ok(&output);
     let text = stdout(&output);
-    assert!(text.starts_with("pending         3\nleased          1\ndone            1\ndead            0\noldest pending  "), "{text}");
+    assert!(
+        text.starts_with(
+            "pending         3  (1 waiting for their retry time, not claimable yet)\n\
+             leased          1\ndone            1\ndead            0\noldest pending  "
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -137,7 +137,12 @@ fn a_rotation_while_leased_survives_a_failed_lease() {
         .unwrap();
     let outcomes = store
         .queue(QueueOptions::default())
-        .fail(&lease_ids(&first), "identity map answered 500", at(1, 2, 2))
+        .fail(
+            &lease_ids(&first),
+            "identity map answered 500",
+            None,
+            at(1, 2, 2),
+        )
         .unwrap();
     assert_eq!(outcomes, vec![FailOutcome::NewerPending]);
     let a = entry(&store, "a");
@@ -173,14 +178,17 @@ fn a_rotation_after_done_is_a_new_generation_with_attempts_reset() {
 fn a_rotation_of_a_dead_entry_makes_it_pending_as_a_new_generation() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 1 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 1,
+        ..QueueOptions::default()
+    });
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
         .unwrap();
     let leases = claim(&store, 10, lease_for(10), at(1, 2, 0));
     assert_eq!(
         queue
-            .fail(&lease_ids(&leases), "boom", at(1, 2, 1))
+            .fail(&lease_ids(&leases), "boom", None, at(1, 2, 1))
             .unwrap(),
         vec![FailOutcome::Dead]
     );
@@ -327,7 +335,7 @@ fn acking_an_expired_lease_is_refused_even_before_it_is_reclaimed() {
         })]
     );
     assert_eq!(
-        queue.fail(&ids, "late", at(1, 2, 11)).unwrap(),
+        queue.fail(&ids, "late", None, at(1, 2, 11)).unwrap(),
         vec![FailOutcome::Refused(LeaseRefusal::Expired {
             at: at(1, 2, 10)
         })]
@@ -396,7 +404,10 @@ fn each_id_of_a_mixed_ack_gets_its_own_answer() {
 fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 3 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 3,
+        ..QueueOptions::default()
+    });
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
         .unwrap();
@@ -419,6 +430,7 @@ fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
                 .fail(
                     &lease_ids(&leases),
                     &format!("failure {minute}"),
+                    None,
                     at(1, 2, minute * 10 + 1),
                 )
                 .unwrap(),
@@ -452,7 +464,10 @@ fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
 fn an_expired_lease_counts_as_a_failed_attempt() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 2 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 2,
+        ..QueueOptions::default()
+    });
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
         .unwrap();
@@ -542,7 +557,10 @@ fn purge_deletes_only_done_items_finished_before_the_cutoff() {
 fn stats_count_each_state_and_the_oldest_pending() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 1 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 1,
+        ..QueueOptions::default()
+    });
     store
         .ingest(
             (0..5)
@@ -557,7 +575,7 @@ fn stats_count_each_state_and_the_oldest_pending() {
     let leases = claim(&store, 3, lease_for(60), at(1, 4, 0));
     ack_all(&store, &leases[..1], at(1, 4, 1));
     queue
-        .fail(&lease_ids(&leases[1..2]), "no", at(1, 4, 2))
+        .fail(&lease_ids(&leases[1..2]), "no", None, at(1, 4, 2))
         .unwrap();
     let stats = queue.stats(at(1, 4, 3)).unwrap();
     assert_eq!(
