@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 
 pub use limits::{
-    MAX_CLAIM_LIMIT, MAX_ERROR_BYTES, MAX_SPAN, MAX_WORKER_BYTES, check_lease, check_retry_delay,
+    MAX_CLAIM_LIMIT, MAX_ERROR_BYTES, MAX_WORKER_BYTES, check_lease, check_retry_delay,
     check_worker,
 };
 pub use sqlite::{SqliteEnqueuer, SqliteQueue};
