@@ -12,7 +12,9 @@
 #   LEASE                 how long a claim is held (default 5m)
 #   WORKER                the name recorded with each lease
 #   POLL                  seconds to wait when nothing is pending (default 30)
-#   UNTIL_EMPTY=1         stop when nothing is pending instead of waiting
+#   UNTIL_EMPTY=1         stop when nothing can be claimed instead of waiting
+#                         (failed buckets waiting for their retry time are
+#                         left for the next run)
 #   REMAP_FAIL_BUCKETS    space-separated bucket ids whose re-mapping fails
 #                         (to try the fail path)
 #

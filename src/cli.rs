@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::queue;
+
 #[derive(Debug, Parser)]
 #[command(name = "uid2-bucket-sync", version, about, propagate_version = true)]
 pub struct Cli {
@@ -49,30 +51,40 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Lease up to N pending items to the caller.
+    /// Lease up to N pending items that are due to the caller.
     Claim {
-        #[arg(long, value_name = "N")]
+        /// At most this many items, 1 to 100000.
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(queue::MAX_CLAIM_LIMIT))
+        )]
         limit: u32,
-        /// How long the lease lasts, e.g. 10m.
-        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        /// How long the lease lasts, e.g. 10m (1 ms to 10 years).
+        #[arg(long, value_name = "DUR", value_parser = parse_lease)]
         lease: Duration,
-        /// A name for the consumer, recorded with the lease.
-        #[arg(long, value_name = "NAME")]
+        /// A name for the consumer, recorded with the lease (at most 128 bytes, no control characters).
+        #[arg(long, value_name = "NAME", value_parser = parse_worker)]
         worker: Option<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Mark leased items done. With no ids, reads them from stdin, one per line.
+    /// Mark leased items done. With no ids, or `-`, reads them from stdin, one per line.
     Ack {
         #[arg(value_name = "LEASE_ID")]
         lease_ids: Vec<String>,
     },
-    /// Return leased items for retry; dead after `queue.max_attempts`.
+    /// Return leased items for a retry after a backoff; dead after `queue.max_attempts`.
+    /// With no ids, or `-`, reads them from stdin, one per line.
     Fail {
         #[arg(value_name = "LEASE_ID")]
         lease_ids: Vec<String>,
+        /// Why, stored with the item; beyond 4096 bytes it is cut, with a marker.
         #[arg(long, value_name = "TEXT")]
         error: String,
+        /// Claimable again after DUR instead of the configured backoff (0s: at once).
+        #[arg(long, value_name = "DUR", value_parser = parse_retry_delay)]
+        retry_after: Option<Duration>,
     },
     /// List queue entries.
     List {
@@ -164,6 +176,21 @@ pub struct DemoArgs {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration like 30s, 10m or 1h: {e}"))
+}
+
+/// A duration a lease may last; clap reports anything else as a usage error.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    queue::check_lease(parse_duration(text)?).map_err(|error| error.to_string())
+}
+
+fn parse_retry_delay(text: &str) -> Result<Duration, String> {
+    queue::check_retry_delay(parse_duration(text)?).map_err(|error| error.to_string())
+}
+
+fn parse_worker(text: &str) -> Result<String, String> {
+    queue::check_worker(text)
+        .map(str::to_owned)
+        .map_err(|error| error.to_string())
 }
 
 pub use crate::commands::execute;

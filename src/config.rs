@@ -145,6 +145,10 @@ pub struct QueueSettings {
     pub max_attempts: u32,
     /// Done items older than this are purged by the daemon and `queue purge`.
     pub done_retention: Duration,
+    /// A failed item's wait before its next claim, doubled per attempt.
+    pub retry_backoff: Duration,
+    /// The longest such wait.
+    pub max_retry_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +255,8 @@ struct RawDatabase {
 struct RawQueue {
     max_attempts: Option<u32>,
     done_retention: Option<String>,
+    retry_backoff: Option<String>,
+    max_retry_backoff: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,7 +332,30 @@ impl Settings {
                 &origin,
                 "queue.done_retention",
             )?,
+            retry_backoff: retry_delay(
+                raw.queue.retry_backoff,
+                "30s",
+                &origin,
+                "queue.retry_backoff",
+            )?,
+            max_retry_backoff: retry_delay(
+                raw.queue.max_retry_backoff,
+                "1h",
+                &origin,
+                "queue.max_retry_backoff",
+            )?,
         };
+        if queue.max_retry_backoff < queue.retry_backoff {
+            return Err(ConfigError::invalid(
+                &origin,
+                "queue.max_retry_backoff",
+                format!(
+                    "{} is shorter than queue.retry_backoff ({})",
+                    humantime::format_duration(queue.max_retry_backoff),
+                    humantime::format_duration(queue.retry_backoff)
+                ),
+            ));
+        }
         let log = build_log(raw.log, &origin, env)?;
         let metrics = MetricsSettings {
             listen: raw
@@ -803,6 +832,16 @@ fn duration_or(
     key: &str,
 ) -> Result<Duration, ConfigError> {
     parse_duration(text.as_deref().unwrap_or(default), origin, key)
+}
+
+fn retry_delay(
+    text: Option<String>,
+    default: &str,
+    origin: &str,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    crate::queue::check_retry_delay(duration_or(text, default, origin, key)?)
+        .map_err(|error| ConfigError::invalid(origin, key, error.to_string()))
 }
 
 fn nonzero(value: Duration, origin: &str, key: &str) -> Result<Duration, ConfigError> {

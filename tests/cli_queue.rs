@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -34,6 +34,11 @@ impl Cli {
             db.open().ingest(response, Utc::now()).unwrap();
         }
         Self { db, config }
+    }
+
+    /// Replaces the configuration's `[queue]` section body.
+    fn configure_queue(&self, keys: &str) {
+        std::fs::write(&self.config, format!("[queue]\n{keys}\n")).unwrap();
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -346,7 +351,15 @@ fn ack_with_no_ids_at_all_acks_nothing_and_succeeds() {
 fn fail_returns_items_for_retry_then_dead_and_retry_dead_revives_them() {
     let cli = Cli::with_pending(1);
     let first = lease_ids(&cli.claim_json(1, "5m"));
-    let output = cli.run(&["queue", "fail", &first[0], "--error", "map returned 503"]);
+    let output = cli.run(&[
+        "queue",
+        "fail",
+        &first[0],
+        "--error",
+        "map returned 503",
+        "--retry-after",
+        "0s",
+    ]);
     assert_ok(&output);
     assert_eq!(
         stdout(&output),
@@ -441,6 +454,7 @@ fn stats_count_every_state() {
     assert_ok(&cli.run(&["queue", "fail", &ids[1], "--error", "x"]));
     let stats = json(&cli.run(&["queue", "stats", "--json"]));
     assert_eq!(stats["pending"], 3);
+    assert_eq!(stats["retry_waiting"], 1);
     assert_eq!(stats["leased"], 1);
     assert_eq!(stats["done"], 1);
     assert_eq!(stats["dead"], 0);
@@ -455,7 +469,13 @@ fn stats_count_every_state() {
     let output = cli.run(&["queue", "stats"]);
     assert_ok(&output);
     let text = stdout(&output);
-    assert!(text.starts_with("pending         3\nleased          1\ndone            1\ndead            0\noldest pending  "), "{text}");
+    assert!(
+        text.starts_with(
+            "pending         3  (1 waiting for their retry time, not claimable yet)\n\
+             leased          1\ndone            1\ndead            0\noldest pending  "
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -557,4 +577,261 @@ fn status_of_a_database_never_synced_has_a_null_mark() {
         text.contains("high-water mark  none (never synced)"),
         "{text}"
     );
+}
+
+// ---- retry backoff -------------------------------------------------------------------
+
+#[test]
+fn a_failed_item_waits_the_configured_backoff_before_it_is_claimed_again() {
+    let cli = Cli::with_pending(1);
+    cli.configure_queue("max_attempts = 5\nretry_backoff = \"1h\"\nmax_retry_backoff = \"2h\"");
+    let ids = lease_ids(&cli.claim_json(1, "5m"));
+    let before = truncate_to_millis(Utc::now());
+    assert_ok(&cli.run(&["queue", "fail", &ids[0], "--error", "map returned 503"]));
+    let after = truncate_to_millis(Utc::now());
+
+    // Retried immediately, as examples/consumer.sh does: nothing to claim.
+    assert_eq!(cli.claim_json(1, "5m").len(), 0);
+    let listed = json_lines(&cli.run(&["queue", "list", "--json"]));
+    let due: DateTime<Utc> = listed[0]["due_at"].as_str().unwrap().parse().unwrap();
+    let hour = chrono::Duration::hours(1);
+    assert!(before + hour <= due && due <= after + hour, "{due}");
+
+    let stats = json(&cli.run(&["queue", "stats", "--json"]));
+    assert_eq!(
+        (stats["pending"].as_u64(), stats["retry_waiting"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(stats["oldest_pending_due_at"].is_null(), "{stats}");
+    let text = stdout(&cli.run(&["status"]));
+    assert!(
+        text.contains("1 pending (1 waiting to retry), 0 leased"),
+        "{text}"
+    );
+    let text = stdout(&cli.run(&["queue", "list"]));
+    assert!(
+        text.contains("retry due in 59m 59s") || text.contains("retry due in 1h"),
+        "{text}"
+    );
+}
+
+#[test]
+fn fail_retry_after_overrides_the_backoff() {
+    let cli = Cli::with_pending(2);
+    let ids = lease_ids(&cli.claim_json(2, "5m"));
+    assert_ok(&cli.run(&[
+        "queue",
+        "fail",
+        &ids[0],
+        "--error",
+        "x",
+        "--retry-after",
+        "0s",
+    ]));
+    assert_ok(&cli.run(&[
+        "queue",
+        "fail",
+        &ids[1],
+        "--error",
+        "x",
+        "--retry-after",
+        "3h",
+    ]));
+    let again = cli.claim_json(2, "5m");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["attempt"], 2);
+    let waiting = json_lines(&cli.run(&["queue", "list", "--state", "pending", "--json"]));
+    let due: DateTime<Utc> = waiting[0]["due_at"].as_str().unwrap().parse().unwrap();
+    assert!(due > Utc::now() + chrono::Duration::minutes(179), "{due}");
+}
+
+#[test]
+fn a_backoff_cap_shorter_than_the_first_wait_is_refused_naming_the_key() {
+    let cli = Cli::with_pending(1);
+    cli.configure_queue("retry_backoff = \"10m\"\nmax_retry_backoff = \"1m\"");
+    let output = cli.run(&["queue", "stats"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: {}: queue.max_retry_backoff: 1m is shorter than queue.retry_backoff (10m)\n",
+            cli.config.display()
+        )
+    );
+}
+
+// ---- bounds on the command line ------------------------------------------------------
+
+fn assert_usage_error(cli: &Cli, args: &[&str], wording: &str) {
+    let output = cli.run(args);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{args:?}: {}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains(wording),
+        "{args:?}: {}",
+        stderr(&output)
+    );
+    assert_eq!(stdout(&output), "", "{args:?}");
+}
+
+#[test]
+fn a_lease_out_of_range_is_a_usage_error_in_the_lease_wording() {
+    let cli = Cli::with_pending(1);
+    for (lease, shown) in [("0s", "0s"), ("11years", "11years")] {
+        assert_usage_error(
+            &cli,
+            &["queue", "claim", "--limit", "1", "--lease", lease],
+            &format!("a lease must last between 1 ms and 10 years, not {shown}"),
+        );
+    }
+    assert_eq!(counts(&cli), (1, 0, 0, 0));
+}
+
+#[test]
+fn a_claim_limit_out_of_range_is_a_usage_error() {
+    let cli = Cli::with_pending(1);
+    for limit in ["0", "100001", "4294967295"] {
+        assert_usage_error(
+            &cli,
+            &["queue", "claim", "--limit", limit, "--lease", "1m"],
+            "not in 1..=100000",
+        );
+    }
+    assert_eq!(counts(&cli), (1, 0, 0, 0));
+    assert_eq!(cli.claim_json(100_000, "1m").len(), 1);
+}
+
+#[test]
+fn a_worker_name_too_long_or_with_control_characters_is_a_usage_error() {
+    let cli = Cli::with_pending(1);
+    let long = "w".repeat(129);
+    for (worker, wording) in [
+        (long.as_str(), "must be at most 128 bytes, not 129"),
+        (
+            "job\x1b]0;pwned\x07",
+            "must not contain control characters (found U+001B)",
+        ),
+        ("job\rok", "(found U+000D)"),
+    ] {
+        assert_usage_error(
+            &cli,
+            &[
+                "queue", "claim", "--limit", "1", "--lease", "1m", "--worker", worker,
+            ],
+            wording,
+        );
+    }
+    assert_eq!(counts(&cli), (1, 0, 0, 0));
+}
+
+#[test]
+fn a_long_error_text_is_stored_cut_with_a_marker() {
+    let cli = Cli::with_pending(1);
+    let ids = lease_ids(&cli.claim_json(1, "5m"));
+    let error = "e".repeat(100_000);
+    assert_ok(&cli.run(&["queue", "fail", &ids[0], "--error", &error]));
+    let listed = json_lines(&cli.run(&["queue", "list", "--json"]));
+    let stored = listed[0]["last_error"].as_str().unwrap();
+    assert!(stored.len() <= 4096, "{}", stored.len());
+    assert!(stored.ends_with("… [cut, 100000 bytes in all]"), "{stored}");
+}
+
+#[test]
+fn stored_text_cannot_drive_the_terminal_in_human_output() {
+    let cli = Cli::with_pending(1);
+    let ids = lease_ids(&cli.claim_json(1, "5m"));
+    let error = "\x1b[2J\x1b]0;owned\x07gone\rfake line\nsecond";
+    assert_ok(&cli.run(&[
+        "queue",
+        "fail",
+        &ids[0],
+        "--error",
+        error,
+        "--retry-after",
+        "0s",
+    ]));
+    let text = stdout(&cli.run(&["queue", "list"]));
+    assert!(
+        !text.contains(['\x1b', '\x07', '\r']),
+        "raw control characters in {text:?}"
+    );
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains(r"last error: \u{1b}[2J\u{1b}]0;owned\u{7}gone\rfake line\nsecond"),
+        "{text}"
+    );
+    // JSON keeps the text as it was stored, escaped by JSON itself.
+    let listed = json_lines(&cli.run(&["queue", "list", "--json"]));
+    assert_eq!(listed[0]["last_error"], error);
+}
+
+// ---- `-` for stdin -----------------------------------------------------------------------
+
+#[test]
+fn ack_and_fail_read_lease_ids_from_stdin_when_given_a_dash() {
+    let cli = Cli::with_pending(3);
+    let ids = lease_ids(&cli.claim_json(3, "5m"));
+    let output = cli.run_with_stdin(
+        &["queue", "ack", "-"],
+        Some(&format!("{}\n{}\n", ids[0], ids[1])),
+    );
+    assert_ok(&output);
+    assert_eq!(stdout(&output), "acked 2 of 2\n");
+    let output = cli.run_with_stdin(
+        &["queue", "fail", "-", "--error", "x"],
+        Some(&format!("{}\n", ids[2])),
+    );
+    assert_ok(&output);
+    assert!(
+        stdout(&output).starts_with("failed 1 of 1: 1 to retry"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(counts(&cli), (1, 0, 2, 0));
+}
+
+#[test]
+fn a_dash_among_lease_ids_is_a_usage_error_and_changes_nothing() {
+    let cli = Cli::with_pending(1);
+    let ids = lease_ids(&cli.claim_json(1, "5m"));
+    for args in [
+        &["queue", "ack", &ids[0], "-"][..],
+        &["queue", "fail", "-", &ids[0], "--error", "x"],
+    ] {
+        assert_usage_error(&cli, args, "cannot be given together with lease ids");
+    }
+    assert_eq!(counts(&cli), (0, 1, 0, 0));
+}
+
+// ---- streaming -------------------------------------------------------------------------
+
+#[test]
+fn list_streams_and_a_reader_that_stops_early_is_not_an_error() {
+    let cli = Cli::with_pending(3000);
+    for json in [false, true] {
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(&cli.config)
+            .arg("--db")
+            .arg(&cli.db.path)
+            .args(["queue", "list"])
+            .args(json.then_some("--json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The pipe is closed here, with most of the 3000 entries unread.
+        let output = child.wait_with_output().unwrap();
+        assert!(!first.is_empty());
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(stderr(&output), "");
+    }
 }

@@ -65,6 +65,8 @@ fn daemon_with_schedule(app: &TestApp, schedule: Schedule) -> Daemon {
         QueueSettings {
             max_attempts: 5,
             done_retention: Duration::from_secs(3600),
+            retry_backoff: Duration::from_secs(30),
+            max_retry_backoff: Duration::from_secs(3600),
         },
         true,
     )
@@ -229,6 +231,8 @@ async fn an_operator_down_at_start_is_survived_and_the_daemon_recovers() {
         QueueSettings {
             max_attempts: 5,
             done_retention: Duration::from_secs(3600),
+            retry_backoff: Duration::from_secs(30),
+            max_retry_backoff: Duration::from_secs(3600),
         },
         true,
     ));
@@ -271,6 +275,8 @@ async fn a_daemon_with_nowhere_to_start_refuses_to_run() {
         QueueSettings {
             max_attempts: 5,
             done_retention: Duration::from_secs(3600),
+            retry_backoff: Duration::from_secs(30),
+            max_retry_backoff: Duration::from_secs(3600),
         },
         false,
     );

@@ -21,7 +21,13 @@ fn prepared() -> (TempDb, std::path::PathBuf) {
         .collect();
     db.open().ingest(response, at(1, 1, 0)).unwrap();
     let config = db.dir.path().join("config.toml");
-    std::fs::write(&config, "[queue]\nmax_attempts = 2\n").unwrap();
+    // No backoff: the consumers run until nothing is claimable, and the
+    // failing bucket must use up its attempts within the run.
+    std::fs::write(
+        &config,
+        "[queue]\nmax_attempts = 2\nretry_backoff = \"0s\"\n",
+    )
+    .unwrap();
     (db, config)
 }
 

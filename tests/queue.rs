@@ -4,12 +4,14 @@
 mod common;
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use common::{TempDb, ack_all, at, claim, lease_for, lease_ids, rotation};
 use uid2_bucket_sync::queue::{
-    AckOutcome, ClaimRequest, FailOutcome, LeaseRefusal, ListFilter, QueueEntry, QueueError,
-    QueueOptions, QueueState, Reclaimed, RemapQueue,
+    AckOutcome, ClaimRequest, FailOutcome, Lease, LeaseRefusal, ListFilter, MAX_CLAIM_LIMIT,
+    MAX_ERROR_BYTES, MAX_WORKER_BYTES, QueueEntry, QueueError, QueueOptions, QueueState, Reclaimed,
+    RemapQueue,
 };
 use uid2_bucket_sync::store::Store;
 
@@ -137,7 +139,12 @@ fn a_rotation_while_leased_survives_a_failed_lease() {
         .unwrap();
     let outcomes = store
         .queue(QueueOptions::default())
-        .fail(&lease_ids(&first), "identity map answered 500", at(1, 2, 2))
+        .fail(
+            &lease_ids(&first),
+            "identity map answered 500",
+            None,
+            at(1, 2, 2),
+        )
         .unwrap();
     assert_eq!(outcomes, vec![FailOutcome::NewerPending]);
     let a = entry(&store, "a");
@@ -173,14 +180,17 @@ fn a_rotation_after_done_is_a_new_generation_with_attempts_reset() {
 fn a_rotation_of_a_dead_entry_makes_it_pending_as_a_new_generation() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 1 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 1,
+        ..QueueOptions::default()
+    });
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
         .unwrap();
     let leases = claim(&store, 10, lease_for(10), at(1, 2, 0));
     assert_eq!(
         queue
-            .fail(&lease_ids(&leases), "boom", at(1, 2, 1))
+            .fail(&lease_ids(&leases), "boom", None, at(1, 2, 1))
             .unwrap(),
         vec![FailOutcome::Dead]
     );
@@ -327,7 +337,7 @@ fn acking_an_expired_lease_is_refused_even_before_it_is_reclaimed() {
         })]
     );
     assert_eq!(
-        queue.fail(&ids, "late", at(1, 2, 11)).unwrap(),
+        queue.fail(&ids, "late", None, at(1, 2, 11)).unwrap(),
         vec![FailOutcome::Refused(LeaseRefusal::Expired {
             at: at(1, 2, 10)
         })]
@@ -396,7 +406,10 @@ fn each_id_of_a_mixed_ack_gets_its_own_answer() {
 fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 3 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 3,
+        ..QueueOptions::default()
+    });
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
         .unwrap();
@@ -419,6 +432,7 @@ fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
                 .fail(
                     &lease_ids(&leases),
                     &format!("failure {minute}"),
+                    None,
                     at(1, 2, minute * 10 + 1),
                 )
                 .unwrap(),
@@ -452,7 +466,10 @@ fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
 fn an_expired_lease_counts_as_a_failed_attempt() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 2 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 2,
+        ..QueueOptions::default()
+    });
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
         .unwrap();
@@ -542,7 +559,10 @@ fn purge_deletes_only_done_items_finished_before_the_cutoff() {
 fn stats_count_each_state_and_the_oldest_pending() {
     let db = TempDb::new();
     let store = db.open();
-    let queue = store.queue(QueueOptions { max_attempts: 1 });
+    let queue = store.queue(QueueOptions {
+        max_attempts: 1,
+        ..QueueOptions::default()
+    });
     store
         .ingest(
             (0..5)
@@ -557,7 +577,7 @@ fn stats_count_each_state_and_the_oldest_pending() {
     let leases = claim(&store, 3, lease_for(60), at(1, 4, 0));
     ack_all(&store, &leases[..1], at(1, 4, 1));
     queue
-        .fail(&lease_ids(&leases[1..2]), "no", at(1, 4, 2))
+        .fail(&lease_ids(&leases[1..2]), "no", None, at(1, 4, 2))
         .unwrap();
     let stats = queue.stats(at(1, 4, 3)).unwrap();
     assert_eq!(
@@ -566,4 +586,264 @@ fn stats_count_each_state_and_the_oldest_pending() {
     );
     assert_eq!(stats.expired_leases, 0);
     assert_eq!(stats.oldest_pending_due_at, Some(at(1, 1, 0)));
+}
+
+// ---- retry backoff -----------------------------------------------------------------
+
+fn backoff_options(first_secs: u64, cap_secs: u64) -> QueueOptions {
+    QueueOptions {
+        max_attempts: 10,
+        retry_backoff: Duration::from_secs(first_secs),
+        max_retry_backoff: Duration::from_secs(cap_secs),
+    }
+}
+
+fn claim_with(queue: &impl RemapQueue, now: chrono::DateTime<chrono::Utc>) -> Vec<Lease> {
+    queue
+        .claim(
+            &ClaimRequest {
+                limit: 10,
+                lease: lease_for(5),
+                worker: None,
+            },
+            now,
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_failed_item_waits_its_backoff_doubling_per_attempt_up_to_the_cap() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(backoff_options(30, 100));
+    store
+        .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
+        .unwrap();
+    let second = |s: i64| at(1, 2, 0) + chrono::Duration::seconds(s);
+    let mut now = second(0);
+    // The waits after attempts 1, 2, 3, 4: 30 s, 60 s, then capped at 100 s.
+    for (attempt, wait) in [(1, 30), (2, 60), (3, 100), (4, 100)] {
+        let leases = claim_with(&queue, now);
+        assert_eq!(leases.len(), 1, "attempt {attempt}");
+        assert_eq!(leases[0].attempt, attempt);
+        let failed_at = now + chrono::Duration::seconds(1);
+        assert_eq!(
+            queue
+                .fail(&lease_ids(&leases), "503", None, failed_at)
+                .unwrap(),
+            [FailOutcome::Retrying]
+        );
+        let due = failed_at + chrono::Duration::seconds(wait);
+        let a = entry(&store, "a");
+        assert_eq!((a.state, a.due_at), (QueueState::Pending, due));
+        assert!(
+            claim_with(&queue, due - chrono::Duration::milliseconds(1)).is_empty(),
+            "claimed before its retry time after attempt {attempt}"
+        );
+        now = due;
+    }
+    assert_eq!(claim_with(&queue, now)[0].attempt, 5);
+}
+
+#[test]
+fn retry_after_overrides_the_backoff_for_the_ids_it_fails() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(backoff_options(30, 3600));
+    store
+        .ingest(
+            vec![rotation("a", at(1, 0, 0)), rotation("b", at(1, 0, 0))],
+            at(1, 1, 0),
+        )
+        .unwrap();
+    let leases = claim_with(&queue, at(1, 2, 0));
+    let (a, b) = (&leases[..1], &leases[1..]);
+    queue
+        .fail(&lease_ids(a), "later", Some(lease_for(90)), at(1, 2, 1))
+        .unwrap();
+    queue
+        .fail(&lease_ids(b), "now", Some(Duration::ZERO), at(1, 2, 1))
+        .unwrap();
+    assert_eq!(entry(&store, "a").due_at, at(1, 3, 31));
+    let again = claim_with(&queue, at(1, 2, 1));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].subject.bucket_id(), Some("b"));
+    let ten_years_and_more = lease_for(11 * 366 * 24 * 60);
+    let error = queue
+        .fail(
+            &lease_ids(&again),
+            "x",
+            Some(ten_years_and_more),
+            at(1, 2, 2),
+        )
+        .unwrap_err();
+    assert!(matches!(error, QueueError::InvalidRetryDelay(_)), "{error}");
+    ack_all(&store, &again, at(1, 2, 2));
+    assert!(claim_with(&queue, at(1, 3, 30)).is_empty());
+    assert_eq!(claim_with(&queue, at(1, 3, 31)).len(), 1);
+}
+
+#[test]
+fn an_expired_lease_is_claimable_at_once_whatever_the_backoff() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(backoff_options(3600, 3600));
+    store
+        .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
+        .unwrap();
+    assert_eq!(claim_with(&queue, at(1, 2, 0)).len(), 1);
+    let again = claim_with(&queue, at(1, 2, 5));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+}
+
+#[test]
+fn a_rotation_that_arrived_while_leased_is_due_from_its_arrival_after_a_fail() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(backoff_options(3600, 3600));
+    store
+        .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
+        .unwrap();
+    let first = claim_with(&queue, at(1, 2, 0));
+    store
+        .ingest(vec![rotation("a", at(1, 12, 0))], at(1, 2, 1))
+        .unwrap();
+    assert_eq!(
+        queue
+            .fail(&lease_ids(&first), "503", None, at(1, 2, 2))
+            .unwrap(),
+        [FailOutcome::NewerPending]
+    );
+    assert_eq!(entry(&store, "a").due_at, at(1, 2, 1));
+    let second = claim_with(&queue, at(1, 2, 2));
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].version, at(1, 12, 0));
+}
+
+#[test]
+fn stats_count_the_items_waiting_for_their_retry_apart_from_the_oldest_due() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(backoff_options(3600, 3600));
+    store
+        .ingest(vec![rotation("early", at(1, 0, 0))], at(1, 1, 0))
+        .unwrap();
+    store
+        .ingest(vec![rotation("late", at(1, 0, 0))], at(1, 3, 0))
+        .unwrap();
+    let early = claim(&store, 1, lease_for(5), at(1, 4, 0));
+    queue
+        .fail(&lease_ids(&early), "503", None, at(1, 4, 1))
+        .unwrap();
+    let stats = queue.stats(at(1, 4, 2)).unwrap();
+    assert_eq!((stats.pending, stats.retry_waiting), (2, 1));
+    // The failed item became due first, but waits: the oldest due is `late`.
+    assert_eq!(stats.oldest_pending_due_at, Some(at(1, 3, 0)));
+    let stats = queue.stats(at(1, 5, 1)).unwrap();
+    assert_eq!((stats.pending, stats.retry_waiting), (2, 0));
+    assert_eq!(stats.oldest_pending_due_at, Some(at(1, 3, 0)));
+}
+
+// ---- bounds ------------------------------------------------------------------------
+
+#[test]
+fn a_claim_refuses_a_limit_above_the_bound_and_a_bad_worker_name() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(QueueOptions::default());
+    store
+        .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
+        .unwrap();
+    let request = |limit, worker| ClaimRequest {
+        limit,
+        lease: lease_for(5),
+        worker,
+    };
+    let error = queue
+        .claim(&request(MAX_CLAIM_LIMIT + 1, None), at(1, 2, 0))
+        .unwrap_err();
+    assert!(matches!(error, QueueError::InvalidClaimLimit(_)), "{error}");
+    let long = "w".repeat(MAX_WORKER_BYTES + 1);
+    for worker in [long.as_str(), "tab\there", "esc\x1b[0m"] {
+        let error = queue
+            .claim(&request(1, Some(worker)), at(1, 2, 0))
+            .unwrap_err();
+        assert!(matches!(error, QueueError::InvalidWorker(_)), "{error}");
+    }
+    assert_eq!(
+        queue
+            .claim(&request(MAX_CLAIM_LIMIT, Some("ok")), at(1, 2, 0))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_long_error_is_stored_cut_to_the_bound_with_a_marker() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(QueueOptions::default());
+    store
+        .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
+        .unwrap();
+    let leases = claim(&store, 1, lease_for(5), at(1, 2, 0));
+    let error = "traceback line\n".repeat(1000);
+    queue
+        .fail(&lease_ids(&leases), &error, None, at(1, 2, 1))
+        .unwrap();
+    let stored = entry(&store, "a").last_error.unwrap();
+    assert!(stored.len() <= MAX_ERROR_BYTES, "{}", stored.len());
+    assert!(stored.starts_with("traceback line\ntraceback line\n"));
+    assert!(stored.ends_with("… [cut, 15000 bytes in all]"), "{stored}");
+}
+
+// ---- listing -------------------------------------------------------------------------
+
+#[test]
+fn entries_stream_state_by_state_each_in_its_order_and_stop_when_the_visitor_breaks() {
+    let db = TempDb::new();
+    let store = db.open();
+    let queue = store.queue(QueueOptions::default());
+    store
+        .ingest(
+            (0..6)
+                .map(|i| rotation(&format!("b{i}"), at(1, 0, 0)))
+                .collect(),
+            at(1, 1, 0),
+        )
+        .unwrap();
+    let leased = claim(&store, 3, lease_for(60), at(1, 2, 0));
+    ack_all(&store, &leased[..1], at(1, 2, 1));
+    let states: Vec<QueueState> = queue
+        .list(&ListFilter::default())
+        .unwrap()
+        .iter()
+        .map(|e| e.state)
+        .collect();
+    use QueueState::{Done, Leased, Pending};
+    assert_eq!(states, [Pending, Pending, Pending, Leased, Leased, Done]);
+    let limited = queue
+        .list(&ListFilter {
+            state: None,
+            limit: Some(4),
+        })
+        .unwrap();
+    assert_eq!(limited.last().unwrap().state, Leased);
+    assert_eq!(limited.len(), 4);
+
+    let mut seen = Vec::new();
+    let flow = queue
+        .for_each_entry(&ListFilter::default(), |entry| {
+            seen.push(entry.subject.key.clone());
+            if seen.len() == 2 {
+                ControlFlow::Break("enough")
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(flow, ControlFlow::Break("enough"));
+    assert_eq!(seen, ["b3", "b4"]);
 }

@@ -82,6 +82,8 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         QueueSettings {
             max_attempts: 5,
             done_retention: Duration::from_secs(24 * 3600),
+            retry_backoff: Duration::from_secs(30),
+            max_retry_backoff: Duration::from_secs(3600),
         },
         true,
     )

@@ -4,7 +4,8 @@
 //! Exit codes:
 //! - `0`: done; for `claim`, also when nothing was pending.
 //! - `1`: an error, one line on stderr (no database, bad configuration…).
-//! - `2`: the command line itself is wrong.
+//! - `2`: the command line itself is wrong (also: a value out of its
+//!   bounds, or `-` given with other lease ids).
 //! - `3`: `ack` or `fail` only: some lease ids were refused (expired, or
 //!   not held). Every other id was processed; stderr has one line per
 //!   refused id, `lease ID: REASON`.
@@ -12,13 +13,14 @@
 //! `--json` output is JSON Lines: one object per line.
 
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::table::{Table, age, key_values, time_and_age};
+use super::table::{Table, age, key_values, printable, time_and_age};
 use crate::cli::{Cli, QueueCommand, QueueStateArg};
 use crate::queue::{
     AckOutcome, ClaimRequest, FailOutcome, Lease, ListFilter, QueueEntry, QueueOptions, QueueState,
@@ -33,9 +35,7 @@ pub const EXIT_LEASES_REFUSED: u8 = 3;
 pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     let store = super::open_store(&settings, OpenMode::MustExist)?;
-    let queue = store.queue(QueueOptions {
-        max_attempts: settings.queue.max_attempts,
-    });
+    let queue = store.queue(QueueOptions::from(&settings.queue));
     let now = truncate_to_millis(Utc::now());
     // One write per batch, not per line: a claim prints thousands of lines.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -59,11 +59,14 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
                     serde_json::to_writer(&mut out, &ClaimLine::from(lease))?;
                     out.write_all(b"\n")?;
                 }
-            } else if !leases.is_empty() {
-                out.write_all(render_leases(&leases, now).as_bytes())?;
+            } else {
+                write_leases(&leases, now, &mut out)?;
             }
         }
         QueueCommand::Ack { lease_ids } => {
+            if let Some(refusal) = refuse_dash_among_ids(lease_ids, "ack") {
+                return Ok(refusal);
+            }
             let ids = lease_ids_from(lease_ids)?;
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             let outcomes = queue.ack(&ids, now)?;
@@ -87,10 +90,17 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
                 });
             return Ok(report_refused(refused));
         }
-        QueueCommand::Fail { lease_ids, error } => {
+        QueueCommand::Fail {
+            lease_ids,
+            error,
+            retry_after,
+        } => {
+            if let Some(refusal) = refuse_dash_among_ids(lease_ids, "fail") {
+                return Ok(refusal);
+            }
             let ids = lease_ids_from(lease_ids)?;
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let outcomes = queue.fail(&ids, error, now)?;
+            let outcomes = queue.fail(&ids, error, *retry_after, now)?;
             let count = |wanted: FailOutcome| outcomes.iter().filter(|o| **o == wanted).count();
             writeln!(
                 out,
@@ -112,17 +122,24 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
             return Ok(report_refused(refused));
         }
         QueueCommand::List { state, limit, json } => {
-            let entries = queue.list(&ListFilter {
+            let filter = ListFilter {
                 state: state.map(QueueState::from),
                 limit: *limit,
-            })?;
-            if *json {
-                for entry in &entries {
-                    serde_json::to_writer(&mut out, &EntryLine::from(entry))?;
-                    out.write_all(b"\n")?;
-                }
-            } else if !entries.is_empty() {
-                out.write_all(render_entries(&entries, now).as_bytes())?;
+            };
+            let listed = if *json {
+                stream_entries(&queue, &filter, |entry| {
+                    serde_json::to_writer(&mut out, &EntryLine::from(&entry))?;
+                    out.write_all(b"\n")
+                })
+            } else {
+                let mut table = Table::new(&mut out, ENTRY_COLUMNS.to_vec());
+                stream_entries(&queue, &filter, |entry| table.push(entry_row(&entry, now)))
+                    .and_then(|()| Ok(table.finish().map(drop)?))
+            };
+            match listed {
+                // `queue list | head`: the reader has all it wanted.
+                Err(error) if is_broken_pipe(&error) => return Ok(ExitCode::SUCCESS),
+                other => other?,
             }
         }
         QueueCommand::Stats { json } => {
@@ -156,9 +173,30 @@ pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ids on the command line or, when there are none, one per line on stdin.
+/// `-` stands for stdin only on its own (INTERFACE.md); among ids it is
+/// most likely a mistake, refused like any bad command line (exit 2).
+fn refuse_dash_among_ids(arguments: &[String], subcommand: &str) -> Option<ExitCode> {
+    if arguments.len() < 2 || !arguments.iter().any(|id| id == "-") {
+        return None;
+    }
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let command = command
+        .find_subcommand_mut("queue")
+        .and_then(|queue| queue.find_subcommand_mut(subcommand))
+        .expect("queue ack and queue fail exist");
+    let error = command.error(
+        clap::error::ErrorKind::ArgumentConflict,
+        "`-` (read the lease ids from stdin) cannot be given together with lease ids",
+    );
+    let _ = error.print();
+    Some(ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2)))
+}
+
+/// The ids on the command line or, when there are none or just `-`, one
+/// per line on stdin.
 fn lease_ids_from(arguments: &[String]) -> anyhow::Result<Vec<String>> {
-    if !arguments.is_empty() {
+    if !arguments.is_empty() && arguments != ["-"] {
         return Ok(arguments.to_vec());
     }
     let mut ids = Vec::new();
@@ -177,7 +215,7 @@ fn report_refused<'a>(refused: impl Iterator<Item = (&'a str, String)>) -> ExitC
     let mut any = false;
     for (id, reason) in refused {
         any = true;
-        let _ = writeln!(err, "lease {id}: {reason}");
+        let _ = writeln!(err, "lease {}: {reason}", printable(id));
     }
     if any {
         ExitCode::from(EXIT_LEASES_REFUSED)
@@ -236,14 +274,11 @@ impl<'a> From<&'a Lease> for ClaimLine<'a> {
     }
 }
 
-fn render_leases(leases: &[Lease], now: DateTime<Utc>) -> String {
-    let mut table = Table::new(vec![
-        "LEASE_ID",
-        "SUBJECT",
-        "LAST_UPDATED",
-        "ATTEMPT",
-        "EXPIRES",
-    ]);
+fn write_leases(leases: &[Lease], now: DateTime<Utc>, out: &mut impl Write) -> std::io::Result<()> {
+    let mut table = Table::new(
+        out,
+        vec!["LEASE_ID", "SUBJECT", "LAST_UPDATED", "ATTEMPT", "EXPIRES"],
+    );
     for lease in leases {
         table.push(vec![
             lease.lease_id.clone(),
@@ -251,9 +286,32 @@ fn render_leases(leases: &[Lease], now: DateTime<Utc>) -> String {
             format_utc(lease.version),
             lease.attempt.to_string(),
             age(lease.expires_at, now),
-        ]);
+        ])?;
     }
-    table.render()
+    table.finish().map(drop)
+}
+
+/// Hands `write` each entry as the queue reads it: memory stays flat
+/// however long the queue is.
+fn stream_entries(
+    queue: &impl RemapQueue,
+    filter: &ListFilter,
+    mut write: impl FnMut(QueueEntry) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let flow = queue.for_each_entry(filter, |entry| match write(entry) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(error) => ControlFlow::Break(error),
+    })?;
+    match flow {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(error) => Err(error.into()),
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// One line of `queue list --json`: the columns of the `remap_queue` view,
@@ -299,55 +357,59 @@ impl<'a> From<&'a QueueEntry> for EntryLine<'a> {
     }
 }
 
-fn render_entries(entries: &[QueueEntry], now: DateTime<Utc>) -> String {
-    let mut table = Table::new(vec![
-        "SUBJECT",
-        "STATE",
-        "LAST_UPDATED",
-        "GEN",
-        "ATTEMPTS",
-        "SINCE",
-        "DETAIL",
-    ]);
-    for entry in entries {
-        let since = match entry.state {
-            QueueState::Done => entry.done_at.unwrap_or(entry.updated_at),
-            QueueState::Pending => entry.due_at,
-            QueueState::Leased => entry.leased_at.unwrap_or(entry.updated_at),
-            QueueState::Dead => entry.updated_at,
-        };
-        let mut detail = Vec::new();
-        if let Some(expires) = entry.lease_expires_at {
-            let by = entry
-                .leased_by
-                .as_deref()
-                .map(|w| format!(" by {w}"))
-                .unwrap_or_default();
-            detail.push(format!("leased{by}, expires {}", age(expires, now)));
-        }
-        if let Some(newer) = entry.next_version {
-            detail.push(format!("newer rotation {} waits", format_utc(newer)));
-        }
-        if let Some(error) = &entry.last_error {
-            detail.push(format!("last error: {error}"));
-        }
-        table.push(vec![
-            subject_label(&entry.subject),
-            entry.state.to_string(),
-            format_utc(entry.version),
-            entry.generation.to_string(),
-            entry.attempts.to_string(),
-            age(since, now),
-            detail.join("; "),
-        ]);
+const ENTRY_COLUMNS: [&str; 7] = [
+    "SUBJECT",
+    "STATE",
+    "LAST_UPDATED",
+    "GEN",
+    "ATTEMPTS",
+    "SINCE",
+    "DETAIL",
+];
+
+fn entry_row(entry: &QueueEntry, now: DateTime<Utc>) -> Vec<String> {
+    let waiting_for_retry = entry.state == QueueState::Pending && entry.due_at > now;
+    let since = match entry.state {
+        QueueState::Done => entry.done_at.unwrap_or(entry.updated_at),
+        QueueState::Pending if waiting_for_retry => entry.updated_at,
+        QueueState::Pending => entry.due_at,
+        QueueState::Leased => entry.leased_at.unwrap_or(entry.updated_at),
+        QueueState::Dead => entry.updated_at,
+    };
+    let mut detail = Vec::new();
+    if waiting_for_retry {
+        detail.push(format!("retry due {}", age(entry.due_at, now)));
     }
-    table.render()
+    if let Some(expires) = entry.lease_expires_at {
+        let by = entry
+            .leased_by
+            .as_deref()
+            .map(|w| format!(" by {w}"))
+            .unwrap_or_default();
+        detail.push(format!("leased{by}, expires {}", age(expires, now)));
+    }
+    if let Some(newer) = entry.next_version {
+        detail.push(format!("newer rotation {} waits", format_utc(newer)));
+    }
+    if let Some(error) = &entry.last_error {
+        detail.push(format!("last error: {error}"));
+    }
+    vec![
+        subject_label(&entry.subject),
+        entry.state.to_string(),
+        format_utc(entry.version),
+        entry.generation.to_string(),
+        entry.attempts.to_string(),
+        age(since, now),
+        detail.join("; "),
+    ]
 }
 
 /// `queue stats --json`, and the `queue` object of `status --json`.
 #[derive(Serialize)]
 pub(super) struct StatsJson {
     pub pending: u64,
+    pub retry_waiting: u64,
     pub leased: u64,
     pub done: u64,
     pub dead: u64,
@@ -360,6 +422,7 @@ impl StatsJson {
     pub(super) fn new(stats: &QueueStats, now: DateTime<Utc>) -> Self {
         Self {
             pending: stats.pending,
+            retry_waiting: stats.retry_waiting,
             leased: stats.leased,
             done: stats.done,
             dead: stats.dead,
@@ -372,14 +435,18 @@ impl StatsJson {
     }
 }
 
-/// `12 pending, 3 leased (1 expired), 100 done, 0 dead`.
+/// `12 pending (2 waiting to retry), 3 leased (1 expired), 100 done, 0 dead`.
 pub(super) fn counts_line(stats: &QueueStats) -> String {
+    let waiting = match stats.retry_waiting {
+        0 => String::new(),
+        n => format!(" ({n} waiting to retry)"),
+    };
     let expired = match stats.expired_leases {
         0 => String::new(),
         n => format!(" ({n} expired)"),
     };
     format!(
-        "{} pending, {} leased{expired}, {} done, {} dead",
+        "{} pending{waiting}, {} leased{expired}, {} done, {} dead",
         stats.pending, stats.leased, stats.done, stats.dead
     )
 }
@@ -389,6 +456,12 @@ fn render_stats(stats: &QueueStats, now: DateTime<Utc>) -> String {
         .iter()
         .map(|state| (state.as_str(), stats.count(*state).to_string()))
         .collect();
+    if stats.retry_waiting > 0 {
+        lines[0].1.push_str(&format!(
+            "  ({} waiting for their retry time, not claimable yet)",
+            stats.retry_waiting
+        ));
+    }
     if stats.expired_leases > 0 {
         lines[1].1.push_str(&format!(
             "  ({} expired, pending again at the next claim)",

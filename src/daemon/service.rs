@@ -162,9 +162,7 @@ async fn housekeeping(
     cycle: &SyncCycle,
     settings: &QueueSettings,
 ) -> Result<QueueStats, StoreError> {
-    let options = QueueOptions {
-        max_attempts: settings.max_attempts,
-    };
+    let options = QueueOptions::from(settings);
     let retention =
         chrono::Duration::from_std(settings.done_retention).unwrap_or(chrono::TimeDelta::MAX);
     let (reclaimed, purged, stats) = with_store(cycle.store(), move |store| {

@@ -24,15 +24,21 @@
 //! (the producers' side, used inside the producer's own transaction so that
 //! recording a rotation and queueing it commit together).
 
+mod limits;
 mod sqlite;
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 
+pub use limits::{
+    MAX_CLAIM_LIMIT, MAX_ERROR_BYTES, MAX_WORKER_BYTES, check_lease, check_retry_delay,
+    check_worker,
+};
 pub use sqlite::{SqliteEnqueuer, SqliteQueue};
 pub(crate) use sqlite::{enqueue_new_from_query, stats_in as sqlite_stats};
 
@@ -143,11 +149,32 @@ pub struct QueueOptions {
     /// Claims of one generation before it is declared dead (each ended by a
     /// fail or an expired lease).
     pub max_attempts: u32,
+    /// How long a failed item waits before it can be claimed again, after
+    /// its first attempt; doubled for each further attempt. Zero retries at
+    /// once. A consumer that fails fast on a transient outage would
+    /// otherwise burn every attempt within a second.
+    pub retry_backoff: Duration,
+    /// The doubling stops here.
+    pub max_retry_backoff: Duration,
 }
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        Self { max_attempts: 5 }
+        Self {
+            max_attempts: 5,
+            retry_backoff: Duration::from_secs(30),
+            max_retry_backoff: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl From<&crate::config::QueueSettings> for QueueOptions {
+    fn from(settings: &crate::config::QueueSettings) -> Self {
+        Self {
+            max_attempts: settings.max_attempts,
+            retry_backoff: settings.retry_backoff,
+            max_retry_backoff: settings.max_retry_backoff,
+        }
     }
 }
 
@@ -258,13 +285,19 @@ pub struct ListFilter {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
+    /// Includes `retry_waiting`.
     pub pending: u64,
+    /// Pending entries that failed and wait for their retry time; claims
+    /// skip them until then.
+    pub retry_waiting: u64,
     /// Includes `expired_leases`.
     pub leased: u64,
     /// Leased entries whose lease ran out; the next claim returns them.
     pub expired_leases: u64,
     pub done: u64,
     pub dead: u64,
+    /// The longest-waiting entry a claim would take now (retry-waiting
+    /// entries are not counted until their time comes).
     pub oldest_pending_due_at: Option<DateTime<Utc>>,
 }
 
@@ -290,7 +323,8 @@ pub struct Reclaimed {
 /// `now` is the caller's clock, so leases are judged by one time source.
 pub trait RemapQueue {
     /// Returns expired leases to pending (or dead), then leases up to
-    /// `limit` pending items, the longest-waiting first.
+    /// `limit` (at most [`MAX_CLAIM_LIMIT`]) pending items that are due at
+    /// `now`, the longest-waiting first.
     fn claim(
         &self,
         request: &ClaimRequest<'_>,
@@ -300,15 +334,37 @@ pub trait RemapQueue {
     /// Marks leased items done, one outcome per id, in order.
     fn ack(&self, lease_ids: &[&str], now: DateTime<Utc>) -> Result<Vec<AckOutcome>, QueueError>;
 
-    /// Returns leased items for another attempt, one outcome per id.
+    /// Returns leased items for another attempt, one outcome per id. A
+    /// retried item is claimable again after `retry_after`, or when that is
+    /// `None` after the backoff of [`QueueOptions`] for its attempt; an item
+    /// that carries a newer rotation is due from when that arrived. `error`
+    /// is kept up to [`MAX_ERROR_BYTES`], cut with a marker beyond.
     fn fail(
         &self,
         lease_ids: &[&str],
         error: &str,
+        retry_after: Option<Duration>,
         now: DateTime<Utc>,
     ) -> Result<Vec<FailOutcome>, QueueError>;
 
-    fn list(&self, filter: &ListFilter) -> Result<Vec<QueueEntry>, QueueError>;
+    /// Hands `visit` the entries one by one as they are read, so a caller
+    /// printing them needs memory for one entry, not the queue. Stops early
+    /// when `visit` breaks, and returns what it broke with.
+    fn for_each_entry<B>(
+        &self,
+        filter: &ListFilter,
+        visit: impl FnMut(QueueEntry) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>, QueueError>;
+
+    /// The entries as a vector; for callers that know the queue is small.
+    fn list(&self, filter: &ListFilter) -> Result<Vec<QueueEntry>, QueueError> {
+        let mut entries = Vec::new();
+        let ControlFlow::Continue(()) = self.for_each_entry(filter, |entry| {
+            entries.push(entry);
+            ControlFlow::<std::convert::Infallible>::Continue(())
+        })?;
+        Ok(entries)
+    }
 
     fn stats(&self, now: DateTime<Utc>) -> Result<QueueStats, QueueError>;
 
@@ -327,6 +383,12 @@ pub trait RemapQueue {
 pub enum QueueError {
     #[error("a lease must last between 1 ms and 10 years, not {}", humantime::format_duration(*.0))]
     InvalidLease(Duration),
+    #[error("a retry delay must be at most 10 years, not {}", humantime::format_duration(*.0))]
+    InvalidRetryDelay(Duration),
+    #[error("a claim takes between 0 and {MAX_CLAIM_LIMIT} items, not {0}")]
+    InvalidClaimLimit(u32),
+    #[error("a worker name {0}")]
+    InvalidWorker(String),
     #[error(
         "the database stayed locked by another writer for longer than the busy timeout while {operation}"
     )]

@@ -6,6 +6,7 @@
 //! planner can use the partial index of each state.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,14 +15,15 @@ use rusqlite::{
     TransactionBehavior, params,
 };
 
+use super::limits::{
+    MAX_SPAN, bounded_error, check_claim_limit, check_lease, check_retry_delay, check_worker,
+};
 use super::{
     AckOutcome, ClaimRequest, DueItem, Enqueue, EnqueueOutcome, FailOutcome, Lease, LeaseRefusal,
     ListFilter, QueueEntry, QueueError, QueueOptions, QueueState, QueueStats, Reclaimed,
     RemapQueue, Subject,
 };
 use crate::timestamp::{from_millis, to_millis};
-
-const MAX_LEASE: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// The queue of one open database.
 pub struct SqliteQueue<'c> {
@@ -51,6 +53,24 @@ impl<'c> SqliteQueue<'c> {
     fn max_attempts(&self) -> i64 {
         i64::from(self.options.max_attempts.max(1))
     }
+
+    /// The parameters of [`RETRY_DUE`]: the first delay, the cap, and how
+    /// many doublings reach the cap. Bounding the shift keeps the doubled
+    /// value within twice the cap (a SQLite shift silently drops bits).
+    fn backoff(&self) -> (i64, i64, i64) {
+        let first = span_millis(self.options.retry_backoff);
+        let cap = span_millis(self.options.max_retry_backoff);
+        let mut doublings = 0;
+        while first > 0 && (first << doublings) < cap {
+            doublings += 1;
+        }
+        (first, cap, doublings)
+    }
+}
+
+/// Milliseconds of a span, at most [`MAX_SPAN`].
+fn span_millis(span: Duration) -> i64 {
+    span.min(MAX_SPAN).as_millis() as i64
 }
 
 /// Turns a rusqlite error into a [`QueueError`] naming the operation.
@@ -64,35 +84,48 @@ pub(crate) fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> 
     }
 }
 
-// An expired or failed lease: back to pending for another attempt, to dead
-// after the last one, or, when a newer version arrived meanwhile, pending
-// with that version as a new generation. SQLite evaluates every SET
-// expression on the old row, so `next_version_ms` below is the old value.
-const RELEASE_FOR_RETRY: &str = "
-    state = CASE
-        WHEN next_version_ms IS NOT NULL THEN 'pending'
-        WHEN attempts >= :max_attempts THEN 'dead'
-        ELSE 'pending' END,
-    version_ms = coalesce(next_version_ms, version_ms),
-    generation = generation + (next_version_ms IS NOT NULL),
-    attempts = CASE WHEN next_version_ms IS NOT NULL THEN 0 ELSE attempts END,
-    due_at_ms = coalesce(next_due_at_ms, :now),
-    next_version_ms = NULL,
-    next_due_at_ms = NULL,
-    lease_id = NULL,
-    lease_expires_at_ms = NULL,
-    updated_at_ms = :now";
+// An expired or failed lease: back to pending for another attempt, due
+// (claimable) from `retry_due`, to dead after the last one, or, when a
+// newer version arrived meanwhile, pending with that version as a new
+// generation, due from when it arrived: the failure was the old version's.
+// SQLite evaluates every SET expression on the old row, so
+// `next_version_ms` and `attempts` below are the old values.
+fn release_for_retry(retry_due: &str) -> String {
+    format!(
+        "state = CASE
+             WHEN next_version_ms IS NOT NULL THEN 'pending'
+             WHEN attempts >= :max_attempts THEN 'dead'
+             ELSE 'pending' END,
+         version_ms = coalesce(next_version_ms, version_ms),
+         generation = generation + (next_version_ms IS NOT NULL),
+         attempts = CASE WHEN next_version_ms IS NOT NULL THEN 0 ELSE attempts END,
+         due_at_ms = coalesce(next_due_at_ms, {retry_due}),
+         next_version_ms = NULL,
+         next_due_at_ms = NULL,
+         lease_id = NULL,
+         lease_expires_at_ms = NULL,
+         updated_at_ms = :now"
+    )
+}
+
+// A failed item waits `:retry_after` when the caller gave one, else the
+// backoff for the attempt that failed: `:backoff` after the first,
+// doubling per attempt, at most `:max_backoff` (see `SqliteQueue::backoff`).
+const RETRY_DUE: &str = ":now + coalesce(:retry_after,
+    min(:max_backoff, :backoff << min(max(attempts - 1, 0), :doublings)))";
 
 fn reclaim_expired_in(
     tx: &Connection,
     now_ms: i64,
     max_attempts: i64,
 ) -> rusqlite::Result<Reclaimed> {
+    // A consumer that died says nothing about the item: due again at once.
     let sql = format!(
-        "UPDATE queue_item SET {RELEASE_FOR_RETRY},
+        "UPDATE queue_item SET {},
              last_error = 'lease expired' || coalesce(' (held by ' || leased_by || ')', '')
          WHERE state = 'leased' AND lease_expires_at_ms <= :now
-         RETURNING state"
+         RETURNING state",
+        release_for_retry(":now")
     );
     let mut statement = tx.prepare_cached(&sql)?;
     let mut rows = statement.query(rusqlite::named_params! {
@@ -173,13 +206,6 @@ fn classify_refused(tx: &Connection, lease_id: &str) -> rusqlite::Result<LeaseRe
     })
 }
 
-fn lease_millis(lease: Duration) -> Result<i64, QueueError> {
-    if lease < Duration::from_millis(1) || lease > MAX_LEASE {
-        return Err(QueueError::InvalidLease(lease));
-    }
-    Ok(lease.as_millis() as i64)
-}
-
 fn to_u32(value: i64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
@@ -190,12 +216,14 @@ impl RemapQueue for SqliteQueue<'_> {
         request: &ClaimRequest<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Lease>, QueueError> {
-        let lease_ms = lease_millis(request.lease)?;
+        let lease_ms = span_millis(check_lease(request.lease)?);
+        let limit = check_claim_limit(request.limit)?;
+        let worker = request.worker.map(check_worker).transpose()?;
         let now_ms = to_millis(now);
         let max_attempts = self.max_attempts();
         let mut leases = self.write("claiming", |tx| {
             reclaim_expired_in(tx, now_ms, max_attempts).map_err(sql_error("claiming"))?;
-            if request.limit == 0 {
+            if limit == 0 {
                 return Ok(Vec::new());
             }
             let mut statement = tx
@@ -210,7 +238,7 @@ impl RemapQueue for SqliteQueue<'_> {
                          updated_at_ms = :now
                      WHERE (kind, subject) IN (
                          SELECT kind, subject FROM queue_item
-                         WHERE state = 'pending'
+                         WHERE state = 'pending' AND due_at_ms <= :now
                          ORDER BY due_at_ms
                          LIMIT :limit)
                      RETURNING kind, subject, version_ms, lease_id, lease_expires_at_ms,
@@ -220,10 +248,10 @@ impl RemapQueue for SqliteQueue<'_> {
             let rows = statement
                 .query_map(
                     rusqlite::named_params! {
-                        ":worker": request.worker,
+                        ":worker": worker,
                         ":now": now_ms,
                         ":expires": now_ms.saturating_add(lease_ms),
-                        ":limit": i64::from(request.limit),
+                        ":limit": i64::from(limit),
                     },
                     |row| {
                         Ok(Lease {
@@ -289,18 +317,33 @@ impl RemapQueue for SqliteQueue<'_> {
         &self,
         lease_ids: &[&str],
         error: &str,
+        retry_after: Option<Duration>,
         now: DateTime<Utc>,
     ) -> Result<Vec<FailOutcome>, QueueError> {
+        let retry_after = retry_after
+            .map(check_retry_delay)
+            .transpose()?
+            .map(span_millis);
+        let stored_error = bounded_error(error);
+        let error: &str = &stored_error;
         let now_ms = to_millis(now);
         let max_attempts = self.max_attempts();
+        let (backoff, max_backoff, doublings) = self.backoff();
         self.write("failing", |tx| {
             let run = || -> rusqlite::Result<Vec<FailOutcome>> {
                 let mut released = release_leases(
                     tx,
-                    &format!("{RELEASE_FOR_RETRY}, last_error = :error"),
+                    &format!("{}, last_error = :error", release_for_retry(RETRY_DUE)),
                     lease_ids,
                     now_ms,
-                    &[(":max_attempts", &max_attempts), (":error", &error)],
+                    &[
+                        (":max_attempts", &max_attempts),
+                        (":error", &error),
+                        (":retry_after", &retry_after),
+                        (":backoff", &backoff),
+                        (":max_backoff", &max_backoff),
+                        (":doublings", &doublings),
+                    ],
                 )?;
                 lease_ids
                     .iter()
@@ -320,28 +363,53 @@ impl RemapQueue for SqliteQueue<'_> {
         })
     }
 
-    fn list(&self, filter: &ListFilter) -> Result<Vec<QueueEntry>, QueueError> {
-        let (condition, order) = match filter.state {
-            None => ("1", "due_at_ms"),
-            Some(QueueState::Pending) => ("state = 'pending'", "due_at_ms"),
-            Some(QueueState::Leased) => ("state = 'leased'", "lease_expires_at_ms"),
-            Some(QueueState::Done) => ("state = 'done'", "done_at_ms"),
-            Some(QueueState::Dead) => ("state = 'dead'", "updated_at_ms"),
+    fn for_each_entry<B>(
+        &self,
+        filter: &ListFilter,
+        mut visit: impl FnMut(QueueEntry) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>, QueueError> {
+        // One state at a time, each in the order its partial index gives
+        // (the index holds the key after its column), so SQLite streams the
+        // rows instead of sorting the whole table in memory first. Only
+        // the leased set, small by nature, is sorted.
+        let states = match &filter.state {
+            Some(state) => std::slice::from_ref(state),
+            None => &QueueState::ALL[..],
         };
-        let sql = format!(
-            "SELECT kind, subject, state, version_ms, next_version_ms, generation, attempts,
-                    due_at_ms, updated_at_ms, lease_id, leased_by, leased_at_ms,
-                    lease_expires_at_ms, done_at_ms, last_error
-             FROM queue_item WHERE {condition}
-             ORDER BY {order}, kind, subject
-             LIMIT :limit"
-        );
-        let limit = filter.limit.map_or(-1, i64::from);
-        let run = || -> rusqlite::Result<Vec<QueueEntry>> {
-            let mut statement = self.conn.prepare_cached(&sql)?;
-            let rows =
-                statement.query_map(rusqlite::named_params! { ":limit": limit }, entry_from_row)?;
-            rows.collect()
+        let mut remaining = filter.limit.map(i64::from);
+        let mut run = || -> rusqlite::Result<ControlFlow<B>> {
+            // One snapshot for all the states' queries.
+            let _snapshot = Transaction::new_unchecked(self.conn, TransactionBehavior::Deferred)?;
+            for state in states {
+                if remaining == Some(0) {
+                    break;
+                }
+                let (condition, order) = match state {
+                    QueueState::Pending => ("state = 'pending'", "due_at_ms"),
+                    QueueState::Leased => ("state = 'leased'", "lease_expires_at_ms"),
+                    QueueState::Done => ("state = 'done'", "done_at_ms"),
+                    QueueState::Dead => ("state = 'dead'", "updated_at_ms"),
+                };
+                let mut statement = self.conn.prepare_cached(&format!(
+                    "SELECT kind, subject, state, version_ms, next_version_ms, generation, attempts,
+                            due_at_ms, updated_at_ms, lease_id, leased_by, leased_at_ms,
+                            lease_expires_at_ms, done_at_ms, last_error
+                     FROM queue_item WHERE {condition}
+                     ORDER BY {order}, kind, subject
+                     LIMIT :limit"
+                ))?;
+                let mut rows = statement
+                    .query(rusqlite::named_params! { ":limit": remaining.unwrap_or(-1) })?;
+                while let Some(row) = rows.next()? {
+                    if let Some(left) = &mut remaining {
+                        *left -= 1;
+                    }
+                    if let ControlFlow::Break(value) = visit(entry_from_row(row)?) {
+                        return Ok(ControlFlow::Break(value));
+                    }
+                }
+            }
+            Ok(ControlFlow::Continue(()))
         };
         run().map_err(sql_error("listing the queue"))
     }
@@ -386,21 +454,23 @@ pub(crate) fn stats_in(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Resul
     conn.prepare_cached(
         "SELECT
              (SELECT count(*) FROM queue_item WHERE state = 'pending'),
+             (SELECT count(*) FROM queue_item WHERE state = 'pending' AND due_at_ms > ?1),
              (SELECT count(*) FROM queue_item WHERE state = 'leased'),
              (SELECT count(*) FROM queue_item WHERE state = 'leased' AND lease_expires_at_ms <= ?1),
              (SELECT count(*) FROM queue_item WHERE state = 'done'),
              (SELECT count(*) FROM queue_item WHERE state = 'dead'),
-             (SELECT min(due_at_ms) FROM queue_item WHERE state = 'pending')",
+             (SELECT min(due_at_ms) FROM queue_item WHERE state = 'pending' AND due_at_ms <= ?1)",
     )?
     .query_row([to_millis(now)], |row| {
         let count = |index| row.get::<_, i64>(index).map(|n| n as u64);
         Ok(QueueStats {
             pending: count(0)?,
-            leased: count(1)?,
-            expired_leases: count(2)?,
-            done: count(3)?,
-            dead: count(4)?,
-            oldest_pending_due_at: row.get::<_, Option<i64>>(5)?.map(from_millis),
+            retry_waiting: count(1)?,
+            leased: count(2)?,
+            expired_leases: count(3)?,
+            done: count(4)?,
+            dead: count(5)?,
+            oldest_pending_due_at: row.get::<_, Option<i64>>(6)?.map(from_millis),
         })
     })
 }

@@ -191,6 +191,8 @@ path = "{db}"
             QueueSettings {
                 max_attempts: 5,
                 done_retention: Duration::from_secs(7 * 24 * 3600),
+                retry_backoff: Duration::from_secs(30),
+                max_retry_backoff: Duration::from_secs(3600),
             },
             true,
         )
