@@ -93,10 +93,9 @@ pub(super) fn open(
 fn prepare(conn: &mut Connection, path: &Path, created_by: &str) -> Result<(), StoreError> {
     let open_error = |source: rusqlite::Error| classify_open_error(path, source);
     // The first read of the header tells a non-SQLite file apart.
-    let found: u32 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(open_error)?;
-    check_ours(conn, path, found)?;
+    let header = read_header(conn).map_err(open_error)?;
+    check_ours(path, &header)?;
+    let found = header.user_version;
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             path: path.to_owned(),
@@ -131,42 +130,48 @@ fn prepare(conn: &mut Connection, path: &Path, created_by: &str) -> Result<(), S
     Ok(())
 }
 
+/// What the file says about itself, read in one statement and so from one
+/// snapshot: another process may be creating the schema meanwhile.
+struct Header {
+    user_version: u32,
+    application_id: i64,
+    tables: u64,
+    has_sync_state: bool,
+}
+
+fn read_header(conn: &Connection) -> rusqlite::Result<Header> {
+    conn.query_row(
+        "SELECT (SELECT user_version FROM pragma_user_version),
+                (SELECT application_id FROM pragma_application_id),
+                (SELECT count(*) FROM sqlite_schema WHERE type = 'table'),
+                (SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sync_state')",
+        [],
+        |row| {
+            Ok(Header {
+                user_version: row.get(0)?,
+                application_id: row.get(1)?,
+                tables: row.get::<_, i64>(2)? as u64,
+                has_sync_state: row.get(3)?,
+            })
+        },
+    )
+}
+
 /// Our files carry [`APPLICATION_ID`]; those written before it existed
 /// have our schema version and our `sync_state` table. An empty file is
 /// anybody's. Anything else belongs to another program and is refused
 /// rather than having our tables added to it.
-fn check_ours(conn: &Connection, path: &Path, user_version: u32) -> Result<(), StoreError> {
-    let open_error = |source: rusqlite::Error| classify_open_error(path, source);
-    let application_id: i64 = conn
-        .pragma_query_value(None, "application_id", |row| row.get(0))
-        .map_err(open_error)?;
-    if application_id == APPLICATION_ID {
-        return Ok(());
-    }
-    let tables: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-            [],
-            |row| row.get(0),
-        )
-        .map_err(open_error)?;
-    let ours_before_marking = || -> rusqlite::Result<bool> {
-        conn.query_row(
-            "SELECT count(*) = 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sync_state'",
-            [],
-            |row| row.get(0),
-        )
-    };
-    let empty = application_id == 0 && user_version == 0 && tables == 0;
+fn check_ours(path: &Path, header: &Header) -> Result<(), StoreError> {
+    let empty = header.application_id == 0 && header.user_version == 0 && header.tables == 0;
     let unmarked_ours =
-        application_id == 0 && user_version >= 1 && ours_before_marking().map_err(open_error)?;
-    if empty || unmarked_ours {
+        header.application_id == 0 && header.user_version >= 1 && header.has_sync_state;
+    if header.application_id == APPLICATION_ID || empty || unmarked_ours {
         return Ok(());
     }
     Err(StoreError::NotOurs {
         path: path.to_owned(),
-        application_id,
-        tables: tables as u64,
+        application_id: header.application_id,
+        tables: header.tables,
     })
 }
 
@@ -255,11 +260,9 @@ pub(super) fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(open_error)?;
-    let user_version: u32 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(open_error)?;
-    check_ours(&conn, path, user_version)?;
-    if user_version < 2 {
+    let header = read_header(&conn).map_err(open_error)?;
+    check_ours(path, &header)?;
+    if header.user_version < 2 {
         return Ok(None);
     }
     conn.query_row(
