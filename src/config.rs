@@ -7,7 +7,7 @@
 //! from (file or variable), the key, and the reason, and never the value of
 //! a secret.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::credentials::{ApiKey, ClientSecret};
+use crate::operator::client::check_base_url;
 use crate::timestamp;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/uid2-bucket-sync/config.toml";
@@ -121,8 +122,74 @@ pub struct RetrySettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     /// Six-field cron expression (seconds first), evaluated in UTC.
-    Cron(String),
+    Cron(CronSchedule),
     Interval(Duration),
+}
+
+/// The longest `sync.interval`: the scheduler works in whole seconds of a
+/// `chrono` duration, and a poll less often than yearly is surely a typo.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A cron expression parsed once, at load, the way the scheduler reads it
+/// (six fields, seconds first; day-of-month and weekday must both match),
+/// and known to fire at least once more. Boxed: a parsed pattern is large.
+#[derive(Debug, Clone)]
+pub struct CronSchedule(Box<croner::Cron>);
+
+impl CronSchedule {
+    pub fn parse(expression: &str) -> Result<Self, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(expression)
+            .map_err(|e| {
+                format!(
+                    "{expression:?} is not a cron expression with six fields (sec min hour day month weekday): {e}"
+                )
+            })?;
+        let schedule = Self(Box::new(cron));
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(format!(
+                "{expression:?} never fires: no date matches it (for example February 30)"
+            ));
+        }
+        Ok(schedule)
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The parsed expression, for the scheduler.
+    pub fn cron(&self) -> &croner::Cron {
+        &self.0
+    }
+
+    /// The first tick strictly after `time`.
+    pub fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.find_next_occurrence(&time, false).ok()
+    }
+
+    /// The last tick at or before `time`.
+    pub fn previous_at_or_before(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.find_previous_occurrence(&time, true).ok()
+    }
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for CronSchedule {}
+
+impl std::fmt::Display for CronSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -551,40 +618,13 @@ fn build_operator(
     })
 }
 
-/// Only https, except plain http to a loopback address (local simulators
-/// and tests): credentials and rotations must not cross a network in clear.
+/// The operator client's own rules (https, or http to loopback; nothing
+/// that could carry a credential), checked at load so a bad URL is refused
+/// with the file and key. The message never shows a user name, password or
+/// query.
 fn validate_base_url(url: &str, origin: &str, key: &str) -> Result<String, ConfigError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let invalid = |reason: String| ConfigError::invalid(origin, key, reason);
-    let (scheme, rest) = trimmed
-        .split_once("://")
-        .ok_or_else(|| invalid(format!("{url:?} is not a URL like https://prod.uidapi.com")))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(invalid(format!("{url:?} has no host")));
-    }
-    match scheme {
-        "https" => Ok(trimmed.to_owned()),
-        "http" if is_loopback_authority(authority) => Ok(trimmed.to_owned()),
-        "http" => Err(invalid(format!(
-            "{url:?} uses plain http to a non-loopback host; use https"
-        ))),
-        other => Err(invalid(format!(
-            "scheme {other:?} is not supported; use https"
-        ))),
-    }
-}
-
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or_default()
-    } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host)
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    check_base_url(url).map_err(|e| ConfigError::invalid(origin, key, e.to_string()))?;
+    Ok(url.trim().trim_end_matches('/').to_owned())
 }
 
 fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
@@ -596,11 +636,10 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
                 "set either sync.schedule or sync.interval, not both",
             ));
         }
-        (Some(expression), None) => {
-            validate_cron(&expression)
-                .map_err(|reason| ConfigError::invalid(origin, "sync.schedule", reason))?;
-            Schedule::Cron(expression)
-        }
+        (Some(expression), None) => Schedule::Cron(
+            CronSchedule::parse(&expression)
+                .map_err(|reason| ConfigError::invalid(origin, "sync.schedule", reason))?,
+        ),
         (None, Some(text)) => Schedule::Interval(
             validate_interval(parse_duration(&text, origin, "sync.interval")?)
                 .map_err(|reason| ConfigError::invalid(origin, "sync.interval", reason))?,
@@ -611,8 +650,21 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
     let initial_since = raw
         .initial_since
         .map(|text| {
-            timestamp::parse_iso_local(&text)
-                .map_err(|e| ConfigError::invalid(origin, "sync.initial_since", e.to_string()))
+            let since = timestamp::parse_iso_local(&text)
+                .map_err(|e| ConfigError::invalid(origin, "sync.initial_since", e.to_string()))?;
+            // The operator answers a future since_timestamp with no rows, so
+            // the first sync would succeed forever without recording anything.
+            if since > Utc::now() {
+                return Err(ConfigError::invalid(
+                    origin,
+                    "sync.initial_since",
+                    format!(
+                        "{text:?} is in the future; set it to when your identifiers were last \
+                         mapped (UTC)"
+                    ),
+                ));
+            }
+            Ok(since)
         })
         .transpose()?;
     Ok(SyncSettings {
@@ -622,10 +674,9 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
     })
 }
 
-/// Parses a cron expression the way the scheduler will (six fields,
-/// seconds first), so a bad one is refused at start, not at the first tick.
 /// The scheduler counts repeat intervals in whole seconds: `1500ms` would
-/// silently become 1 s and anything under a second would never tick.
+/// silently become 1 s and anything under a second would never tick; past
+/// [`MAX_INTERVAL`] its time arithmetic overflows.
 pub fn validate_interval(interval: Duration) -> Result<Duration, String> {
     if interval < Duration::from_secs(1) || interval.subsec_nanos() != 0 {
         return Err(format!(
@@ -633,20 +684,13 @@ pub fn validate_interval(interval: Duration) -> Result<Duration, String> {
             humantime::format_duration(interval)
         ));
     }
+    if interval > MAX_INTERVAL {
+        return Err(format!(
+            "{} is longer than the longest interval, 366 days",
+            humantime::format_duration(interval)
+        ));
+    }
     Ok(interval)
-}
-
-pub fn validate_cron(expression: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expression)
-        .map_err(|e| {
-            format!(
-                "{expression:?} is not a cron expression with six fields (sec min hour day month weekday): {e}"
-            )
-        })
 }
 
 fn build_database(

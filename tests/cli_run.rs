@@ -295,3 +295,14 @@ async fn a_cron_schedule_and_an_interval_together_are_refused() {
     let stderr = refusal(&app, &config);
     assert!(stderr.contains("not both"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absurd_interval_is_refused_at_start_instead_of_crashing() {
+    let app = spawn_app(1).await;
+    let config = app
+        .config_text("")
+        .replace("interval = \"1h\"", "interval = \"600000000y\"");
+    let stderr = refusal(&app, &config);
+    assert!(stderr.contains("sync.interval: "), "{stderr}");
+    assert!(stderr.contains("366 days"), "{stderr}");
+}

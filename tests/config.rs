@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use uid2_bucket_sync::config::{ConfigError, LoadOptions, LogFormat, Schedule, Settings};
+use uid2_bucket_sync::config::{
+    ConfigError, CronSchedule, LoadOptions, LogFormat, Schedule, Settings,
+};
 
 const SECRET: &str = "ioG3wKxAokmp+rERx6A4kM/13qhyolUXIu14WN16Spo=";
 
@@ -68,7 +70,10 @@ fn the_shipped_example_is_valid_and_complete() {
         settings.operator.base_url.as_deref(),
         Some("https://prod.uidapi.com")
     );
-    assert_eq!(settings.sync.schedule, Schedule::Cron("0 5 * * * *".into()));
+    assert_eq!(
+        settings.sync.schedule,
+        Schedule::Cron(CronSchedule::parse("0 5 * * * *").unwrap())
+    );
     assert_eq!(settings.queue.max_attempts, 5);
     assert_eq!(
         settings.queue.done_retention,
@@ -151,6 +156,58 @@ fn an_interval_that_is_not_whole_seconds_is_refused() {
 }
 
 #[test]
+fn an_interval_longer_than_366_days_is_refused_not_a_crash() {
+    let fixture = Fixture::new();
+    for interval in ["600000000y", "367d"] {
+        let text = format!("[sync]\ninterval = \"{interval}\"\n");
+        let message = error_text(fixture.load_text(&text));
+        assert!(
+            message.contains("sync.interval: ") && message.contains("longest interval, 366 days"),
+            "{interval}: {message}"
+        );
+    }
+    let settings = fixture.load_text("[sync]\ninterval = \"366d\"\n").unwrap();
+    assert_eq!(
+        settings.sync.schedule,
+        Schedule::Interval(Duration::from_secs(366 * 86400))
+    );
+}
+
+#[test]
+fn a_cron_schedule_that_never_fires_is_refused() {
+    let fixture = Fixture::new();
+    let message = error_text(fixture.load_text("[sync]\nschedule = \"0 0 0 30 2 *\"\n"));
+    assert!(message.contains("sync.schedule: "), "{message}");
+    assert!(
+        message.contains("\"0 0 0 30 2 *\" never fires"),
+        "{message}"
+    );
+    // Rare is fine: once a year, on the 29th of February.
+    assert!(
+        fixture
+            .load_text("[sync]\nschedule = \"0 0 0 29 2 *\"\n")
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_initial_since_in_the_future_is_refused() {
+    let fixture = Fixture::new();
+    let message =
+        error_text(fixture.load_text("[sync]\ninitial_since = \"2999-01-01T00:00:00\"\n"));
+    assert!(
+        message.contains("config.toml: sync.initial_since: "),
+        "{message}"
+    );
+    assert!(message.contains("is in the future"), "{message}");
+    assert!(
+        fixture
+            .load_text("[sync]\ninitial_since = \"2025-01-01T00:00:00\"\n")
+            .is_ok()
+    );
+}
+
+#[test]
 fn a_timestamp_with_a_zone_is_refused() {
     let fixture = Fixture::new();
     let message =
@@ -201,7 +258,56 @@ fn plain_http_is_refused_except_to_loopback() {
         assert_eq!(settings.operator.base_url.as_deref(), Some(url));
     }
     let message = error_text(fixture.load_text("[operator]\nbase_url = \"ftp://x\"\n"));
-    assert!(message.contains("not supported"), "{message}");
+    assert!(message.contains("unsupported scheme"), "{message}");
+}
+
+#[test]
+fn a_base_url_carrying_credentials_is_refused_without_echoing_them() {
+    let mut fixture = Fixture::new();
+    for url in [
+        "http://alice:hunter2@127.0.0.1:8080",
+        "https://alice:hunter2@prod.uidapi.com",
+        "http://alice@localhost:1",
+    ] {
+        let message = error_text(fixture.load_text(&format!("[operator]\nbase_url = \"{url}\"\n")));
+        assert!(
+            message.contains("config.toml: operator.base_url: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("carries a user name or password"),
+            "{message}"
+        );
+        assert!(!message.contains("alice"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("non-loopback"), "{message}");
+    }
+
+    // Nor when the URL does not even parse, nor from the environment.
+    fixture.set_env("UID2_BUCKET_SYNC_BASE_URL", "http://alice:hunter2@[::1");
+    let message = error_text(fixture.load_text("[sync]\ninterval = \"1h\"\n"));
+    assert!(
+        message.starts_with("UID2_BUCKET_SYNC_BASE_URL: "),
+        "{message}"
+    );
+    assert!(
+        !message.contains("alice") && !message.contains("hunter2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_base_url_with_a_query_is_refused_without_echoing_it() {
+    let fixture = Fixture::new();
+    let message = error_text(
+        fixture.load_text("[operator]\nbase_url = \"https://prod.uidapi.com/?token=abc\"\n"),
+    );
+    assert!(message.contains("operator.base_url: "), "{message}");
+    assert!(
+        message.contains("a query or fragment is not allowed"),
+        "{message}"
+    );
+    assert!(!message.contains("token"), "{message}");
 }
 
 #[test]
