@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::credentials::{ApiKey, ClientSecret};
+use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins, CredentialSource};
 use crate::operator::client::check_base_url;
 use crate::timestamp;
 
@@ -243,6 +243,11 @@ pub struct OperatorConnection {
     pub request_timeout: Duration,
     pub binary_body: bool,
     pub retry: RetrySettings,
+    /// Where each credential was read from, for hints.
+    pub credentials: CredentialOrigins,
+    /// Which source won where more than one provides a credential, and
+    /// which were ignored: worth one INFO line each at start.
+    pub credential_notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -444,32 +449,39 @@ impl Settings {
             )
         })?;
         let mut warnings = Vec::new();
+        let mut notes = Vec::new();
         let api_key_text = resolve_secret(
+            SecretSpec {
+                what: "API key",
+                key: "operator.api_key",
+                env_name: API_KEY_ENV,
+                credential_name: API_KEY_CREDENTIAL,
+            },
             &op.origin,
-            "operator.api_key",
-            API_KEY_ENV,
-            API_KEY_CREDENTIAL,
             op.credentials.api_key.as_deref(),
             op.credentials.api_key_file.as_deref(),
             env,
             &mut warnings,
+            &mut notes,
         )?;
-        let api_key = ApiKey::new(&api_key_text.text).map_err(|e| {
-            ConfigError::invalid(&api_key_text.origin, &api_key_text.key, e.to_string())
-        })?;
+        let api_key =
+            ApiKey::new(&api_key_text.text).map_err(|e| api_key_text.invalid(e.to_string()))?;
         let secret_text = resolve_secret(
+            SecretSpec {
+                what: "client secret",
+                key: "operator.client_secret",
+                env_name: CLIENT_SECRET_ENV,
+                credential_name: CLIENT_SECRET_CREDENTIAL,
+            },
             &op.origin,
-            "operator.client_secret",
-            CLIENT_SECRET_ENV,
-            CLIENT_SECRET_CREDENTIAL,
             op.credentials.client_secret.as_deref(),
             op.credentials.client_secret_file.as_deref(),
             env,
             &mut warnings,
+            &mut notes,
         )?;
-        let client_secret = ClientSecret::from_base64(&secret_text.text).map_err(|e| {
-            ConfigError::invalid(&secret_text.origin, &secret_text.key, e.to_string())
-        })?;
+        let client_secret = ClientSecret::from_base64(&secret_text.text)
+            .map_err(|e| secret_text.invalid(e.to_string()))?;
         Ok((
             OperatorConnection {
                 base_url,
@@ -479,6 +491,11 @@ impl Settings {
                 request_timeout: op.request_timeout,
                 binary_body: op.binary_body,
                 retry: op.retry.clone(),
+                credentials: CredentialOrigins {
+                    api_key: Some(api_key_text.source),
+                    client_secret: Some(secret_text.source),
+                },
+                credential_notes: notes,
             },
             warnings,
         ))
@@ -748,74 +765,116 @@ fn build_log(
     Ok(LogSettings { format, level })
 }
 
+/// One credential and the names it goes by.
+struct SecretSpec {
+    what: &'static str,
+    key: &'static str,
+    env_name: &'static str,
+    credential_name: &'static str,
+}
+
 struct ResolvedSecret {
     text: String,
-    origin: String,
-    key: String,
+    source: CredentialSource,
+}
+
+impl ResolvedSecret {
+    fn invalid(&self, reason: String) -> ConfigError {
+        refuse_credential(&self.source, reason)
+    }
+}
+
+/// A refusal of a credential, naming where it came from (never its value).
+fn refuse_credential(source: &CredentialSource, reason: String) -> ConfigError {
+    let (origin, key) = match source {
+        CredentialSource::Environment(name) => ((*name).to_owned(), "value".to_owned()),
+        CredentialSource::ConfigValue { file, key } => (file.clone(), key.clone()),
+        CredentialSource::ConfigFile { file, key, path } => {
+            (format!("{file} ({})", path.display()), key.clone())
+        }
+        CredentialSource::SystemdCredential { name, path } => (
+            format!("systemd credentials ({})", path.display()),
+            (*name).to_owned(),
+        ),
+    };
+    ConfigError::invalid(&origin, &key, reason)
 }
 
 /// Precedence: environment variable, then the configuration (inline value
 /// or `*_file`), then the systemd credential of the conventional name.
-#[allow(clippy::too_many_arguments)]
+/// When several are present, says in `notes` which one won.
 fn resolve_secret(
+    spec: SecretSpec,
     origin: &str,
-    key: &str,
-    env_name: &str,
-    credential_name: &str,
     inline: Option<&str>,
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Result<ResolvedSecret, ConfigError> {
-    if let Some(text) = env(env_name) {
-        return Ok(ResolvedSecret {
-            text,
-            origin: format!("environment variable {env_name}"),
-            key: "value".to_owned(),
-        });
+    let SecretSpec {
+        what,
+        key,
+        env_name,
+        credential_name,
+    } = spec;
+    let from_env = env(env_name);
+    let mut present = Vec::new();
+    if from_env.is_some() {
+        present.push(CredentialSource::Environment(env_name));
     }
-    if let Some(text) = inline {
-        return Ok(ResolvedSecret {
-            text: text.to_owned(),
-            origin: origin.to_owned(),
+    if inline.is_some() {
+        present.push(CredentialSource::ConfigValue {
+            file: origin.to_owned(),
             key: key.to_owned(),
         });
     }
-    let file_key = format!("{key}_file");
-    let credential_path = env("CREDENTIALS_DIRECTORY")
+    if let Some(path) = file {
+        present.push(CredentialSource::ConfigFile {
+            file: origin.to_owned(),
+            key: format!("{key}_file"),
+            path: path.to_path_buf(),
+        });
+    }
+    if let Some(path) = env("CREDENTIALS_DIRECTORY")
         .map(|dir| Path::new(&dir).join(credential_name))
-        .filter(|path| path.exists());
-    let (path, reported_origin, reported_key) = match (file, credential_path) {
-        (Some(path), _) => (path.to_path_buf(), origin.to_owned(), file_key),
-        (None, Some(path)) => (
+        .filter(|path| path.exists())
+    {
+        present.push(CredentialSource::SystemdCredential {
+            name: credential_name,
             path,
-            "systemd credentials".to_owned(),
-            credential_name.to_owned(),
-        ),
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                origin,
-                key,
-                format!(
-                    "not set: set {key}_file (or {key}), the environment variable {env_name}, \
-                     or a systemd credential named {credential_name}"
-                ),
-            ));
+        });
+    }
+    let mut present = present.into_iter();
+    let Some(source) = present.next() else {
+        return Err(ConfigError::invalid(
+            origin,
+            key,
+            format!(
+                "not set: set {key}_file (or {key}), the environment variable {env_name}, \
+                 or a systemd credential named {credential_name}"
+            ),
+        ));
+    };
+    let ignored: Vec<String> = present.map(|source| source.to_string()).collect();
+    if !ignored.is_empty() {
+        notes.push(format!(
+            "{what}: using {source}; ignoring {}",
+            ignored.join(", ")
+        ));
+    }
+    let text = match &source {
+        CredentialSource::Environment(_) => from_env.unwrap_or_default(),
+        CredentialSource::ConfigValue { .. } => inline.unwrap_or_default().to_owned(),
+        CredentialSource::ConfigFile { path, .. }
+        | CredentialSource::SystemdCredential { path, .. } => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| refuse_credential(&source, format!("cannot read: {e}")))?;
+            warn_if_world_readable(path, "this file holds a secret and", warnings);
+            text
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ConfigError::invalid(
-            &reported_origin,
-            &reported_key,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    warn_if_world_readable(&path, "this file holds a secret and", warnings);
-    Ok(ResolvedSecret {
-        text,
-        origin: format!("{} ({})", reported_origin, path.display()),
-        key: reported_key,
-    })
+    Ok(ResolvedSecret { text, source })
 }
 
 fn warn_if_world_readable(path: &Path, what: &str, warnings: &mut Vec<String>) {

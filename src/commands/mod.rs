@@ -90,6 +90,9 @@ fn operator_connection(settings: &Settings) -> anyhow::Result<OperatorConnection
     for warning in settings.warnings.iter().chain(&secret_warnings) {
         tracing::warn!("{warning}");
     }
+    for note in &connection.credential_notes {
+        tracing::info!("{note}");
+    }
     Ok(connection)
 }
 
@@ -106,7 +109,8 @@ fn configured_cycle(settings: &Settings) -> anyhow::Result<SyncCycle> {
             initial_since: settings.sync.initial_since,
             overlap: settings.sync.overlap,
         },
-    ))
+    )
+    .with_credential_origins(connection.credentials))
 }
 
 #[cfg(test)]
