@@ -9,6 +9,7 @@ use std::time::Duration;
 use uid2_bucket_sync::config::{
     ConfigError, CronSchedule, LoadOptions, LogFormat, Schedule, Settings,
 };
+use uid2_bucket_sync::credentials::CredentialSource;
 
 const SECRET: &str = "ioG3wKxAokmp+rERx6A4kM/13qhyolUXIu14WN16Spo=";
 
@@ -81,6 +82,37 @@ fn the_shipped_example_is_valid_and_complete() {
     );
     assert_eq!(settings.database.busy_timeout, Duration::from_secs(30));
     assert_eq!(settings.log.format, LogFormat::Text);
+}
+
+/// Both units (`uid2-bucket-sync.service` and `uid2-bucket-sync-poll.service`)
+/// hand over `api_key` and `client_secret` with `LoadCredential=`, each in its
+/// own `/run/credentials/UNIT/`: the example must find them through
+/// `$CREDENTIALS_DIRECTORY`, not a path naming one unit.
+#[test]
+fn the_shipped_example_reads_its_secrets_from_whichever_unit_runs_it() {
+    let mut fixture = Fixture::new();
+    let credentials = fixture.dir.path().join("uid2-bucket-sync-poll.service");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("api_key"), "key-from-systemd\n").unwrap();
+    std::fs::write(credentials.join("client_secret"), format!("{SECRET}\n")).unwrap();
+    fixture.set_env("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap());
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let settings = fixture.load(&example).unwrap();
+    let (connection, _) = settings
+        .operator_connection_with_env(&|name| fixture.env.get(name).cloned())
+        .expect("the example finds both credentials");
+    assert_eq!(
+        connection.api_key.bearer_header(),
+        "Bearer key-from-systemd"
+    );
+    assert!(
+        matches!(
+            connection.credentials.client_secret,
+            Some(CredentialSource::SystemdCredential { .. })
+        ),
+        "{:?}",
+        connection.credentials
+    );
 }
 
 #[test]
@@ -406,6 +438,49 @@ fn the_environment_overrides_the_file_and_systemd_credentials_fill_in() {
         .operator_connection_with_env(&|name| fixture.env.get(name).cloned())
         .unwrap();
     assert_eq!(connection.api_key.bearer_header(), "Bearer from-systemd");
+}
+
+#[test]
+fn the_credential_in_use_and_the_ones_ignored_are_named_never_their_values() {
+    let mut fixture = Fixture::new();
+    let credentials = fixture.dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("api_key"), "key-from-systemd\n").unwrap();
+    std::fs::write(credentials.join("client_secret"), format!("{SECRET}\n")).unwrap();
+    fixture.set_env("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap());
+    fixture.set_env("UID2_API_KEY", "key-from-env");
+    let settings = fixture
+        .load_text("[operator]\nenvironment = \"uid2-prod\"\napi_key = \"key-from-file\"\n")
+        .unwrap();
+    let (connection, _) = settings
+        .operator_connection_with_env(&|name| fixture.env.get(name).cloned())
+        .unwrap();
+    assert_eq!(
+        connection.credentials.api_key,
+        Some(CredentialSource::Environment("UID2_API_KEY"))
+    );
+    assert_eq!(
+        connection.credentials.client_secret,
+        Some(CredentialSource::SystemdCredential {
+            name: "client_secret",
+            path: credentials.join("client_secret"),
+        })
+    );
+    let config = fixture.dir.path().join("config.toml");
+    assert_eq!(
+        connection.credential_notes,
+        vec![format!(
+            "API key: using the environment variable UID2_API_KEY; ignoring operator.api_key in \
+             {}, the systemd credential api_key ({})",
+            config.display(),
+            credentials.join("api_key").display()
+        )],
+        "one note, for the API key only: the secret has one source"
+    );
+    let shown = format!("{:?}", connection.credential_notes);
+    for value in ["key-from-env", "key-from-file", "key-from-systemd", SECRET] {
+        assert!(!shown.contains(value), "{shown}");
+    }
 }
 
 #[test]
