@@ -7,14 +7,15 @@
 //! from (file or variable), the key, and the reason, and never the value of
 //! a secret.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::credentials::{ApiKey, ClientSecret};
+use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins, CredentialSource};
+use crate::operator::client::check_base_url;
 use crate::timestamp;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/uid2-bucket-sync/config.toml";
@@ -121,8 +122,74 @@ pub struct RetrySettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     /// Six-field cron expression (seconds first), evaluated in UTC.
-    Cron(String),
+    Cron(CronSchedule),
     Interval(Duration),
+}
+
+/// The longest `sync.interval`: the scheduler works in whole seconds of a
+/// `chrono` duration, and a poll less often than yearly is surely a typo.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A cron expression parsed once, at load, the way the scheduler reads it
+/// (six fields, seconds first; day-of-month and weekday must both match),
+/// and known to fire at least once more. Boxed: a parsed pattern is large.
+#[derive(Debug, Clone)]
+pub struct CronSchedule(Box<croner::Cron>);
+
+impl CronSchedule {
+    pub fn parse(expression: &str) -> Result<Self, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(expression)
+            .map_err(|e| {
+                format!(
+                    "{expression:?} is not a cron expression with six fields (sec min hour day month weekday): {e}"
+                )
+            })?;
+        let schedule = Self(Box::new(cron));
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(format!(
+                "{expression:?} never fires: no date matches it (for example February 30)"
+            ));
+        }
+        Ok(schedule)
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The parsed expression, for the scheduler.
+    pub fn cron(&self) -> &croner::Cron {
+        &self.0
+    }
+
+    /// The first tick strictly after `time`.
+    pub fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.find_next_occurrence(&time, false).ok()
+    }
+
+    /// The last tick at or before `time`.
+    pub fn previous_at_or_before(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.find_previous_occurrence(&time, true).ok()
+    }
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for CronSchedule {}
+
+impl std::fmt::Display for CronSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +247,11 @@ pub struct OperatorConnection {
     pub request_timeout: Duration,
     pub binary_body: bool,
     pub retry: RetrySettings,
+    /// Where each credential was read from, for hints.
+    pub credentials: CredentialOrigins,
+    /// Which source won where more than one provides a credential, and
+    /// which were ignored: worth one INFO line each at start.
+    pub credential_notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -406,32 +478,39 @@ impl Settings {
             )
         })?;
         let mut warnings = Vec::new();
+        let mut notes = Vec::new();
         let api_key_text = resolve_secret(
+            SecretSpec {
+                what: "API key",
+                key: "operator.api_key",
+                env_name: API_KEY_ENV,
+                credential_name: API_KEY_CREDENTIAL,
+            },
             &op.origin,
-            "operator.api_key",
-            API_KEY_ENV,
-            API_KEY_CREDENTIAL,
             op.credentials.api_key.as_deref(),
             op.credentials.api_key_file.as_deref(),
             env,
             &mut warnings,
+            &mut notes,
         )?;
-        let api_key = ApiKey::new(&api_key_text.text).map_err(|e| {
-            ConfigError::invalid(&api_key_text.origin, &api_key_text.key, e.to_string())
-        })?;
+        let api_key =
+            ApiKey::new(&api_key_text.text).map_err(|e| api_key_text.invalid(e.to_string()))?;
         let secret_text = resolve_secret(
+            SecretSpec {
+                what: "client secret",
+                key: "operator.client_secret",
+                env_name: CLIENT_SECRET_ENV,
+                credential_name: CLIENT_SECRET_CREDENTIAL,
+            },
             &op.origin,
-            "operator.client_secret",
-            CLIENT_SECRET_ENV,
-            CLIENT_SECRET_CREDENTIAL,
             op.credentials.client_secret.as_deref(),
             op.credentials.client_secret_file.as_deref(),
             env,
             &mut warnings,
+            &mut notes,
         )?;
-        let client_secret = ClientSecret::from_base64(&secret_text.text).map_err(|e| {
-            ConfigError::invalid(&secret_text.origin, &secret_text.key, e.to_string())
-        })?;
+        let client_secret = ClientSecret::from_base64(&secret_text.text)
+            .map_err(|e| secret_text.invalid(e.to_string()))?;
         Ok((
             OperatorConnection {
                 base_url,
@@ -441,6 +520,11 @@ impl Settings {
                 request_timeout: op.request_timeout,
                 binary_body: op.binary_body,
                 retry: op.retry.clone(),
+                credentials: CredentialOrigins {
+                    api_key: Some(api_key_text.source),
+                    client_secret: Some(secret_text.source),
+                },
+                credential_notes: notes,
             },
             warnings,
         ))
@@ -580,40 +664,13 @@ fn build_operator(
     })
 }
 
-/// Only https, except plain http to a loopback address (local simulators
-/// and tests): credentials and rotations must not cross a network in clear.
+/// The operator client's own rules (https, or http to loopback; nothing
+/// that could carry a credential), checked at load so a bad URL is refused
+/// with the file and key. The message never shows a user name, password or
+/// query.
 fn validate_base_url(url: &str, origin: &str, key: &str) -> Result<String, ConfigError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let invalid = |reason: String| ConfigError::invalid(origin, key, reason);
-    let (scheme, rest) = trimmed
-        .split_once("://")
-        .ok_or_else(|| invalid(format!("{url:?} is not a URL like https://prod.uidapi.com")))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(invalid(format!("{url:?} has no host")));
-    }
-    match scheme {
-        "https" => Ok(trimmed.to_owned()),
-        "http" if is_loopback_authority(authority) => Ok(trimmed.to_owned()),
-        "http" => Err(invalid(format!(
-            "{url:?} uses plain http to a non-loopback host; use https"
-        ))),
-        other => Err(invalid(format!(
-            "scheme {other:?} is not supported; use https"
-        ))),
-    }
-}
-
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or_default()
-    } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host)
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    check_base_url(url).map_err(|e| ConfigError::invalid(origin, key, e.to_string()))?;
+    Ok(url.trim().trim_end_matches('/').to_owned())
 }
 
 fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
@@ -625,11 +682,10 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
                 "set either sync.schedule or sync.interval, not both",
             ));
         }
-        (Some(expression), None) => {
-            validate_cron(&expression)
-                .map_err(|reason| ConfigError::invalid(origin, "sync.schedule", reason))?;
-            Schedule::Cron(expression)
-        }
+        (Some(expression), None) => Schedule::Cron(
+            CronSchedule::parse(&expression)
+                .map_err(|reason| ConfigError::invalid(origin, "sync.schedule", reason))?,
+        ),
         (None, Some(text)) => Schedule::Interval(
             validate_interval(parse_duration(&text, origin, "sync.interval")?)
                 .map_err(|reason| ConfigError::invalid(origin, "sync.interval", reason))?,
@@ -640,8 +696,21 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
     let initial_since = raw
         .initial_since
         .map(|text| {
-            timestamp::parse_iso_local(&text)
-                .map_err(|e| ConfigError::invalid(origin, "sync.initial_since", e.to_string()))
+            let since = timestamp::parse_iso_local(&text)
+                .map_err(|e| ConfigError::invalid(origin, "sync.initial_since", e.to_string()))?;
+            // The operator answers a future since_timestamp with no rows, so
+            // the first sync would succeed forever without recording anything.
+            if since > Utc::now() {
+                return Err(ConfigError::invalid(
+                    origin,
+                    "sync.initial_since",
+                    format!(
+                        "{text:?} is in the future; set it to when your identifiers were last \
+                         mapped (UTC)"
+                    ),
+                ));
+            }
+            Ok(since)
         })
         .transpose()?;
     Ok(SyncSettings {
@@ -651,10 +720,9 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
     })
 }
 
-/// Parses a cron expression the way the scheduler will (six fields,
-/// seconds first), so a bad one is refused at start, not at the first tick.
 /// The scheduler counts repeat intervals in whole seconds: `1500ms` would
-/// silently become 1 s and anything under a second would never tick.
+/// silently become 1 s and anything under a second would never tick; past
+/// [`MAX_INTERVAL`] its time arithmetic overflows.
 pub fn validate_interval(interval: Duration) -> Result<Duration, String> {
     if interval < Duration::from_secs(1) || interval.subsec_nanos() != 0 {
         return Err(format!(
@@ -662,20 +730,13 @@ pub fn validate_interval(interval: Duration) -> Result<Duration, String> {
             humantime::format_duration(interval)
         ));
     }
+    if interval > MAX_INTERVAL {
+        return Err(format!(
+            "{} is longer than the longest interval, 366 days",
+            humantime::format_duration(interval)
+        ));
+    }
     Ok(interval)
-}
-
-pub fn validate_cron(expression: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expression)
-        .map_err(|e| {
-            format!(
-                "{expression:?} is not a cron expression with six fields (sec min hour day month weekday): {e}"
-            )
-        })
 }
 
 fn build_database(
@@ -733,74 +794,116 @@ fn build_log(
     Ok(LogSettings { format, level })
 }
 
+/// One credential and the names it goes by.
+struct SecretSpec {
+    what: &'static str,
+    key: &'static str,
+    env_name: &'static str,
+    credential_name: &'static str,
+}
+
 struct ResolvedSecret {
     text: String,
-    origin: String,
-    key: String,
+    source: CredentialSource,
+}
+
+impl ResolvedSecret {
+    fn invalid(&self, reason: String) -> ConfigError {
+        refuse_credential(&self.source, reason)
+    }
+}
+
+/// A refusal of a credential, naming where it came from (never its value).
+fn refuse_credential(source: &CredentialSource, reason: String) -> ConfigError {
+    let (origin, key) = match source {
+        CredentialSource::Environment(name) => ((*name).to_owned(), "value".to_owned()),
+        CredentialSource::ConfigValue { file, key } => (file.clone(), key.clone()),
+        CredentialSource::ConfigFile { file, key, path } => {
+            (format!("{file} ({})", path.display()), key.clone())
+        }
+        CredentialSource::SystemdCredential { name, path } => (
+            format!("systemd credentials ({})", path.display()),
+            (*name).to_owned(),
+        ),
+    };
+    ConfigError::invalid(&origin, &key, reason)
 }
 
 /// Precedence: environment variable, then the configuration (inline value
 /// or `*_file`), then the systemd credential of the conventional name.
-#[allow(clippy::too_many_arguments)]
+/// When several are present, says in `notes` which one won.
 fn resolve_secret(
+    spec: SecretSpec,
     origin: &str,
-    key: &str,
-    env_name: &str,
-    credential_name: &str,
     inline: Option<&str>,
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Result<ResolvedSecret, ConfigError> {
-    if let Some(text) = env(env_name) {
-        return Ok(ResolvedSecret {
-            text,
-            origin: format!("environment variable {env_name}"),
-            key: "value".to_owned(),
-        });
+    let SecretSpec {
+        what,
+        key,
+        env_name,
+        credential_name,
+    } = spec;
+    let from_env = env(env_name);
+    let mut present = Vec::new();
+    if from_env.is_some() {
+        present.push(CredentialSource::Environment(env_name));
     }
-    if let Some(text) = inline {
-        return Ok(ResolvedSecret {
-            text: text.to_owned(),
-            origin: origin.to_owned(),
+    if inline.is_some() {
+        present.push(CredentialSource::ConfigValue {
+            file: origin.to_owned(),
             key: key.to_owned(),
         });
     }
-    let file_key = format!("{key}_file");
-    let credential_path = env("CREDENTIALS_DIRECTORY")
+    if let Some(path) = file {
+        present.push(CredentialSource::ConfigFile {
+            file: origin.to_owned(),
+            key: format!("{key}_file"),
+            path: path.to_path_buf(),
+        });
+    }
+    if let Some(path) = env("CREDENTIALS_DIRECTORY")
         .map(|dir| Path::new(&dir).join(credential_name))
-        .filter(|path| path.exists());
-    let (path, reported_origin, reported_key) = match (file, credential_path) {
-        (Some(path), _) => (path.to_path_buf(), origin.to_owned(), file_key),
-        (None, Some(path)) => (
+        .filter(|path| path.exists())
+    {
+        present.push(CredentialSource::SystemdCredential {
+            name: credential_name,
             path,
-            "systemd credentials".to_owned(),
-            credential_name.to_owned(),
-        ),
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                origin,
-                key,
-                format!(
-                    "not set: set {key}_file (or {key}), the environment variable {env_name}, \
-                     or a systemd credential named {credential_name}"
-                ),
-            ));
+        });
+    }
+    let mut present = present.into_iter();
+    let Some(source) = present.next() else {
+        return Err(ConfigError::invalid(
+            origin,
+            key,
+            format!(
+                "not set: set {key}_file (or {key}), the environment variable {env_name}, \
+                 or a systemd credential named {credential_name}"
+            ),
+        ));
+    };
+    let ignored: Vec<String> = present.map(|source| source.to_string()).collect();
+    if !ignored.is_empty() {
+        notes.push(format!(
+            "{what}: using {source}; ignoring {}",
+            ignored.join(", ")
+        ));
+    }
+    let text = match &source {
+        CredentialSource::Environment(_) => from_env.unwrap_or_default(),
+        CredentialSource::ConfigValue { .. } => inline.unwrap_or_default().to_owned(),
+        CredentialSource::ConfigFile { path, .. }
+        | CredentialSource::SystemdCredential { path, .. } => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| refuse_credential(&source, format!("cannot read: {e}")))?;
+            warn_if_world_readable(path, "this file holds a secret and", warnings);
+            text
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ConfigError::invalid(
-            &reported_origin,
-            &reported_key,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    warn_if_world_readable(&path, "this file holds a secret and", warnings);
-    Ok(ResolvedSecret {
-        text,
-        origin: format!("{} ({})", reported_origin, path.display()),
-        key: reported_key,
-    })
+    Ok(ResolvedSecret { text, source })
 }
 
 fn warn_if_world_readable(path: &Path, what: &str, warnings: &mut Vec<String>) {

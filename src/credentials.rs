@@ -3,7 +3,10 @@
 //!
 //! Both live in `secrecy` boxes so they are zeroed on drop and print as
 //! `[REDACTED]` in `Debug`. Nothing in this module ever puts the secret's
-//! text into an error message.
+//! text into an error message. [`CredentialSource`] records where each one
+//! was read from, so logs and hints can name the place, never the value.
+
+use std::path::PathBuf;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -95,6 +98,65 @@ impl std::fmt::Debug for ClientSecret {
     }
 }
 
+/// Where a credential was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// An environment variable such as `UID2_API_KEY`.
+    Environment(&'static str),
+    /// A value written in the configuration file, e.g. `operator.api_key`.
+    ConfigValue { file: String, key: String },
+    /// A file named in the configuration, e.g. by `operator.api_key_file`.
+    ConfigFile {
+        file: String,
+        key: String,
+        path: PathBuf,
+    },
+    /// A systemd credential (`LoadCredential=`) in `$CREDENTIALS_DIRECTORY`.
+    SystemdCredential { name: &'static str, path: PathBuf },
+}
+
+impl std::fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialSource::Environment(name) => write!(f, "the environment variable {name}"),
+            CredentialSource::ConfigValue { file, key } => write!(f, "{key} in {file}"),
+            CredentialSource::ConfigFile { file, key, path } => {
+                write!(f, "the file {} ({key} in {file})", path.display())
+            }
+            CredentialSource::SystemdCredential { name, path } => {
+                write!(f, "the systemd credential {name} ({})", path.display())
+            }
+        }
+    }
+}
+
+/// Where the API key and the client secret in use came from; unknown for
+/// credentials handed over in code (tests, `demo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialOrigins {
+    pub api_key: Option<CredentialSource>,
+    pub client_secret: Option<CredentialSource>,
+}
+
+impl CredentialOrigins {
+    /// "the API key (from …)", for hints.
+    pub fn api_key_phrase(&self) -> String {
+        phrase("the API key", self.api_key.as_ref())
+    }
+
+    /// "the client_secret (from …)", for hints.
+    pub fn client_secret_phrase(&self) -> String {
+        phrase("the client_secret", self.client_secret.as_ref())
+    }
+}
+
+fn phrase(what: &str, source: Option<&CredentialSource>) -> String {
+    match source {
+        Some(source) => format!("{what} (from {source})"),
+        None => what.to_owned(),
+    }
+}
+
 fn zeroizing_decode(text: &str) -> Result<secrecy::zeroize::Zeroizing<Vec<u8>>, CredentialError> {
     STANDARD
         .decode(text)
@@ -129,6 +191,27 @@ mod tests {
         assert!(!shown.contains("ioG3"));
         assert!(!shown.contains("my-api-key-value"));
         assert!(shown.contains("REDACTED"));
+    }
+
+    #[test]
+    fn hints_name_where_a_credential_came_from() {
+        let origins = CredentialOrigins {
+            api_key: Some(CredentialSource::Environment("UID2_API_KEY")),
+            client_secret: Some(CredentialSource::SystemdCredential {
+                name: "client_secret",
+                path: "/run/credentials/x.service/client_secret".into(),
+            }),
+        };
+        assert_eq!(
+            origins.api_key_phrase(),
+            "the API key (from the environment variable UID2_API_KEY)"
+        );
+        assert_eq!(
+            origins.client_secret_phrase(),
+            "the client_secret (from the systemd credential client_secret \
+             (/run/credentials/x.service/client_secret))"
+        );
+        assert_eq!(CredentialOrigins::default().api_key_phrase(), "the API key");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OperatorConnection;
+use crate::credentials::CredentialOrigins;
 use crate::envelope::EnvelopeError;
 use crate::operator::{
     BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, OperatorError, RetryPolicy,
@@ -126,46 +127,92 @@ impl SyncError {
     }
 
     /// What the person running the daemon should do about it, when the
-    /// error text alone doesn't say.
-    pub fn hint(&self) -> Option<&'static str> {
+    /// error text alone doesn't say. Hints about a credential name where
+    /// it was read from (`credentials`), never its value.
+    pub fn hint(&self, credentials: &CredentialOrigins) -> Option<String> {
+        let api_key = credentials.api_key_phrase();
+        let secret = credentials.client_secret_phrase();
+        let wrong_secret = format!("{secret} is wrong or does not belong to {api_key}");
         match self {
-            SyncError::Operator(OperatorError::Envelope(EnvelopeError::TagMismatch)) => Some(
-                "the response could not be authenticated: the client_secret is wrong or belongs \
-                 to another API key",
-            ),
+            SyncError::Operator(OperatorError::Envelope(EnvelopeError::TagMismatch)) => {
+                Some(format!(
+                    "the response did not authenticate with {secret}; as the operator accepted \
+                     the request, which needs the same secret, the body was most likely altered \
+                     on the way (a proxy?)"
+                ))
+            }
             SyncError::Operator(OperatorError::Envelope(_)) => Some(
                 "the response is not a valid v2 envelope: check that base_url points at a UID2 \
-                 or EUID operator",
+                 or EUID operator"
+                    .to_owned(),
             ),
-            SyncError::Operator(OperatorError::Unauthorized) => {
-                Some("check operator.api_key and that it matches operator.environment")
+            SyncError::Operator(OperatorError::Unauthorized) => Some(format!(
+                "check {api_key} and that it matches operator.environment"
+            )),
+            SyncError::Operator(OperatorError::BadRequest { message }) => {
+                Some(match BadRequestCause::of(message) {
+                    BadRequestCause::Undecryptable => {
+                        format!("the operator could not decrypt the request: {wrong_secret}")
+                    }
+                    BadRequestCause::ClockOff => "the operator says the request's time is off: \
+                        this machine's clock is off by more than a minute; sync it (chrony, \
+                        systemd-timesyncd)"
+                        .to_owned(),
+                    BadRequestCause::Other => format!(
+                        "the operator rejected the request itself: if it is about decrypting, \
+                         {wrong_secret}; if it is about the time, this machine's clock is off \
+                         by more than a minute"
+                    ),
+                })
             }
-            SyncError::Operator(OperatorError::BadRequest { .. }) => Some(
-                "the operator rejected the request itself; if it mentions the timestamp or the \
-                 envelope time, check this machine's clock",
+            SyncError::Operator(OperatorError::Connect { .. }) => Some(
+                "check operator.environment or operator.base_url and outbound HTTPS access"
+                    .to_owned(),
             ),
-            SyncError::Operator(OperatorError::Connect { .. }) => {
-                Some("check operator.environment or operator.base_url and outbound HTTPS access")
-            }
             SyncError::Operator(OperatorError::Timeout { .. }) => Some(
-                "a first sync downloads about 91 MiB; raise operator.request_timeout on slow links",
+                "a first sync downloads about 91 MiB; raise operator.request_timeout on slow links"
+                    .to_owned(),
             ),
-            SyncError::Operator(error) if error.is_transient() => {
-                Some("transient; the next cycle tries again from the same high-water mark")
-            }
+            SyncError::Operator(error) if error.is_transient() => Some(
+                "transient; the next cycle tries again from the same high-water mark".to_owned(),
+            ),
             SyncError::Store(error) if error.is_busy() => Some(
                 "another process held the database write lock too long; raise \
-                 database.busy_timeout or shorten consumer transactions",
+                 database.busy_timeout or shorten consumer transactions"
+                    .to_owned(),
             ),
             _ => None,
         }
     }
 
     /// The error and its hint on one line, as recorded and printed.
-    pub fn message_with_hint(&self) -> String {
-        match self.hint() {
+    pub fn message_with_hint(&self, credentials: &CredentialOrigins) -> String {
+        match self.hint(credentials) {
             Some(hint) => format!("{self} (hint: {hint})"),
             None => self.to_string(),
+        }
+    }
+}
+
+/// What a 400 from the operator is about, from the start of its message
+/// (the operator's code: the request envelope is decrypted with the API
+/// key's own secret first, and only then is its time checked).
+enum BadRequestCause {
+    /// `Invalid body: Check encryption key (ClientSecret)`.
+    Undecryptable,
+    /// `Invalid timestamp: Request too old or client time drift.`
+    ClockOff,
+    Other,
+}
+
+impl BadRequestCause {
+    fn of(message: &str) -> Self {
+        if message.starts_with("Invalid body: Check encryption key") {
+            BadRequestCause::Undecryptable
+        } else if message.starts_with("Invalid timestamp") {
+            BadRequestCause::ClockOff
+        } else {
+            BadRequestCause::Other
         }
     }
 }
@@ -204,6 +251,7 @@ pub struct SyncCycle {
     client: Arc<OperatorClient>,
     store: SharedStore,
     plan: SyncPlan,
+    credentials: Arc<CredentialOrigins>,
 }
 
 impl SyncCycle {
@@ -212,7 +260,18 @@ impl SyncCycle {
             client: Arc::new(client),
             store,
             plan,
+            credentials: Arc::default(),
         }
+    }
+
+    /// Where the client's credentials came from, named in failure hints.
+    pub fn with_credential_origins(mut self, credentials: CredentialOrigins) -> Self {
+        self.credentials = Arc::new(credentials);
+        self
+    }
+
+    pub fn credential_origins(&self) -> &CredentialOrigins {
+        &self.credentials
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -246,7 +305,7 @@ impl SyncCycle {
             Err(SyncError::Cancelled) => {}
             Err(error) => {
                 crate::metrics::record_cycle(error.kind(), 0, 0, duration);
-                let message = error.message_with_hint();
+                let message = error.message_with_hint(&self.credentials);
                 let kind = error.kind();
                 let recorded = self
                     .blocking(move |store| store.record_failure(kind, &message, now_ms()))
@@ -366,9 +425,67 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_client_secret_gets_a_hint_naming_it() {
+    fn a_corrupted_response_gets_a_hint_naming_the_secret_used() {
         let error = SyncError::Operator(OperatorError::Envelope(EnvelopeError::TagMismatch));
         assert_eq!(error.kind(), "envelope");
-        assert!(error.message_with_hint().contains("client_secret"));
+        let hint = error.hint(&origins()).unwrap();
+        assert!(
+            hint.contains("the client_secret (from the environment variable UID2_CLIENT_SECRET)"),
+            "{hint}"
+        );
+        assert!(hint.contains("altered on the way"), "{hint}");
+    }
+
+    fn origins() -> CredentialOrigins {
+        use crate::credentials::CredentialSource;
+        CredentialOrigins {
+            api_key: Some(CredentialSource::ConfigValue {
+                file: "/etc/c.toml".into(),
+                key: "operator.api_key".into(),
+            }),
+            client_secret: Some(CredentialSource::Environment("UID2_CLIENT_SECRET")),
+        }
+    }
+
+    fn bad_request(message: &str) -> SyncError {
+        SyncError::Operator(OperatorError::BadRequest {
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn a_request_the_operator_cannot_decrypt_blames_the_secret_not_the_clock() {
+        let hint = bad_request("Invalid body: Check encryption key (ClientSecret). See https://x")
+            .hint(&origins())
+            .unwrap();
+        assert_eq!(
+            hint,
+            "the operator could not decrypt the request: the client_secret (from the \
+             environment variable UID2_CLIENT_SECRET) is wrong or does not belong to the API \
+             key (from operator.api_key in /etc/c.toml)"
+        );
+    }
+
+    #[test]
+    fn a_request_too_old_blames_the_clock_not_the_secret() {
+        let hint = bad_request("Invalid timestamp: Request too old or client time drift.")
+            .hint(&origins())
+            .unwrap();
+        assert!(
+            hint.contains("clock is off by more than a minute"),
+            "{hint}"
+        );
+        assert!(!hint.contains("client_secret"), "{hint}");
+    }
+
+    #[test]
+    fn a_401_names_the_api_key_actually_used() {
+        let hint = SyncError::Operator(OperatorError::Unauthorized)
+            .hint(&origins())
+            .unwrap();
+        assert!(
+            hint.starts_with("check the API key (from operator.api_key in /etc/c.toml)"),
+            "{hint}"
+        );
     }
 }

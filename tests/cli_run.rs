@@ -197,6 +197,46 @@ async fn a_missing_config_file_is_named() {
     assert!(stderr.contains("cannot read"), "{stderr}");
 }
 
+/// Runs `run --config CONFIG` and returns its one line of stderr.
+fn config_read_refusal(config: &std::path::Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"))
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn an_unreadable_config_names_the_os_reason_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory cannot be read as a file, whoever runs the test.
+    let stderr = config_read_refusal(dir.path());
+    let reason = "Is a directory (os error 21)";
+    assert_eq!(stderr.matches(reason).count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: {}: cannot read: ", dir.path().display())),
+        "{stderr}"
+    );
+
+    // The case users meet: a file they may not read. Root reads it anyway.
+    use std::os::unix::fs::PermissionsExt;
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&config).is_ok() {
+        eprintln!("skipping the chmod 000 case: this user (root?) can read any file");
+        return;
+    }
+    let stderr = config_read_refusal(&config);
+    let reason = "Permission denied (os error 13)";
+    assert_eq!(stderr.matches(reason).count(), 1, "{stderr}");
+}
+
 /// `extra` appended to a valid config is refused naming the file, `key`
 /// and `reason`.
 async fn assert_refused_naming(extra: &str, key: &str, reason: &str) {
@@ -254,4 +294,15 @@ async fn a_cron_schedule_and_an_interval_together_are_refused() {
     );
     let stderr = refusal(&app, &config);
     assert!(stderr.contains("not both"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absurd_interval_is_refused_at_start_instead_of_crashing() {
+    let app = spawn_app(1).await;
+    let config = app
+        .config_text("")
+        .replace("interval = \"1h\"", "interval = \"600000000y\"");
+    let stderr = refusal(&app, &config);
+    assert!(stderr.contains("sync.interval: "), "{stderr}");
+    assert!(stderr.contains("366 days"), "{stderr}");
 }

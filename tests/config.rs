@@ -6,7 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use uid2_bucket_sync::config::{ConfigError, LoadOptions, LogFormat, Schedule, Settings};
+use uid2_bucket_sync::config::{
+    ConfigError, CronSchedule, LoadOptions, LogFormat, Schedule, Settings,
+};
+use uid2_bucket_sync::credentials::CredentialSource;
 
 const SECRET: &str = "ioG3wKxAokmp+rERx6A4kM/13qhyolUXIu14WN16Spo=";
 
@@ -68,7 +71,10 @@ fn the_shipped_example_is_valid_and_complete() {
         settings.operator.base_url.as_deref(),
         Some("https://prod.uidapi.com")
     );
-    assert_eq!(settings.sync.schedule, Schedule::Cron("0 5 * * * *".into()));
+    assert_eq!(
+        settings.sync.schedule,
+        Schedule::Cron(CronSchedule::parse("0 5 * * * *").unwrap())
+    );
     assert_eq!(settings.queue.max_attempts, 5);
     assert_eq!(
         settings.queue.done_retention,
@@ -76,6 +82,37 @@ fn the_shipped_example_is_valid_and_complete() {
     );
     assert_eq!(settings.database.busy_timeout, Duration::from_secs(30));
     assert_eq!(settings.log.format, LogFormat::Text);
+}
+
+/// Both units (`uid2-bucket-sync.service` and `uid2-bucket-sync-poll.service`)
+/// hand over `api_key` and `client_secret` with `LoadCredential=`, each in its
+/// own `/run/credentials/UNIT/`: the example must find them through
+/// `$CREDENTIALS_DIRECTORY`, not a path naming one unit.
+#[test]
+fn the_shipped_example_reads_its_secrets_from_whichever_unit_runs_it() {
+    let mut fixture = Fixture::new();
+    let credentials = fixture.dir.path().join("uid2-bucket-sync-poll.service");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("api_key"), "key-from-systemd\n").unwrap();
+    std::fs::write(credentials.join("client_secret"), format!("{SECRET}\n")).unwrap();
+    fixture.set_env("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap());
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let settings = fixture.load(&example).unwrap();
+    let (connection, _) = settings
+        .operator_connection_with_env(&|name| fixture.env.get(name).cloned())
+        .expect("the example finds both credentials");
+    assert_eq!(
+        connection.api_key.bearer_header(),
+        "Bearer key-from-systemd"
+    );
+    assert!(
+        matches!(
+            connection.credentials.client_secret,
+            Some(CredentialSource::SystemdCredential { .. })
+        ),
+        "{:?}",
+        connection.credentials
+    );
 }
 
 #[test]
@@ -151,6 +188,58 @@ fn an_interval_that_is_not_whole_seconds_is_refused() {
 }
 
 #[test]
+fn an_interval_longer_than_366_days_is_refused_not_a_crash() {
+    let fixture = Fixture::new();
+    for interval in ["600000000y", "367d"] {
+        let text = format!("[sync]\ninterval = \"{interval}\"\n");
+        let message = error_text(fixture.load_text(&text));
+        assert!(
+            message.contains("sync.interval: ") && message.contains("longest interval, 366 days"),
+            "{interval}: {message}"
+        );
+    }
+    let settings = fixture.load_text("[sync]\ninterval = \"366d\"\n").unwrap();
+    assert_eq!(
+        settings.sync.schedule,
+        Schedule::Interval(Duration::from_secs(366 * 86400))
+    );
+}
+
+#[test]
+fn a_cron_schedule_that_never_fires_is_refused() {
+    let fixture = Fixture::new();
+    let message = error_text(fixture.load_text("[sync]\nschedule = \"0 0 0 30 2 *\"\n"));
+    assert!(message.contains("sync.schedule: "), "{message}");
+    assert!(
+        message.contains("\"0 0 0 30 2 *\" never fires"),
+        "{message}"
+    );
+    // Rare is fine: once a year, on the 29th of February.
+    assert!(
+        fixture
+            .load_text("[sync]\nschedule = \"0 0 0 29 2 *\"\n")
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_initial_since_in_the_future_is_refused() {
+    let fixture = Fixture::new();
+    let message =
+        error_text(fixture.load_text("[sync]\ninitial_since = \"2999-01-01T00:00:00\"\n"));
+    assert!(
+        message.contains("config.toml: sync.initial_since: "),
+        "{message}"
+    );
+    assert!(message.contains("is in the future"), "{message}");
+    assert!(
+        fixture
+            .load_text("[sync]\ninitial_since = \"2025-01-01T00:00:00\"\n")
+            .is_ok()
+    );
+}
+
+#[test]
 fn a_timestamp_with_a_zone_is_refused() {
     let fixture = Fixture::new();
     let message =
@@ -201,7 +290,56 @@ fn plain_http_is_refused_except_to_loopback() {
         assert_eq!(settings.operator.base_url.as_deref(), Some(url));
     }
     let message = error_text(fixture.load_text("[operator]\nbase_url = \"ftp://x\"\n"));
-    assert!(message.contains("not supported"), "{message}");
+    assert!(message.contains("unsupported scheme"), "{message}");
+}
+
+#[test]
+fn a_base_url_carrying_credentials_is_refused_without_echoing_them() {
+    let mut fixture = Fixture::new();
+    for url in [
+        "http://alice:hunter2@127.0.0.1:8080",
+        "https://alice:hunter2@prod.uidapi.com",
+        "http://alice@localhost:1",
+    ] {
+        let message = error_text(fixture.load_text(&format!("[operator]\nbase_url = \"{url}\"\n")));
+        assert!(
+            message.contains("config.toml: operator.base_url: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("carries a user name or password"),
+            "{message}"
+        );
+        assert!(!message.contains("alice"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("non-loopback"), "{message}");
+    }
+
+    // Nor when the URL does not even parse, nor from the environment.
+    fixture.set_env("UID2_BUCKET_SYNC_BASE_URL", "http://alice:hunter2@[::1");
+    let message = error_text(fixture.load_text("[sync]\ninterval = \"1h\"\n"));
+    assert!(
+        message.starts_with("UID2_BUCKET_SYNC_BASE_URL: "),
+        "{message}"
+    );
+    assert!(
+        !message.contains("alice") && !message.contains("hunter2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_base_url_with_a_query_is_refused_without_echoing_it() {
+    let fixture = Fixture::new();
+    let message = error_text(
+        fixture.load_text("[operator]\nbase_url = \"https://prod.uidapi.com/?token=abc\"\n"),
+    );
+    assert!(message.contains("operator.base_url: "), "{message}");
+    assert!(
+        message.contains("a query or fragment is not allowed"),
+        "{message}"
+    );
+    assert!(!message.contains("token"), "{message}");
 }
 
 #[test]
@@ -300,6 +438,49 @@ fn the_environment_overrides_the_file_and_systemd_credentials_fill_in() {
         .operator_connection_with_env(&|name| fixture.env.get(name).cloned())
         .unwrap();
     assert_eq!(connection.api_key.bearer_header(), "Bearer from-systemd");
+}
+
+#[test]
+fn the_credential_in_use_and_the_ones_ignored_are_named_never_their_values() {
+    let mut fixture = Fixture::new();
+    let credentials = fixture.dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("api_key"), "key-from-systemd\n").unwrap();
+    std::fs::write(credentials.join("client_secret"), format!("{SECRET}\n")).unwrap();
+    fixture.set_env("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap());
+    fixture.set_env("UID2_API_KEY", "key-from-env");
+    let settings = fixture
+        .load_text("[operator]\nenvironment = \"uid2-prod\"\napi_key = \"key-from-file\"\n")
+        .unwrap();
+    let (connection, _) = settings
+        .operator_connection_with_env(&|name| fixture.env.get(name).cloned())
+        .unwrap();
+    assert_eq!(
+        connection.credentials.api_key,
+        Some(CredentialSource::Environment("UID2_API_KEY"))
+    );
+    assert_eq!(
+        connection.credentials.client_secret,
+        Some(CredentialSource::SystemdCredential {
+            name: "client_secret",
+            path: credentials.join("client_secret"),
+        })
+    );
+    let config = fixture.dir.path().join("config.toml");
+    assert_eq!(
+        connection.credential_notes,
+        vec![format!(
+            "API key: using the environment variable UID2_API_KEY; ignoring operator.api_key in \
+             {}, the systemd credential api_key ({})",
+            config.display(),
+            credentials.join("api_key").display()
+        )],
+        "one note, for the API key only: the secret has one source"
+    );
+    let shown = format!("{:?}", connection.credential_notes);
+    for value in ["key-from-env", "key-from-file", "key-from-systemd", SECRET] {
+        assert!(!shown.contains(value), "{shown}");
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use chrono::{TimeDelta, Utc};
 use common::app::{TestApp, spawn_app, spawn_app_with};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uid2_bucket_sync::config::{QueueSettings, Schedule};
+use uid2_bucket_sync::config::{CronSchedule, QueueSettings, Schedule};
 use uid2_bucket_sync::daemon::{Daemon, DaemonError};
 use uid2_bucket_sync::simulator::{Fault, SimulatedOperator};
 use uid2_bucket_sync::store::SyncState;
@@ -73,7 +73,9 @@ fn daemon_with_schedule(app: &TestApp, schedule: Schedule) -> Daemon {
 }
 
 /// Once a year, so within a test only a catch-up can make it sync.
-const YEARLY: &str = "0 0 0 1 1 *";
+fn yearly() -> Schedule {
+    Schedule::Cron(CronSchedule::parse("0 0 0 1 1 *").unwrap())
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_is_queued_within_one_interval() {
@@ -139,7 +141,7 @@ async fn cycles_never_overlap_when_one_outlasts_the_interval() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_never_synced_is_synced_at_once_not_at_the_first_tick() {
     let app = spawn_app(20).await;
-    let running = start(daemon_with_schedule(&app, Schedule::Cron(YEARLY.into())));
+    let running = start(daemon_with_schedule(&app, yearly()));
     eventually(Duration::from_secs(20), "the catch-up sync", || async {
         sync_state(&app).last_success_at.is_some()
     })
@@ -164,7 +166,7 @@ async fn a_last_success_older_than_one_period_is_caught_up_at_start() {
         )
         .unwrap();
 
-    let running = start(daemon_with_schedule(&app, Schedule::Cron(YEARLY.into())));
+    let running = start(daemon_with_schedule(&app, yearly()));
     eventually(Duration::from_secs(20), "the catch-up sync", || async {
         app.operator.requests().len() == 2
     })
@@ -181,7 +183,7 @@ async fn a_recent_success_waits_for_the_schedule() {
         .run(&CancellationToken::new())
         .await
         .unwrap();
-    let running = start(daemon_with_schedule(&app, Schedule::Cron(YEARLY.into())));
+    let running = start(daemon_with_schedule(&app, yearly()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     running.stop().await;
     assert_eq!(app.operator.requests().len(), 1, "no catch-up was needed");

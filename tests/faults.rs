@@ -276,7 +276,7 @@ async fn wrong_key_row() -> Row {
         "{message}"
     );
     assert!(
-        message.contains("hint: check operator.api_key"),
+        message.contains("hint: check the API key (from operator.api_key in "),
         "{message}"
     );
     assert_eq!(snapshot(&app), before);

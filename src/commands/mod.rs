@@ -41,10 +41,28 @@ pub fn execute(cli: Cli) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, `a: b: c`. Many error types put
+/// their cause in their own message *and* report it as their source (so
+/// that `to_string()` alone is complete where it is recorded or logged);
+/// a cause whose text is already on the line is not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// The settings for this invocation: `--config` (or its fallbacks) and `--db`.
@@ -73,6 +91,9 @@ fn operator_connection(settings: &Settings) -> anyhow::Result<OperatorConnection
     for warning in settings.warnings.iter().chain(&secret_warnings) {
         tracing::warn!("{warning}");
     }
+    for note in &connection.credential_notes {
+        tracing::info!("{note}");
+    }
     Ok(connection)
 }
 
@@ -89,5 +110,31 @@ fn configured_cycle(settings: &Settings) -> anyhow::Result<SyncCycle> {
             initial_since: settings.sync.initial_since,
             overlap: settings.sync.overlap,
         },
-    ))
+    )
+    .with_credential_origins(connection.credentials))
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    use super::one_line;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let read = crate::config::ConfigError::Read {
+            file: "/etc/x.toml".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let line = one_line(&anyhow::Error::new(read));
+        assert_eq!(line, "/etc/x.toml: cannot read: permission denied");
+    }
+
+    #[test]
+    fn a_cause_not_in_the_message_is_appended() {
+        let error = Err::<(), _>(std::io::Error::other("disk on fire"))
+            .context("cannot write the report")
+            .unwrap_err();
+        assert_eq!(one_line(&error), "cannot write the report: disk on fire");
+    }
 }

@@ -40,7 +40,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "error: sync failed ({}): {}",
                 error.kind(),
-                error.message_with_hint()
+                error.message_with_hint(cycle.credential_origins())
             );
             Ok(ExitCode::FAILURE)
         }

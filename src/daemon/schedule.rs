@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
-use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tokio_cron_scheduler::{Job, JobBuilder, JobScheduler, JobSchedulerError};
 
-use crate::config::{Schedule, validate_cron, validate_interval};
+use crate::config::{Schedule, validate_interval};
 
 /// A cycle as the scheduler sees it: started, awaited, nothing returned.
 pub type CycleFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -50,7 +50,14 @@ impl Ticker {
             }
         };
         let job = match schedule {
-            Schedule::Cron(expression) => Job::new_async(expression.as_str(), on_tick)?,
+            // The expression parsed at load, not its text parsed again.
+            Schedule::Cron(cron) => {
+                let mut builder = JobBuilder::new()
+                    .with_cron_job_type()
+                    .with_run_async(Box::new(on_tick));
+                builder.schedule = Some(cron.cron().clone());
+                builder.build()?
+            }
             Schedule::Interval(period) => {
                 let period = validate_interval(*period).map_err(ScheduleError)?;
                 Job::new_repeated_async(period, on_tick)?
@@ -108,12 +115,9 @@ pub fn is_overdue(
             let period = chrono::Duration::from_std(*period).unwrap_or(chrono::TimeDelta::MAX);
             now.signed_duration_since(last_success) > period
         }
-        Schedule::Cron(expression) => match validate_cron(expression) {
-            Ok(cron) => cron
-                .find_previous_occurrence(&now, true)
-                .is_ok_and(|previous_tick| previous_tick > last_success),
-            Err(_) => true,
-        },
+        Schedule::Cron(cron) => cron
+            .previous_at_or_before(now)
+            .is_some_and(|previous_tick| previous_tick > last_success),
     }
 }
 
@@ -149,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_cron_schedule_is_overdue_when_a_tick_was_missed() {
-        let five_past = Schedule::Cron("0 5 * * * *".into());
+        let five_past = Schedule::Cron(crate::config::CronSchedule::parse("0 5 * * * *").unwrap());
         let now = at("2026-01-01T12:30:00Z");
         assert!(!is_overdue(
             &five_past,
@@ -161,6 +165,30 @@ mod tests {
             Some(at("2026-01-01T12:04:59Z")),
             now
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cron_schedule_parsed_at_load_drives_the_ticks() {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let cycle: CycleFn = {
+            let ticks = ticks.clone();
+            Arc::new(move || {
+                let ticks = ticks.clone();
+                Box::pin(async move {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+        };
+        let every_second = crate::config::CronSchedule::parse("* * * * * *").unwrap();
+        let ticker = Ticker::start(&Schedule::Cron(every_second), cycle)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ticks.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ticker.stop().await;
+        assert!(ticks.load(Ordering::SeqCst) >= 1, "no tick within 5 s");
     }
 
     #[tokio::test]

@@ -113,7 +113,7 @@ impl Daemon {
             let shutdown = shutdown.clone();
             Box::pin(async move {
                 let outcome = cycle.run(&shutdown).await;
-                log_outcome(&outcome);
+                log_outcome(&outcome, &cycle);
                 if matches!(outcome, Err(SyncError::Cancelled)) {
                     return;
                 }
@@ -133,7 +133,7 @@ impl Daemon {
     }
 }
 
-fn log_outcome(outcome: &Result<CycleReport, SyncError>) {
+fn log_outcome(outcome: &Result<CycleReport, SyncError>, cycle: &SyncCycle) {
     match outcome {
         Ok(report) => tracing::info!(
             received = report.ingest.received,
@@ -151,7 +151,7 @@ fn log_outcome(outcome: &Result<CycleReport, SyncError>) {
         Err(error) => tracing::error!(
             error_kind = error.kind(),
             "sync cycle failed: {}",
-            error.message_with_hint()
+            error.message_with_hint(cycle.credential_origins())
         ),
     }
 }

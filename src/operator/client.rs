@@ -99,13 +99,20 @@ impl Default for ClientOptions {
     }
 }
 
-/// Why a client could not be built. Never carries a credential.
+/// Why a client could not be built. Never carries a credential: every
+/// `url` is the base URL as [`shown_url`] prints it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientSetupError {
     #[error("operator base URL {url:?} is not a valid URL: {reason}")]
     InvalidBaseUrl { url: String, reason: String },
     #[error(
-        "operator base URL {url:?} uses plain http, which is only allowed for loopback addresses; use https"
+        "operator base URL {url:?} carries a user name or password; credentials never go in the \
+         URL (the API key is sent in the Authorization header): remove the part ending in @"
+    )]
+    CredentialsInUrl { url: String },
+    #[error(
+        "operator base URL {url:?} uses plain http to a non-loopback host; use https (plain http \
+         is accepted for loopback addresses only)"
     )]
     PlainHttpNotLoopback { url: String },
     #[error("operator base URL {url:?} has an unsupported scheme; use https")]
@@ -440,34 +447,46 @@ fn retry_delay(
     (elapsed + delay <= policy.max_total).then_some(delay)
 }
 
-fn endpoint_url(base_url: &str) -> Result<Url, ClientSetupError> {
+/// Checks an operator base URL: https, or plain http to a loopback address
+/// (local simulators and tests), so credentials and rotations never cross a
+/// network in clear; no user name, password, query or fragment.
+pub fn check_base_url(base_url: &str) -> Result<Url, ClientSetupError> {
+    let url = shown_url(base_url);
     let invalid = |reason: String| ClientSetupError::InvalidBaseUrl {
-        url: base_url.to_owned(),
+        url: url.clone(),
         reason,
     };
     let base = Url::parse(base_url.trim()).map_err(|error| invalid(error.to_string()))?;
     if !base.username().is_empty() || base.password().is_some() {
-        return Err(invalid(
-            "credentials in the URL are not supported".to_owned(),
-        ));
+        return Err(ClientSetupError::CredentialsInUrl { url });
     }
     if base.query().is_some() || base.fragment().is_some() {
         return Err(invalid("a query or fragment is not allowed".to_owned()));
     }
     match base.scheme() {
-        "https" => {}
-        "http" if is_loopback(&base) => {}
-        "http" => {
-            return Err(ClientSetupError::PlainHttpNotLoopback {
-                url: base_url.to_owned(),
-            });
-        }
-        _ => {
-            return Err(ClientSetupError::UnsupportedScheme {
-                url: base_url.to_owned(),
-            });
-        }
+        "https" => Ok(base),
+        "http" if is_loopback(&base) => Ok(base),
+        "http" => Err(ClientSetupError::PlainHttpNotLoopback { url }),
+        _ => Err(ClientSetupError::UnsupportedScheme { url }),
     }
+}
+
+/// A base URL as it may appear in a message: without anything up to an `@`
+/// (a user name or password) and without a query or fragment (tokens).
+/// Works on text that is not a valid URL too.
+pub fn shown_url(text: &str) -> String {
+    let text = text.trim();
+    let text = &text[..text.find(['?', '#']).unwrap_or(text.len())];
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    format!("{scheme}{rest}")
+}
+
+fn endpoint_url(base_url: &str) -> Result<Url, ClientSetupError> {
+    let base = check_base_url(base_url)?;
     let path = format!("{}{BUCKETS_PATH}", base.path().trim_end_matches('/'));
     let mut endpoint = base;
     endpoint.set_path(&path);
@@ -618,11 +637,7 @@ mod tests {
             endpoint_url("ftp://127.0.0.1"),
             Err(ClientSetupError::UnsupportedScheme { .. })
         ));
-        for bad in [
-            "not a url",
-            "https://user:pw@prod.uidapi.com",
-            "https://prod.uidapi.com/?x=1",
-        ] {
+        for bad in ["not a url", "https://prod.uidapi.com/?x=1"] {
             assert!(
                 matches!(
                     endpoint_url(bad),
@@ -630,6 +645,38 @@ mod tests {
                 ),
                 "{bad}"
             );
+        }
+        for with_credentials in [
+            "https://user:pw@prod.uidapi.com",
+            "http://user:pw@127.0.0.1:8080",
+            "http://user@localhost",
+        ] {
+            assert!(
+                matches!(
+                    endpoint_url(with_credentials),
+                    Err(ClientSetupError::CredentialsInUrl { .. })
+                ),
+                "{with_credentials}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_in_a_message_never_shows_credentials_or_a_query() {
+        for (text, shown) in [
+            (
+                "https://user:pw@prod.uidapi.com/x",
+                "https://prod.uidapi.com/x",
+            ),
+            ("http://us@er:p/w@127.0.0.1", "http://127.0.0.1"),
+            ("user:pw@[::1", "[::1"),
+            (
+                "https://prod.uidapi.com/?token=abc#frag",
+                "https://prod.uidapi.com/",
+            ),
+            (" https://prod.uidapi.com ", "https://prod.uidapi.com"),
+        ] {
+            assert_eq!(shown_url(text), shown, "{text}");
         }
     }
 
