@@ -7,7 +7,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "uid2-bucket-sync", version, about, propagate_version = true)]
+#[command(
+    name = "uid2-bucket-sync",
+    version = crate::build_info::VERSION_LINE,
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Configuration file. Default: $UID2_BUCKET_SYNC_CONFIG, then
     /// /etc/uid2-bucket-sync/config.toml.

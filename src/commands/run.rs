@@ -14,7 +14,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(&settings.log);
     let cycle = super::configured_cycle(&settings)?;
     if let Some(listen) = settings.metrics.listen {
-        crate::metrics::install(listen)?;
+        crate::metrics::install(listen).await?;
         tracing::info!(%listen, "serving Prometheus metrics on /metrics");
     }
     tracing::info!(

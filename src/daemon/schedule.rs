@@ -84,7 +84,7 @@ async fn run_guarded(guard: &Arc<Mutex<()>>, cycle: &CycleFn, reason: &'static s
     match guard.clone().try_lock_owned() {
         Ok(_held) => cycle().await,
         Err(_) => {
-            metrics::counter!("uid2_bucket_sync_ticks_skipped_total").increment(1);
+            crate::metrics::record_tick_skipped();
             tracing::warn!(
                 reason,
                 "skipping this tick: the previous cycle is still running"

@@ -74,6 +74,8 @@ impl Daemon {
             return Err(DaemonError::NoStartingPoint);
         }
 
+        self.publish_starting_metrics(state.last_success_at).await;
+
         let cycle_fn = self.cycle_fn(shutdown.clone());
         let ticker = Ticker::start(&self.schedule, cycle_fn).await?;
         notify::ready();
@@ -100,6 +102,28 @@ impl Daemon {
         watchdog.abort();
         tracing::info!("daemon stopped");
         Ok(())
+    }
+
+    /// What the database already knows, so the gauges are right from the
+    /// start rather than zero until the first cycle (which may be an
+    /// interval away when no catch-up is due).
+    async fn publish_starting_metrics(&self, last_success_at: Option<DateTime<Utc>>) {
+        if let Some(at) = last_success_at {
+            crate::metrics::record_last_success(at);
+        }
+        let options = QueueOptions {
+            max_attempts: self.queue.max_attempts,
+        };
+        let stats = self
+            .cycle
+            .blocking(move |store| {
+                Ok(store.queue(options).stats(truncate_to_millis(Utc::now()))?)
+            })
+            .await;
+        match stats {
+            Ok(stats) => publish_queue(&stats),
+            Err(error) => tracing::warn!(%error, "cannot read the queue counts for the metrics"),
+        }
     }
 
     fn cycle_fn(&self, shutdown: CancellationToken) -> CycleFn {
@@ -188,6 +212,11 @@ async fn housekeeping(
     if purged > 0 {
         tracing::info!(purged, "purged done items past the retention period");
     }
+    publish_queue(&stats);
+    Ok(stats)
+}
+
+fn publish_queue(stats: &QueueStats) {
     let oldest_age = stats
         .oldest_pending_due_at
         .and_then(|due| (Utc::now() - due).to_std().ok());
@@ -198,7 +227,6 @@ async fn housekeeping(
         stats.dead,
         oldest_age,
     );
-    Ok(stats)
 }
 
 fn status_text(outcome: &Result<CycleReport, SyncError>, stats: Option<&QueueStats>) -> String {
