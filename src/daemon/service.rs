@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::notify;
-use super::schedule::{CycleFn, ScheduleError, Ticker, is_overdue};
+use super::schedule::{CycleFn, ScheduleError, Ticker, describe, is_overdue};
 use crate::config::{QueueSettings, Schedule};
 use crate::queue::{QueueOptions, QueueStats, RemapQueue};
 use crate::store::StoreError;
@@ -265,12 +265,5 @@ async fn keep_watchdog_fed(shutdown: CancellationToken) {
             _ = ticks.tick() => notify::watchdog(),
             () = shutdown.cancelled() => return,
         }
-    }
-}
-
-fn describe(schedule: &Schedule) -> String {
-    match schedule {
-        Schedule::Cron(expression) => format!("cron {expression} (UTC)"),
-        Schedule::Interval(period) => format!("every {}", humantime::format_duration(*period)),
     }
 }
