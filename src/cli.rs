@@ -46,6 +46,9 @@ pub enum Command {
     /// Consume the re-mapping queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Serve a simulated UID2 operator (`POST /v2/identity/buckets`) for development and tests.
     DevOperator(DevOperatorArgs),
     /// The whole flow offline: a simulated operator, the daemon and a consumer in one process.
@@ -104,6 +107,13 @@ pub enum QueueCommand {
         #[arg(long, value_name = "DUR", value_parser = parse_duration)]
         older_than: Option<Duration>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and credentials the way `run` does, without
+    /// contacting the operator or creating anything; print a summary.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

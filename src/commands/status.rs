@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::queue::{StatsJson, counts_line};
 use super::table::{key_values, time_and_age};
 use crate::cli::Cli;
-use crate::config::{ENVIRONMENTS, Schedule, Settings};
+use crate::config::{Schedule, Settings};
 use crate::daemon::instance_lock::daemon_running;
 use crate::daemon::schedule::{describe, next_poll};
 use crate::store::{OpenMode, StoreStatus};
@@ -70,12 +70,7 @@ impl Setup {
     ) -> Self {
         let configured = settings.source.is_some();
         let base_url = settings.operator.base_url.clone().filter(|_| configured);
-        let environment = base_url.as_deref().and_then(|url| {
-            ENVIRONMENTS
-                .iter()
-                .find(|(_, known)| *known == url)
-                .map(|(name, _)| *name)
-        });
+        let environment = base_url.as_deref().and_then(super::environment_of);
         let schedule = configured.then(|| settings.sync.schedule.clone());
         let next_poll = match daemon {
             Daemon::Known(false) => None,
@@ -104,11 +99,10 @@ impl Setup {
         if !self.configured {
             return None;
         }
-        Some(match (self.environment, self.base_url.as_deref()) {
-            (Some(name), Some(url)) => format!("{name} ({url})"),
-            (None, Some(url)) => url.to_owned(),
-            (_, None) => "not set (operator.environment or operator.base_url)".to_owned(),
-        })
+        Some(self.base_url.as_deref().map_or_else(
+            || "not set (operator.environment or operator.base_url)".to_owned(),
+            super::describe_operator,
+        ))
     }
 
     fn daemon_line(&self) -> String {
