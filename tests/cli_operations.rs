@@ -432,3 +432,28 @@ async fn config_check_refuses_a_database_directory_that_does_not_exist() {
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(!nowhere.parent().unwrap().exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_refuses_a_database_path_that_is_another_kind_of_file() {
+    let app = spawn_app(1).await;
+    std::fs::write(&app.db_path, "not a database, just text\n").unwrap();
+    let stderr = config_check_refusal(&app);
+    assert!(stderr.contains("is not a SQLite database"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_refuses_a_new_database_without_a_starting_point() {
+    let app = spawn_app(1).await;
+    let config = app
+        .config_text("")
+        .replace("initial_since = \"2000-01-01T00:00:00\"\n", "");
+    write_private(&app.config_path, &config);
+    let stderr = config_check_refusal(&app);
+    assert!(stderr.contains("sync.initial_since is not set"), "{stderr}");
+
+    // An existing database carries its own high-water mark.
+    app.write_config("");
+    assert!(app.command().arg("sync").output().unwrap().status.success());
+    write_private(&app.config_path, &config);
+    assert!(config_check(&mut app.command()).status.success());
+}

@@ -79,7 +79,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 fn check_database(settings: &Settings) -> anyhow::Result<String> {
     let path = &settings.database.path;
     let shown = path.display();
-    if path.is_dir() || (path.exists() && !looks_like_sqlite(path)?) {
+    if path.is_dir() {
+        return Err(StoreError::IsDirectory {
+            path: path.to_owned(),
+        }
+        .into());
+    }
+    if path.exists() && !looks_like_sqlite(path)? {
         return Err(StoreError::NotADatabase {
             path: path.to_owned(),
         }
@@ -106,7 +112,10 @@ fn check_database(settings: &Settings) -> anyhow::Result<String> {
     Ok(format!("{shown} (created by the first run or sync)"))
 }
 
-/// An empty file is what SQLite itself accepts as a new database.
+/// Reads the header rather than opening the file with SQLite: opening a WAL
+/// database creates its side files, owned by whoever runs the check (often
+/// root, not the service's user). An empty file is what SQLite itself
+/// accepts as a new database.
 fn looks_like_sqlite(path: &Path) -> anyhow::Result<bool> {
     let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
     std::fs::File::open(path)
