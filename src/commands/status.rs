@@ -236,10 +236,6 @@ fn render(status: &StoreStatus, database: &str, setup: &Setup, now: DateTime<Utc
         None => "none".to_owned(),
     };
     let mut lines = vec![("database", database.to_owned())];
-    lines.extend(setup.operator_line().map(|line| ("operator", line)));
-    lines.extend(setup.schedule.as_ref().map(|s| ("schedule", describe(s))));
-    lines.push(("daemon", setup.daemon_line()));
-    lines.extend(setup.next_poll_line(now).map(|line| ("next poll", line)));
     lines.extend([
         (
             "high-water mark",
@@ -262,5 +258,10 @@ fn render(status: &StoreStatus, database: &str, setup: &Setup, now: DateTime<Utc
                 .map_or_else(|| "none".to_owned(), |due| time_and_age(due, now)),
         ),
     ]);
+    // After the original lines, which scripts may already read by position.
+    lines.extend(setup.operator_line().map(|line| ("operator", line)));
+    lines.extend(setup.schedule.as_ref().map(|s| ("schedule", describe(s))));
+    lines.push(("daemon", setup.daemon_line()));
+    lines.extend(setup.next_poll_line(now).map(|line| ("next poll", line)));
     key_values(&lines)
 }
