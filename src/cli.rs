@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::queue;
 
 #[derive(Debug, Parser)]
-#[command(name = "uid2-bucket-sync", version, about, propagate_version = true)]
+#[command(
+    name = "uid2-bucket-sync",
+    version = crate::build_info::VERSION_LINE,
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Configuration file. Default: $UID2_BUCKET_SYNC_CONFIG, then
     /// /etc/uid2-bucket-sync/config.toml.
@@ -43,6 +48,9 @@ pub enum Command {
     /// Consume the re-mapping queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Serve a simulated UID2 operator (`POST /v2/identity/buckets`) for development and tests.
     DevOperator(DevOperatorArgs),
     /// The whole flow offline: a simulated operator, the daemon and a consumer in one process.
@@ -111,6 +119,13 @@ pub enum QueueCommand {
         #[arg(long, value_name = "DUR", value_parser = parse_duration)]
         older_than: Option<Duration>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and credentials the way `run` does, without
+    /// contacting the operator or creating anything; print a summary.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

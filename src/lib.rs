@@ -25,8 +25,10 @@
 //! - [`sync`]: one poll cycle: fetch, validate, ingest, record.
 //! - [`daemon`]: scheduler, signals, systemd notify, housekeeping.
 //! - [`metrics`], [`telemetry`]: Prometheus listener and logging.
+//! - [`build_info`]: the version and git commit this binary was built from.
 //! - [`cli`], `commands`: the command line and one handler per command.
 
+pub mod build_info;
 pub mod cli;
 mod commands;
 pub mod config;

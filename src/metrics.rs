@@ -1,20 +1,51 @@
 //! Prometheus metrics on their own listener, so scraping never competes
 //! with anything else the daemon does. Recording is a no-op until
 //! [`install`] has run, so the sync cycle records unconditionally.
+//!
+//! Every series is described (`# HELP`) and published with a zero value at
+//! install, so dashboards and absent-series alerts see the daemon before its
+//! first cycle. Only `GET /metrics` is served; any other path is a 404.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
 
 pub const CYCLES: &str = "uid2_bucket_sync_cycles_total";
 pub const ROWS_RECEIVED: &str = "uid2_bucket_sync_rows_received_total";
 pub const QUEUED: &str = "uid2_bucket_sync_queued_total";
+pub const TICKS_SKIPPED: &str = "uid2_bucket_sync_ticks_skipped_total";
 pub const CYCLE_DURATION: &str = "uid2_bucket_sync_cycle_duration_seconds";
 pub const LAST_SUCCESS: &str = "uid2_bucket_sync_last_success_timestamp_seconds";
 pub const QUEUE_ITEMS: &str = "uid2_bucket_sync_queue_items";
 pub const OLDEST_PENDING_AGE: &str = "uid2_bucket_sync_oldest_pending_age_seconds";
+pub const BUILD_INFO: &str = "uid2_bucket_sync_build_info";
+
+/// The one path served.
+pub const PATH: &str = "/metrics";
+
+const QUEUE_STATES: [&str; 4] = ["pending", "leased", "done", "dead"];
+const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Histogram samples accumulate between drains; one cycle adds one sample,
+/// so an occasional drain is plenty.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// A scraper that opens a connection and never sends its request is cut off.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {listen}: {reason}")]
@@ -23,27 +54,148 @@ pub struct MetricsError {
     reason: String,
 }
 
-/// Binds the listener and installs the global recorder. Must run inside
-/// the tokio runtime, which then serves `GET /metrics`.
-pub fn install(listen: SocketAddr) -> Result<(), MetricsError> {
+/// Binds the listener, installs the global recorder, describes every
+/// series and publishes its starting value, then serves `GET /metrics`
+/// from a task on the current tokio runtime.
+pub async fn install(listen: SocketAddr) -> Result<(), MetricsError> {
     let error = |reason: String| MetricsError { listen, reason };
-    // Bind first so an address in use is reported as such, not swallowed
-    // by the exporter's background task.
-    let probe = std::net::TcpListener::bind(listen).map_err(|e| error(e.to_string()))?;
-    drop(probe);
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(listen)
-        .set_buckets(&[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
-        .map_err(|e| error(e.to_string()))?
-        .build()
+    let listener = TcpListener::bind(listen)
+        .await
         .map_err(|e| error(e.to_string()))?;
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(DURATION_BUCKETS)
+        .map_err(|e| error(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| error(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(error) = exporter.await {
-            tracing::error!(?error, "metrics listener stopped");
-        }
-    });
+    describe();
+    publish_starting_values();
+    tokio::spawn(serve(listener, handle.clone()));
+    tokio::spawn(upkeep(handle));
     Ok(())
+}
+
+fn describe() {
+    describe_counter!(
+        CYCLES,
+        Unit::Count,
+        "Finished sync cycles, by outcome: success or the error kind."
+    );
+    describe_counter!(
+        ROWS_RECEIVED,
+        Unit::Count,
+        "Bucket rows received from the operator."
+    );
+    describe_counter!(QUEUED, Unit::Count, "Buckets newly queued for re-mapping.");
+    describe_counter!(
+        TICKS_SKIPPED,
+        Unit::Count,
+        "Scheduled ticks skipped because the previous cycle was still running."
+    );
+    describe_histogram!(
+        CYCLE_DURATION,
+        Unit::Seconds,
+        "Duration of a sync cycle, retries included."
+    );
+    describe_gauge!(
+        LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last successful sync cycle; 0 if there never was one."
+    );
+    describe_gauge!(
+        QUEUE_ITEMS,
+        Unit::Count,
+        "Re-mapping queue entries, by state."
+    );
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "How long the oldest pending queue entry has been waiting; 0 when none is."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which version and git commit is running."
+    );
+}
+
+/// Zero for every series (with the label values known in advance), so
+/// a series exists before the event it counts first happens.
+fn publish_starting_values() {
+    gauge!(
+        BUILD_INFO,
+        "version" => crate::build_info::VERSION,
+        "commit" => crate::build_info::COMMIT
+    )
+    .set(1.0);
+    counter!(CYCLES, "outcome" => "success").absolute(0);
+    counter!(ROWS_RECEIVED).absolute(0);
+    counter!(QUEUED).absolute(0);
+    counter!(TICKS_SKIPPED).absolute(0);
+    // Registering the histogram is enough for its buckets to be rendered.
+    let _registered = histogram!(CYCLE_DURATION);
+    gauge!(LAST_SUCCESS).set(0.0);
+    record_queue(0, 0, 0, 0, None);
+}
+
+async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(%error, "metrics listener cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let handle = handle.clone();
+                async move { Ok::<_, Infallible>(respond(&request, &handle)) }
+            });
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(request: &Request<Incoming>, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = if request.uri().path() != PATH {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            format!("not found; metrics are at {PATH}\n"),
+        )
+    } else if request.method() == Method::GET || request.method() == Method::HEAD {
+        (StatusCode::OK, TEXT_FORMAT, handle.render())
+    } else {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET is served\n".to_owned(),
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+async fn upkeep(handle: PrometheusHandle) {
+    let mut ticks = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        ticks.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// One finished cycle. `outcome` is `success` or an error kind.
@@ -53,8 +205,19 @@ pub fn record_cycle(outcome: &'static str, rows_received: u64, queued: u64, dura
     counter!(QUEUED).increment(queued);
     histogram!(CYCLE_DURATION).record(duration.as_secs_f64());
     if outcome == "success" {
-        gauge!(LAST_SUCCESS).set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        record_last_success(Utc::now());
     }
+}
+
+/// The time of the last successful cycle: now after a cycle, or the one
+/// the database remembers when the daemon starts.
+pub fn record_last_success(at: DateTime<Utc>) {
+    gauge!(LAST_SUCCESS).set(at.timestamp_millis() as f64 / 1000.0);
+}
+
+/// A scheduled tick that found the previous cycle still running.
+pub fn record_tick_skipped() {
+    counter!(TICKS_SKIPPED).increment(1);
 }
 
 /// Queue depth by state, and the age of the oldest pending item.
@@ -65,12 +228,7 @@ pub fn record_queue(
     dead: u64,
     oldest_pending_age: Option<Duration>,
 ) {
-    for (state, count) in [
-        ("pending", pending),
-        ("leased", leased),
-        ("done", done),
-        ("dead", dead),
-    ] {
+    for (state, count) in QUEUE_STATES.into_iter().zip([pending, leased, done, dead]) {
         gauge!(QUEUE_ITEMS, "state" => state).set(count as f64);
     }
     gauge!(OLDEST_PENDING_AGE).set(oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()));

@@ -1,6 +1,7 @@
 //! One file per command: each loads what it needs, does its work and
 //! formats its output. Errors reach the user as one line on stderr.
 
+mod config_check;
 mod demo;
 mod dev_operator;
 mod queue;
@@ -11,8 +12,8 @@ mod table;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
-use crate::config::{LoadOptions, OperatorConnection, Settings};
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::{ENVIRONMENTS, LoadOptions, OperatorConnection, Settings};
 use crate::store::{OpenMode, Store, StoreOptions};
 use crate::sync::{SyncCycle, SyncPlan, connect_operator};
 
@@ -34,6 +35,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Sync => sync::run(&cli).await,
             Command::Status { json } => status::run(&cli, *json),
             Command::Queue(command) => queue::run(&cli, command),
+            Command::Config(ConfigCommand::Check) => config_check::run(&cli),
             Command::DevOperator(args) => dev_operator::run(args).await,
             Command::Demo(args) => demo::run(&cli, args).await,
         }
@@ -136,5 +138,22 @@ mod tests {
             .context("cannot write the report")
             .unwrap_err();
         assert_eq!(one_line(&error), "cannot write the report: disk on fire");
+    }
+}
+
+/// The name of the environment whose URL this is, if any.
+fn environment_of(base_url: &str) -> Option<&'static str> {
+    ENVIRONMENTS
+        .iter()
+        .find(|(_, url)| *url == base_url)
+        .map(|(name, _)| *name)
+}
+
+/// The operator as configured: `uid2-prod (https://prod.uidapi.com)` for a
+/// known environment's URL, else the URL itself.
+fn describe_operator(base_url: &str) -> String {
+    match environment_of(base_url) {
+        Some(name) => format!("{name} ({base_url})"),
+        None => base_url.to_owned(),
     }
 }

@@ -1,5 +1,6 @@
 //! `run`: the daemon. Polls on the schedule until SIGTERM or SIGINT, then
-//! exits 0 once the running cycle has committed or been abandoned.
+//! exits 0 once the running cycle has committed or been abandoned. Only one
+//! `run` polls a database at a time ([`InstanceLock`]).
 
 use anyhow::Context;
 use std::process::ExitCode;
@@ -7,14 +8,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::Cli;
 use crate::daemon::Daemon;
+use crate::daemon::instance_lock::InstanceLock;
 use crate::daemon::shutdown::cancel_on_signal;
 
 pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     crate::telemetry::init(&settings.log);
     let cycle = super::configured_cycle(&settings)?;
+    // Before the metrics listener, so a second daemon is refused for what
+    // it is rather than for the address the first one already serves on.
+    let _instance = InstanceLock::acquire(&settings.database.path)?;
     if let Some(listen) = settings.metrics.listen {
-        crate::metrics::install(listen)?;
+        crate::metrics::install(listen).await?;
         tracing::info!(%listen, "serving Prometheus metrics on /metrics");
     }
     tracing::info!(

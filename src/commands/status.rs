@@ -1,4 +1,7 @@
-//! `status [--json]`: the poller's progress and the queue at a glance.
+//! `status [--json]`: the poller's progress and the queue at a glance, the
+//! configured operator and schedule, and whether a daemon is polling this
+//! database now. Works without a configuration file when given `--db`
+//! (the configuration's parts are then unknown and left out).
 //! Exit 0, or 1 with one line on stderr when the database can't be read.
 
 use std::io::Write;
@@ -10,24 +13,138 @@ use serde::Serialize;
 use super::queue::{StatsJson, counts_line};
 use super::table::{key_values, time_and_age};
 use crate::cli::Cli;
+use crate::config::{Schedule, Settings};
+use crate::daemon::instance_lock::daemon_running;
+use crate::daemon::schedule::{describe, next_poll};
 use crate::store::{OpenMode, StoreStatus};
 use crate::timestamp::{format_utc, truncate_to_millis};
 
 pub fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
+    // Before the database is opened: the probe closes its own handle,
+    // which must not happen under an open SQLite connection.
+    let daemon = match daemon_running(&settings.database.path) {
+        Ok(running) => Daemon::Known(running),
+        Err(error) => Daemon::Unknown(error.to_string()),
+    };
     let store = super::open_store(&settings, OpenMode::MustExist)?;
     let now = truncate_to_millis(Utc::now());
     let status = store.status(now)?;
     let database = store.path().display().to_string();
+    let setup = Setup::new(&settings, daemon, status.sync.last_attempt_at, now);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        serde_json::to_writer(&mut out, &StatusJson::new(&status, &database, now))?;
+        serde_json::to_writer(&mut out, &StatusJson::new(&status, &database, &setup, now))?;
         out.write_all(b"\n")?;
     } else {
-        out.write_all(render(&status, &database, now).as_bytes())?;
+        out.write_all(render(&status, &database, &setup, now).as_bytes())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+enum Daemon {
+    Known(bool),
+    /// The lock could not be probed (e.g. a file system without locks).
+    Unknown(String),
+}
+
+/// What the configuration says about polling, and whether a daemon is
+/// doing it. The configuration's parts are `None` without a config file:
+/// defaults would describe a daemon that may not exist.
+struct Setup {
+    configured: bool,
+    environment: Option<&'static str>,
+    base_url: Option<String>,
+    schedule: Option<Schedule>,
+    daemon: Daemon,
+    next_poll: Option<DateTime<Utc>>,
+}
+
+impl Setup {
+    fn new(
+        settings: &Settings,
+        daemon: Daemon,
+        last_attempt: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let configured = settings.source.is_some();
+        let base_url = settings.operator.base_url.clone().filter(|_| configured);
+        let environment = base_url.as_deref().and_then(super::environment_of);
+        let schedule = configured.then(|| settings.sync.schedule.clone());
+        let next_poll = match daemon {
+            Daemon::Known(false) => None,
+            _ => schedule
+                .as_ref()
+                .and_then(|schedule| next_poll(schedule, last_attempt, now)),
+        };
+        Self {
+            configured,
+            environment,
+            base_url,
+            schedule,
+            daemon,
+            next_poll,
+        }
+    }
+
+    fn daemon_running(&self) -> Option<bool> {
+        match self.daemon {
+            Daemon::Known(running) => Some(running),
+            Daemon::Unknown(_) => None,
+        }
+    }
+
+    fn operator_line(&self) -> Option<String> {
+        if !self.configured {
+            return None;
+        }
+        Some(self.base_url.as_deref().map_or_else(
+            || "not set (operator.environment or operator.base_url)".to_owned(),
+            super::describe_operator,
+        ))
+    }
+
+    fn daemon_line(&self) -> String {
+        match &self.daemon {
+            Daemon::Known(true) => "running".to_owned(),
+            Daemon::Known(false) => "not running".to_owned(),
+            Daemon::Unknown(reason) => format!("unknown: cannot probe the database lock: {reason}"),
+        }
+    }
+
+    fn next_poll_line(&self, now: DateTime<Utc>) -> Option<String> {
+        let schedule = self.schedule.as_ref()?;
+        Some(match (&self.daemon, self.next_poll, schedule) {
+            (Daemon::Known(false), _, _) => "none: no daemon is running".to_owned(),
+            (_, Some(at), _) => time_and_age(at, now),
+            (_, None, Schedule::Interval(period)) => format!(
+                "unknown: within {} (the daemon counts intervals from its start)",
+                humantime::format_duration(*period)
+            ),
+            (_, None, Schedule::Cron(_)) => "unknown".to_owned(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum ScheduleJson<'a> {
+    Cron { expression: &'a str },
+    Interval { seconds: u64 },
+}
+
+impl<'a> ScheduleJson<'a> {
+    fn new(schedule: &'a Schedule) -> Self {
+        match schedule {
+            Schedule::Cron(cron) => Self::Cron {
+                expression: cron.as_str(),
+            },
+            Schedule::Interval(period) => Self::Interval {
+                seconds: period.as_secs(),
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -40,6 +157,12 @@ struct StatusJson<'a> {
     last_cycle: Option<CycleJson>,
     queue: StatsJson,
     oldest_pending_age_seconds: Option<i64>,
+    environment: Option<&'a str>,
+    base_url: Option<&'a str>,
+    schedule: Option<ScheduleJson<'a>>,
+    /// `null` when the lock could not be probed.
+    daemon_running: Option<bool>,
+    next_poll: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -57,7 +180,12 @@ struct CycleJson {
 }
 
 impl<'a> StatusJson<'a> {
-    fn new(status: &'a StoreStatus, database: &'a str, now: DateTime<Utc>) -> Self {
+    fn new(
+        status: &'a StoreStatus,
+        database: &'a str,
+        setup: &'a Setup,
+        now: DateTime<Utc>,
+    ) -> Self {
         let sync = &status.sync;
         let queue = StatsJson::new(&status.queue, now);
         Self {
@@ -77,11 +205,16 @@ impl<'a> StatusJson<'a> {
             }),
             oldest_pending_age_seconds: queue.oldest_pending_age_seconds,
             queue,
+            environment: setup.environment,
+            base_url: setup.base_url.as_deref(),
+            schedule: setup.schedule.as_ref().map(ScheduleJson::new),
+            daemon_running: setup.daemon_running(),
+            next_poll: setup.next_poll.map(format_utc),
         }
     }
 }
 
-fn render(status: &StoreStatus, database: &str, now: DateTime<Utc>) -> String {
+fn render(status: &StoreStatus, database: &str, setup: &Setup, now: DateTime<Utc>) -> String {
     let sync = &status.sync;
     let never = || "never".to_owned();
     let last_success = match (sync.last_success_at, sync.last_cycle) {
@@ -104,8 +237,8 @@ fn render(status: &StoreStatus, database: &str, now: DateTime<Utc>) -> String {
         ),
         None => "none".to_owned(),
     };
-    key_values(&[
-        ("database", database.to_owned()),
+    let mut lines = vec![("database", database.to_owned())];
+    lines.extend([
         (
             "high-water mark",
             sync.high_water_mark
@@ -126,5 +259,11 @@ fn render(status: &StoreStatus, database: &str, now: DateTime<Utc>) -> String {
                 .oldest_pending_due_at
                 .map_or_else(|| "none".to_owned(), |due| time_and_age(due, now)),
         ),
-    ])
+    ]);
+    // After the original lines, which scripts may already read by position.
+    lines.extend(setup.operator_line().map(|line| ("operator", line)));
+    lines.extend(setup.schedule.as_ref().map(|s| ("schedule", describe(s))));
+    lines.push(("daemon", setup.daemon_line()));
+    lines.extend(setup.next_poll_line(now).map(|line| ("next poll", line)));
+    key_values(&lines)
 }

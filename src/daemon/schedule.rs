@@ -91,7 +91,7 @@ async fn run_guarded(guard: &Arc<Mutex<()>>, cycle: &CycleFn, reason: &'static s
     match guard.clone().try_lock_owned() {
         Ok(_held) => cycle().await,
         Err(_) => {
-            metrics::counter!("uid2_bucket_sync_ticks_skipped_total").increment(1);
+            crate::metrics::record_tick_skipped();
             tracing::warn!(
                 reason,
                 "skipping this tick: the previous cycle is still running"
@@ -118,6 +118,33 @@ pub fn is_overdue(
         Schedule::Cron(cron) => cron
             .previous_at_or_before(now)
             .is_some_and(|previous_tick| previous_tick > last_success),
+    }
+}
+
+/// The schedule as people read it: `cron 0 5 * * * * (UTC)`, `every 1h`.
+pub fn describe(schedule: &Schedule) -> String {
+    match schedule {
+        Schedule::Cron(expression) => format!("cron {expression} (UTC)"),
+        Schedule::Interval(period) => format!("every {}", humantime::format_duration(*period)),
+    }
+}
+
+/// When a running daemon polls next, as far as can be told from outside it.
+/// A cron schedule says exactly. An interval ticks one period apart counted
+/// from the daemon's start, so one period after the last attempt is right
+/// while the daemon's own ticks are the attempts; once that time has passed
+/// without an attempt (a restart without catch-up) it is unknown: `None`.
+pub fn next_poll(
+    schedule: &Schedule,
+    last_attempt: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match schedule {
+        Schedule::Cron(cron) => cron.next_after(now),
+        Schedule::Interval(period) => {
+            let next = last_attempt? + chrono::Duration::from_std(*period).ok()?;
+            (next > now).then_some(next)
+        }
     }
 }
 
@@ -189,6 +216,32 @@ mod tests {
         }
         ticker.stop().await;
         assert!(ticks.load(Ordering::SeqCst) >= 1, "no tick within 5 s");
+    }
+
+    #[test]
+    fn a_cron_schedule_polls_next_at_its_next_occurrence() {
+        let five_past = Schedule::Cron(crate::config::CronSchedule::parse("0 5 * * * *").unwrap());
+        assert_eq!(
+            next_poll(&five_past, None, at("2026-01-01T12:30:00Z")),
+            Some(at("2026-01-01T13:05:00Z"))
+        );
+        assert_eq!(
+            next_poll(&five_past, None, at("2026-01-01T12:05:00Z")),
+            Some(at("2026-01-01T13:05:00Z")),
+            "a tick happening now is not the next one"
+        );
+    }
+
+    #[test]
+    fn an_interval_polls_next_one_period_after_the_last_attempt_while_that_is_ahead() {
+        let hourly = Schedule::Interval(Duration::from_secs(3600));
+        let last = Some(at("2026-01-01T12:00:00Z"));
+        assert_eq!(
+            next_poll(&hourly, last, at("2026-01-01T12:20:00Z")),
+            Some(at("2026-01-01T13:00:00Z"))
+        );
+        assert_eq!(next_poll(&hourly, last, at("2026-01-01T13:00:01Z")), None);
+        assert_eq!(next_poll(&hourly, None, at("2026-01-01T12:20:00Z")), None);
     }
 
     #[tokio::test]

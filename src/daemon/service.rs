@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::notify;
-use super::schedule::{CycleFn, ScheduleError, Ticker, is_overdue};
+use super::schedule::{CycleFn, ScheduleError, Ticker, describe, is_overdue};
 use crate::config::{QueueSettings, Schedule};
 use crate::queue::{QueueOptions, QueueStats, RemapQueue};
 use crate::store::StoreError;
@@ -74,6 +74,8 @@ impl Daemon {
             return Err(DaemonError::NoStartingPoint);
         }
 
+        self.publish_starting_metrics(state.last_success_at).await;
+
         let cycle_fn = self.cycle_fn(shutdown.clone());
         let ticker = Ticker::start(&self.schedule, cycle_fn).await?;
         notify::ready();
@@ -100,6 +102,26 @@ impl Daemon {
         watchdog.abort();
         tracing::info!("daemon stopped");
         Ok(())
+    }
+
+    /// What the database already knows, so the gauges are right from the
+    /// start rather than zero until the first cycle (which may be an
+    /// interval away when no catch-up is due).
+    async fn publish_starting_metrics(&self, last_success_at: Option<DateTime<Utc>>) {
+        if let Some(at) = last_success_at {
+            crate::metrics::record_last_success(at);
+        }
+        let options = QueueOptions::from(&self.queue);
+        let stats = self
+            .cycle
+            .blocking(move |store| {
+                Ok(store.queue(options).stats(truncate_to_millis(Utc::now()))?)
+            })
+            .await;
+        match stats {
+            Ok(stats) => publish_queue(&stats),
+            Err(error) => tracing::warn!(%error, "cannot read the queue counts for the metrics"),
+        }
     }
 
     fn cycle_fn(&self, shutdown: CancellationToken) -> CycleFn {
@@ -186,6 +208,11 @@ async fn housekeeping(
     if purged > 0 {
         tracing::info!(purged, "purged done items past the retention period");
     }
+    publish_queue(&stats);
+    Ok(stats)
+}
+
+fn publish_queue(stats: &QueueStats) {
     let oldest_age = stats
         .oldest_pending_due_at
         .and_then(|due| (Utc::now() - due).to_std().ok());
@@ -196,7 +223,6 @@ async fn housekeeping(
         stats.dead,
         oldest_age,
     );
-    Ok(stats)
 }
 
 fn status_text(outcome: &Result<CycleReport, SyncError>, stats: Option<&QueueStats>) -> String {
@@ -235,12 +261,5 @@ async fn keep_watchdog_fed(shutdown: CancellationToken) {
             _ = ticks.tick() => notify::watchdog(),
             () = shutdown.cancelled() => return,
         }
-    }
-}
-
-fn describe(schedule: &Schedule) -> String {
-    match schedule {
-        Schedule::Cron(expression) => format!("cron {expression} (UTC)"),
-        Schedule::Interval(period) => format!("every {}", humantime::format_duration(*period)),
     }
 }

@@ -77,3 +77,4 @@ pub fn ack_all(store: &Store, leases: &[Lease], now: DateTime<Utc>) {
     );
 }
 pub mod app;
+pub mod process;
