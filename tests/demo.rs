@@ -1,9 +1,14 @@
 //! `demo` as a newcomer runs it: the real binary, offline, narrating the
 //! first sync, rotations being queued and the consumer acking them.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{TempDb, at, rotation};
+use uid2_bucket_sync::store::Store;
 
 fn demo(db: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"));
@@ -106,5 +111,71 @@ fn ctrl_c_stops_the_demo_cleanly() {
     assert!(
         rest.iter().any(|l| l.contains("demo      stopped:")),
         "{rest:?}"
+    );
+}
+
+#[test]
+fn the_demo_refuses_a_database_the_daemon_created_and_leaves_it_byte_for_byte_unchanged() {
+    let db = TempDb::new();
+    {
+        let store = db.open();
+        store
+            .ingest(
+                (0..227)
+                    .map(|i| rotation(&format!("bucket{i:03}"), at(1, 0, 0)))
+                    .collect(),
+                at(1, 1, 0),
+            )
+            .unwrap();
+    }
+    let before = std::fs::read(&db.path).unwrap();
+
+    let output = demo(&db.path).args(["--duration", "2s"]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.is_empty(),
+        "refused before the demo started: {stdout}"
+    );
+    for expected in [
+        db.path.display().to_string().as_str(),
+        "created by `uid2-bucket-sync sync` or `run`",
+        "choose another --db or delete the demo file",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+    assert!(
+        std::fs::read(&db.path).unwrap() == before,
+        "the refused database changed"
+    );
+    let status = status_json(&db.path);
+    assert_eq!(status["queue"]["pending"], 227, "{status}");
+}
+
+#[test]
+fn a_database_the_demo_created_is_recorded_as_the_demos_and_continued_by_the_next_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let first = demo(&db).args(["--duration", "2s"]).output().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(Store::created_by(&db).unwrap().as_deref(), Some("demo"));
+    let mark = status_json(&db)["high_water_mark"].clone();
+    assert!(mark.is_string(), "{mark}");
+
+    let second = demo(&db).args(["--duration", "2s"]).output().unwrap();
+    let stdout = String::from_utf8(second.stdout).unwrap();
+    assert!(second.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("(exists: continuing from its high-water mark"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("3,000 new rotations"),
+        "the second demo started over:\n{stdout}"
     );
 }

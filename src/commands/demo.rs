@@ -27,11 +27,13 @@ use crate::daemon::{CycleObserver, Daemon};
 use crate::operator::{ClientOptions, OperatorClient, RetryPolicy};
 use crate::queue::QueueStats;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
-use crate::store::{OpenMode, Store, StoreOptions};
+use crate::store::{CREATED_BY_DAEMON, OpenMode, Store, StoreError, StoreOptions};
 use crate::sync::{SharedStore, SyncCycle, SyncPlan, with_store};
 use crate::timestamp::{format_utc, parse_iso_local, truncate_to_millis};
 
 const DEFAULT_DATABASE: &str = "demo.db";
+/// Recorded in the databases the demo creates; only those are continued.
+const CREATED_BY: &str = "demo";
 /// Before every simulated bucket's initial time, so the first sync gets them all.
 const INITIAL_SINCE: &str = "2000-01-01T00:00:00";
 const MAX_BUCKETS: u32 = 1 << 20;
@@ -46,11 +48,14 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .db
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE));
-    let existed = database.exists();
+    let existed = earlier_demo_database(&database)?;
     let store = Store::open(
         &database,
         OpenMode::CreateIfMissing,
-        &StoreOptions::default(),
+        &StoreOptions {
+            created_by: CREATED_BY,
+            ..StoreOptions::default()
+        },
     )?;
     let store: SharedStore = Arc::new(Mutex::new(store));
 
@@ -162,6 +167,29 @@ fn check(args: &DemoArgs) -> anyhow::Result<()> {
     crate::config::validate_interval(args.sync_every)
         .map_err(|reason| anyhow::anyhow!("--sync-every: {reason}"))?;
     Ok(())
+}
+
+/// True when `database` is an earlier demo's, to be continued; false when
+/// there is no file yet. Any other file is refused before anything is
+/// written: the demo acks every pending item and moves the high-water mark
+/// with simulated data, which would wreck a real database.
+fn earlier_demo_database(database: &Path) -> anyhow::Result<bool> {
+    let creator = match Store::created_by(database) {
+        Ok(Some(creator)) if creator == CREATED_BY => return Ok(true),
+        Ok(Some(creator)) if creator == CREATED_BY_DAEMON => {
+            "`uid2-bucket-sync sync` or `run`".to_owned()
+        }
+        Ok(Some(creator)) => format!("`{creator}`"),
+        Ok(None) => "a uid2-bucket-sync from before databases recorded their creator".to_owned(),
+        Err(StoreError::Missing { .. }) => return Ok(false),
+        Err(error) => return Err(error.into()),
+    };
+    bail!(
+        "refusing to run the demo on {}: it was created by {creator}, not by the demo, and may \
+         hold real data (the demo acks every pending item and moves the high-water mark with \
+         simulated data); nothing was written: choose another --db or delete the demo file",
+        database.display()
+    )
 }
 
 /// A key and secret made up for this run: the simulated operator and the
