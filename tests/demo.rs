@@ -10,15 +10,24 @@ use std::time::{Duration, Instant};
 use common::{TempDb, at, rotation};
 use uid2_bucket_sync::store::Store;
 
-fn demo(db: &std::path::Path) -> Command {
+/// `demo` on `db` with nothing else set.
+fn bare_demo(db: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"));
     command
         .arg("--db")
         .arg(db)
-        .args(["demo", "--buckets", "3000", "--rotate-every", "1s"])
-        .args(["--rotate-count", "7", "--sync-every", "1s"])
+        .arg("demo")
         .env_remove("UID2_BUCKET_SYNC_CONFIG")
         .env_remove("RUST_LOG");
+    command
+}
+
+/// A small, fast demo: 3,000 buckets, 7 rotated and synced every second.
+fn demo(db: &std::path::Path) -> Command {
+    let mut command = bare_demo(db);
+    command
+        .args(["--buckets", "3000", "--rotate-every", "1s"])
+        .args(["--rotate-count", "7", "--sync-every", "1s"]);
     command
 }
 
@@ -178,4 +187,28 @@ fn a_database_the_demo_created_is_recorded_as_the_demos_and_continued_by_the_nex
         !stdout.contains("3,000 new rotations"),
         "the second demo started over:\n{stdout}"
     );
+}
+
+#[test]
+fn the_demo_refuses_a_bucket_count_outside_the_one_range_its_help_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let help = String::from_utf8(bare_demo(&db).arg("--help").output().unwrap().stdout).unwrap();
+    assert!(
+        help.contains("Number of simulated salt buckets, 1..=1048576"),
+        "{help}"
+    );
+    for value in ["0", "1048577"] {
+        let output = bare_demo(&db)
+            .arg(format!("--buckets={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{value} is not in 1..=1048576")),
+            "{stderr}"
+        );
+        assert!(!db.exists());
+    }
 }
