@@ -49,7 +49,9 @@ def main():
     parser.add_argument("--batch", type=int, default=500, help="buckets per claim")
     parser.add_argument("--lease", default="5m", help="how long a claim is held, e.g. 5m")
     parser.add_argument("--worker", default=f"consumer.py-{os.getpid()}")
-    parser.add_argument("--until-empty", action="store_true", help="stop when nothing is pending")
+    parser.add_argument(
+        "--until-empty", action="store_true", help="stop when a claim returns nothing instead of waiting for more"
+    )
     parser.add_argument("--poll", type=float, default=30.0, help="seconds to wait when nothing is pending")
     parser.add_argument(
         "--simulate-failure",
