@@ -3,18 +3,19 @@
 # with nothing but the CLI (no jq: the few fields needed are matched with
 # bash regular expressions; bucket ids and lease ids never contain quotes).
 #
-#   consumer.sh [--db PATH | --config FILE]
+#   consumer.sh [--db PATH | --config FILE] [--until-empty]
 #
-# Arguments are passed to every uid2-bucket-sync invocation. Settings come
-# from the environment:
+# --until-empty stops when a claim returns nothing (a one-off drain, e.g.
+# from cron) instead of waiting for more. Other arguments are passed to
+# every uid2-bucket-sync invocation. Settings come from the environment:
 #   UID2_BUCKET_SYNC_BIN  the binary (default: uid2-bucket-sync on PATH)
 #   BATCH                 buckets per claim (default 500)
 #   LEASE                 how long a claim is held (default 5m)
 #   WORKER                the name recorded with each lease
 #   POLL                  seconds to wait when nothing is pending (default 30)
-#   UNTIL_EMPTY=1         stop when nothing can be claimed instead of waiting
-#                         (failed buckets waiting for their retry time are
-#                         left for the next run)
+#   UNTIL_EMPTY=1         the same as --until-empty: stop when nothing can be
+#                         claimed instead of waiting (failed buckets waiting
+#                         for their retry time are left for the next run)
 #   REMAP_FAIL_BUCKETS    space-separated bucket ids whose re-mapping fails
 #                         (to try the fail path)
 #
@@ -51,12 +52,21 @@ release() {
     fi
 }
 
-global=("$@")
+until_empty=${UNTIL_EMPTY:-}
+global=()
+for arg in "$@"; do
+    if [[ $arg == --until-empty ]]; then
+        until_empty=1
+    else
+        global+=("$arg")
+    fi
+done
+
 while :; do
     claimed=$("$bin" "${global[@]}" queue claim --limit "$batch" --lease "$lease" \
         --worker "$worker" --json)
     if [[ -z $claimed ]]; then
-        [[ ${UNTIL_EMPTY:-} == 1 ]] && exit 0
+        [[ $until_empty == 1 ]] && exit 0
         sleep "$poll"
         continue
     fi

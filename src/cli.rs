@@ -151,8 +151,13 @@ pub struct DevOperatorArgs {
         hide_env_values = true
     )]
     pub client_secret: String,
-    /// Number of salt buckets to serve.
-    #[arg(long, value_name = "N", default_value_t = 1 << 16)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1 << 16,
+        value_parser = bucket_count(crate::simulator::MAX_BUCKETS),
+        help = bucket_count_help("Number of salt buckets to serve", crate::simulator::MAX_BUCKETS)
+    )]
     pub buckets: u32,
     /// Rotate some buckets this often, e.g. 30s.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "rotate_count")]
@@ -173,8 +178,13 @@ pub struct DemoArgs {
     /// Stop by itself after this long, e.g. 20s. Without it, runs until Ctrl-C.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Number of simulated salt buckets.
-    #[arg(long, value_name = "N", default_value_t = 1 << 16)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1 << 16,
+        value_parser = bucket_count(DEMO_MAX_BUCKETS),
+        help = bucket_count_help("Number of simulated salt buckets", DEMO_MAX_BUCKETS)
+    )]
     pub buckets: u32,
     /// How often the simulated operator rotates buckets.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "4s")]
@@ -185,6 +195,19 @@ pub struct DemoArgs {
     /// How often the daemon polls the simulated operator.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "2s")]
     pub sync_every: Duration,
+}
+
+/// The most buckets the demo simulates: the production table's size.
+const DEMO_MAX_BUCKETS: u32 = 1 << 20;
+
+/// `--buckets`: the range is checked here and nowhere else, so the help,
+/// the error and the check cannot disagree.
+fn bucket_count(max: u32) -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(max))
+}
+
+fn bucket_count_help(what: &str, max: u32) -> String {
+    format!("{what}, 1..={max}")
 }
 
 /// Durations as people write them: `30s`, `10m`, `1h`, `1h 30m`.

@@ -80,7 +80,7 @@ fn assert_consumed(db: &TempDb, output: &Output) {
 }
 
 #[test]
-fn the_python_consumer_drains_the_queue() {
+fn the_python_consumer_with_until_empty_drains_the_queue_and_stops() {
     let (db, config) = prepared();
     let output = Command::new("python3")
         .arg(example("consumer.py"))
@@ -97,7 +97,7 @@ fn the_python_consumer_drains_the_queue() {
 }
 
 #[test]
-fn the_bash_consumer_drains_the_queue() {
+fn the_bash_consumer_with_until_empty_drains_the_queue_and_stops() {
     let (db, config) = prepared();
     let output = Command::new("bash")
         .arg(example("consumer.sh"))
@@ -105,10 +105,11 @@ fn the_bash_consumer_drains_the_queue() {
         .arg(&config)
         .arg("--db")
         .arg(&db.path)
+        .arg("--until-empty")
         .env("UID2_BUCKET_SYNC_BIN", BIN)
         .env("BATCH", "5")
         .env("LEASE", "1m")
-        .env("UNTIL_EMPTY", "1")
+        .env_remove("UNTIL_EMPTY")
         .env("REMAP_FAIL_BUCKETS", FAILING)
         .env_remove("UID2_BUCKET_SYNC_CONFIG")
         .output()

@@ -8,6 +8,7 @@
 //!   and `queue ack` as separate processes, exactly as a data provider's
 //!   job would.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
+use compact_str::CompactString;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -27,18 +29,24 @@ use crate::daemon::{CycleObserver, Daemon};
 use crate::operator::{ClientOptions, OperatorClient, RetryPolicy};
 use crate::queue::QueueStats;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
-use crate::store::{OpenMode, Store, StoreOptions};
+use crate::store::{CREATED_BY_DAEMON, IngestSummary, OpenMode, Store, StoreError, StoreOptions};
 use crate::sync::{SharedStore, SyncCycle, SyncPlan, with_store};
 use crate::timestamp::{format_utc, parse_iso_local, truncate_to_millis};
 
 const DEFAULT_DATABASE: &str = "demo.db";
+/// Recorded in the databases the demo creates; only those are continued.
+const CREATED_BY: &str = "demo";
 /// Before every simulated bucket's initial time, so the first sync gets them all.
 const INITIAL_SINCE: &str = "2000-01-01T00:00:00";
-const MAX_BUCKETS: u32 = 1 << 20;
 const CONSUMER_BATCH: u32 = 5_000;
 const CONSUMER_LEASE: &str = "1m";
 /// Only a download this large gets progress lines.
 const PROGRESS_MIN_BYTES: u64 = 1 << 20;
+/// A download gets a "downloading" line once it has taken this long, and
+/// then at most one line this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long the daemon keeps done entries.
+const DONE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     check(args)?;
@@ -46,11 +54,14 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .db
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE));
-    let existed = database.exists();
+    let existed = earlier_demo_database(&database)?;
     let store = Store::open(
         &database,
         OpenMode::CreateIfMissing,
-        &StoreOptions::default(),
+        &StoreOptions {
+            created_by: CREATED_BY,
+            ..StoreOptions::default()
+        },
     )?;
     let store: SharedStore = Arc::new(Mutex::new(store));
 
@@ -81,7 +92,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         Schedule::Interval(args.sync_every),
         QueueSettings {
             max_attempts: 5,
-            done_retention: Duration::from_secs(24 * 3600),
+            done_retention: DONE_RETENTION,
             retry_backoff: Duration::from_secs(30),
             max_retry_backoff: Duration::from_secs(3600),
         },
@@ -105,8 +116,9 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         narrator.clone(),
         shutdown.clone(),
     ));
+    let binary = std::env::current_exe().context("cannot find this program's own path")?;
     let consumer = tokio::spawn(consume(
-        std::env::current_exe().context("cannot find this program's own path")?,
+        binary.clone(),
         database.clone(),
         store.clone(),
         narrator.clone(),
@@ -116,7 +128,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let outcome = daemon.run(shutdown.clone()).await;
     shutdown.cancel();
     let rotated = rotations.await.unwrap_or_default();
-    let acked = consumer.await.context("the consumer task failed")??;
+    let consumed = consumer.await.context("the consumer task failed")??;
     let _ = signals.await;
     if let Some(operator) = Arc::into_inner(operator) {
         operator.shutdown().await;
@@ -127,30 +139,34 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     narrator.line(
         "demo",
         &format!(
-            "stopped: the operator rotated {} buckets, the consumer acked {}; queue now {}",
+            "stopped. This run: the operator rotated {} buckets; the consumer acked {} leases \
+             covering {} distinct buckets ({} re-acks of buckets rotated again after their ack)",
             grouped(rotated),
-            grouped(acked),
-            queue_line(&stats.queue)
+            grouped(consumed.acks),
+            grouped(consumed.buckets.len() as u64),
+            grouped(consumed.acks - consumed.buckets.len() as u64),
         ),
     );
     narrator.line(
         "demo",
         &format!(
-            "look inside: uid2-bucket-sync --db {} status   (or: sqlite3 {} 'SELECT * FROM remap_queue LIMIT 5')",
-            database.display(),
-            database.display()
+            "queue now, one entry per bucket ever queued: {} (done entries are purged after {}h)",
+            queue_line(&stats.queue),
+            DONE_RETENTION.as_secs() / 3600
+        ),
+    );
+    let database = shell_word(&database);
+    narrator.line(
+        "demo",
+        &format!(
+            "look inside: {} --db {database} status   (or: sqlite3 {database} 'SELECT * FROM remap_queue LIMIT 5')",
+            command_for(&binary),
         ),
     );
     Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: &DemoArgs) -> anyhow::Result<()> {
-    if args.buckets == 0 || args.buckets > MAX_BUCKETS {
-        bail!(
-            "--buckets must be between 1 and {MAX_BUCKETS}, not {}",
-            args.buckets
-        );
-    }
     if args.rotate_count > args.buckets {
         bail!(
             "--rotate-count {} is more than the {} buckets",
@@ -164,6 +180,29 @@ fn check(args: &DemoArgs) -> anyhow::Result<()> {
     crate::config::validate_interval(args.sync_every)
         .map_err(|reason| anyhow::anyhow!("--sync-every: {reason}"))?;
     Ok(())
+}
+
+/// True when `database` is an earlier demo's, to be continued; false when
+/// there is no file yet. Any other file is refused before anything is
+/// written: the demo acks every pending item and moves the high-water mark
+/// with simulated data, which would wreck a real database.
+fn earlier_demo_database(database: &Path) -> anyhow::Result<bool> {
+    let creator = match Store::created_by(database) {
+        Ok(Some(creator)) if creator == CREATED_BY => return Ok(true),
+        Ok(Some(creator)) if creator == CREATED_BY_DAEMON => {
+            "`uid2-bucket-sync sync` or `run`".to_owned()
+        }
+        Ok(Some(creator)) => format!("`{creator}`"),
+        Ok(None) => "a uid2-bucket-sync from before databases recorded their creator".to_owned(),
+        Err(StoreError::Missing { .. }) => return Ok(false),
+        Err(error) => return Err(error.into()),
+    };
+    bail!(
+        "refusing to run the demo on {}: it was created by {creator}, not by the demo, and may \
+         hold real data (the demo acks every pending item and moves the high-water mark with \
+         simulated data); nothing was written: choose another --db or delete the demo file",
+        database.display()
+    )
 }
 
 /// A key and secret made up for this run: the simulated operator and the
@@ -261,34 +300,63 @@ impl Narrator {
     }
 }
 
-/// Narrates a large download in quarters; small ones stay quiet.
+/// Narrates large downloads (see [`DownloadProgress`]); small ones stay quiet.
 fn download_progress(narrator: Narrator) -> impl Fn(u64, Option<u64>) + Send + Sync + 'static {
-    let last_quarter = Mutex::new(0u64);
+    let progress = Mutex::new(DownloadProgress::new(Instant::now()));
     move |received, total| {
-        let Some(total) = total.filter(|&t| t >= PROGRESS_MIN_BYTES) else {
-            return;
-        };
-        let quarter = received.saturating_mul(4) / total;
-        let mut last = last_quarter.lock().unwrap_or_else(PoisonError::into_inner);
-        if quarter < *last {
-            *last = 0; // a new attempt or a new cycle
+        let line = progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(received, total, Instant::now());
+        if let Some(line) = line {
+            narrator.line("sync", &line);
         }
-        if quarter > *last {
-            *last = quarter;
-            let what = if quarter >= 4 {
-                format!(
-                    "downloaded {}; decrypting, validating and ingesting in one transaction",
-                    megabytes(total)
-                )
-            } else {
-                format!(
-                    "downloading {} of {}",
-                    megabytes(received),
-                    megabytes(total)
-                )
-            };
-            narrator.line("sync", &what);
+    }
+}
+
+/// Which moments of a download get a line: its end, and while it runs at
+/// most one line every [`PROGRESS_EVERY`] once it has taken that long. A
+/// fast download is one line, a slow one shows it is moving, and every
+/// line says how long it has taken so far.
+#[derive(Debug)]
+struct DownloadProgress {
+    started: Instant,
+    last_line: Option<Instant>,
+}
+
+impl DownloadProgress {
+    fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            last_line: None,
         }
+    }
+
+    /// `received` bytes of `total` at `now`; the client reports 0 when an
+    /// attempt starts.
+    fn observe(&mut self, received: u64, total: Option<u64>, now: Instant) -> Option<String> {
+        if received == 0 {
+            *self = Self::new(now);
+            return None;
+        }
+        let total = total.filter(|&t| t >= PROGRESS_MIN_BYTES)?;
+        let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
+        if received >= total {
+            return Some(format!(
+                "downloaded {} in {elapsed:.1}s; decrypting, validating and ingesting in one transaction",
+                megabytes(total)
+            ));
+        }
+        let quiet_since = self.last_line.unwrap_or(self.started);
+        if now.saturating_duration_since(quiet_since) < PROGRESS_EVERY {
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(format!(
+            "downloading: {} of {} after {elapsed:.1}s",
+            megabytes(received),
+            megabytes(total)
+        ))
     }
 }
 
@@ -300,10 +368,8 @@ fn narrate_cycle(narrator: Narrator) -> CycleObserver {
             Ok(report) => narrator.line(
                 "sync",
                 &format!(
-                    "{} new rotations of {} rows received, {} newly queued; mark {}; {:.2}s; queue {queue}",
-                    grouped(report.ingest.new_rotations),
-                    grouped(report.ingest.received),
-                    grouped(report.ingest.newly_queued),
+                    "{}; mark {}; {:.2}s; queue {queue}",
+                    ingest_line(&report.ingest),
                     report
                         .ingest
                         .mark_after
@@ -317,6 +383,23 @@ fn narrate_cycle(narrator: Narrator) -> CycleObserver {
             ),
         }
     })
+}
+
+/// Where each new rotation went. A rotation of a bucket whose entry is
+/// done re-opens that entry (so done drops by as many); one of a bucket
+/// already pending or leased adds no entry.
+fn ingest_line(ingest: &IngestSummary) -> String {
+    format!(
+        "{} new rotations of {} rows received: {} queued ({} new, {} re-opened done entries), \
+         {} merged into pending, {} deferred behind a lease",
+        grouped(ingest.new_rotations),
+        grouped(ingest.received),
+        grouped(ingest.newly_queued),
+        grouped(ingest.newly_queued - ingest.reopened),
+        grouped(ingest.reopened),
+        grouped(ingest.coalesced),
+        grouped(ingest.requeued_after_lease),
+    )
 }
 
 /// Rotates `count` random buckets every `every`; returns how many in all.
@@ -363,22 +446,32 @@ async fn rotate_periodically(
     }
 }
 
+/// What the consumer did in this run.
+#[derive(Debug, Default)]
+struct Consumed {
+    /// Every accepted ack; a bucket rotated again after its ack is acked again.
+    acks: u64,
+    /// The distinct buckets acked.
+    buckets: HashSet<CompactString>,
+}
+
 /// The batch job: claim a batch through the CLI, "re-map" it, ack it
-/// through the CLI; wait a little when nothing is pending. Returns how many
-/// it acked.
+/// through the CLI; wait a little when nothing is pending.
 async fn consume(
     binary: PathBuf,
     database: PathBuf,
     store: SharedStore,
     narrator: Narrator,
     shutdown: CancellationToken,
-) -> anyhow::Result<u64> {
-    let mut acked_total = 0u64;
+) -> anyhow::Result<Consumed> {
+    let mut consumed = Consumed::default();
     loop {
         let pause = tokio::select! {
-            claimed = claim_and_ack(&binary, &database) => {
-                let (claimed, acked) = claimed?;
-                acked_total += acked;
+            batch = claim_and_ack(&binary, &database) => {
+                let (claimed, acked_buckets) = batch?;
+                let acked = acked_buckets.len() as u64;
+                consumed.acks += acked;
+                consumed.buckets.extend(acked_buckets);
                 if claimed == 0 {
                     Duration::from_secs(1)
                 } else {
@@ -395,17 +488,21 @@ async fn consume(
                     Duration::from_millis(500)
                 }
             }
-            () = shutdown.cancelled() => return Ok(acked_total),
+            () = shutdown.cancelled() => return Ok(consumed),
         };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = shutdown.cancelled() => return Ok(acked_total),
+            () = shutdown.cancelled() => return Ok(consumed),
         }
     }
 }
 
-/// One `queue claim --json` and one `queue ack` (ids on stdin).
-async fn claim_and_ack(binary: &Path, database: &Path) -> anyhow::Result<(u64, u64)> {
+/// One `queue claim --json` and one `queue ack` (ids on stdin): how many
+/// were claimed, and the buckets whose ack was accepted.
+async fn claim_and_ack(
+    binary: &Path,
+    database: &Path,
+) -> anyhow::Result<(u64, Vec<CompactString>)> {
     let claim = tokio::process::Command::new(binary)
         .arg("--db")
         .arg(database)
@@ -429,19 +526,23 @@ async fn claim_and_ack(binary: &Path, database: &Path) -> anyhow::Result<(u64, u
         );
     }
     let mut lease_ids = String::new();
-    let mut claimed = 0u64;
+    let mut leases: Vec<(String, CompactString)> = Vec::new();
     for line in String::from_utf8_lossy(&claim.stdout).lines() {
         let lease: serde_json::Value = serde_json::from_str(line)
             .context("`queue claim --json` printed a line that is not JSON")?;
-        let id = lease["lease_id"]
-            .as_str()
-            .context("`queue claim --json` printed a line without lease_id")?;
+        let field = |name: &str| {
+            lease[name]
+                .as_str()
+                .with_context(|| format!("`queue claim --json` printed a line without {name}"))
+        };
+        let (id, bucket) = (field("lease_id")?, field("bucket_id")?);
         lease_ids.push_str(id);
         lease_ids.push('\n');
-        claimed += 1;
+        leases.push((id.to_owned(), bucket.into()));
     }
+    let claimed = leases.len() as u64;
     if claimed == 0 {
-        return Ok((0, 0));
+        return Ok((0, Vec::new()));
     }
     // Re-mapping happens here in a real job: POST /v2/identity/map for
     // every identifier stored with these buckets.
@@ -460,15 +561,23 @@ async fn claim_and_ack(binary: &Path, database: &Path) -> anyhow::Result<(u64, u
     drop(stdin);
     let acked = ack.wait_with_output().await?;
     let stderr = String::from_utf8_lossy(&acked.stderr);
-    match acked.status.code() {
-        Some(0) => Ok((claimed, claimed)),
-        // Leases that expired meanwhile: their buckets come round again.
-        Some(code) if code == i32::from(super::queue::EXIT_LEASES_REFUSED) => {
-            let refused = stderr.lines().filter(|l| l.starts_with("lease ")).count() as u64;
-            Ok((claimed, claimed.saturating_sub(refused)))
-        }
+    let refused: HashSet<&str> = match acked.status.code() {
+        Some(0) => HashSet::new(),
+        // Leases that expired meanwhile (`lease ID: REASON`): their buckets
+        // come round again.
+        Some(code) if code == i32::from(super::queue::EXIT_LEASES_REFUSED) => stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("lease ")?.split_once(':'))
+            .map(|(id, _)| id)
+            .collect(),
         _ => bail!("`queue ack` failed: {}", stderr.trim()),
-    }
+    };
+    let acked_buckets = leases
+        .into_iter()
+        .filter(|(id, _)| !refused.contains(id.as_str()))
+        .map(|(_, bucket)| bucket)
+        .collect();
+    Ok((claimed, acked_buckets))
 }
 
 fn queue_line(stats: &QueueStats) -> String {
@@ -478,6 +587,52 @@ fn queue_line(stats: &QueueStats) -> String {
         grouped(stats.leased),
         grouped(stats.done)
     )
+}
+
+/// How to run `binary` from the hint: its name when that is what PATH
+/// finds, otherwise its path (relative to here when it is below here, as
+/// after `cargo run`), so the hint can be pasted as it is.
+fn command_for(binary: &Path) -> String {
+    let Some(name) = binary.file_name() else {
+        return shell_word(binary);
+    };
+    let same_file = |found: &Path| {
+        matches!(
+            (found.canonicalize(), binary.canonicalize()),
+            (Ok(found), Ok(binary)) if found == binary
+        )
+    };
+    if first_on_path(Path::new(name)).is_some_and(|found| same_file(&found)) {
+        return name.to_string_lossy().into_owned();
+    }
+    let here = std::env::current_dir().ok();
+    match here
+        .as_deref()
+        .and_then(|here| binary.strip_prefix(here).ok())
+    {
+        Some(relative) if relative.parent().is_some_and(|p| !p.as_os_str().is_empty()) => {
+            shell_word(relative)
+        }
+        _ => shell_word(binary),
+    }
+}
+
+/// The file the shell runs for `name`: the first executable one on PATH.
+fn first_on_path(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `path` as one shell word, quoted when it needs to be.
+fn shell_word(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    shlex::try_quote(&text).map_or_else(|_| text.to_string(), |quoted| quoted.into_owned())
 }
 
 fn megabytes(bytes: u64) -> String {
@@ -499,7 +654,82 @@ fn grouped(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::grouped;
+    use std::time::{Duration, Instant};
+
+    use super::{DownloadProgress, PROGRESS_MIN_BYTES, grouped};
+
+    const TOTAL: u64 = 6 * PROGRESS_MIN_BYTES;
+
+    /// The lines a download gets when `chunks` bytes arrive `every` apart.
+    fn narrate(
+        progress: &mut DownloadProgress,
+        start: Instant,
+        every: Duration,
+        chunks: u64,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
+        let _ = progress.observe(0, Some(TOTAL), start);
+        for chunk in 1..=chunks {
+            let now = start + every * chunk as u32;
+            lines.extend(progress.observe(TOTAL * chunk / chunks, Some(TOTAL), now));
+        }
+        lines
+    }
+
+    #[test]
+    fn a_fast_download_gets_one_line_with_its_real_duration() {
+        let start = Instant::now();
+        let mut progress = DownloadProgress::new(start);
+        let lines = narrate(&mut progress, start, Duration::from_millis(10), 40);
+        assert_eq!(
+            lines,
+            ["downloaded 6.3 MB in 0.4s; decrypting, validating and ingesting in one transaction"]
+        );
+    }
+
+    #[test]
+    fn a_slow_download_gets_at_most_a_line_a_second_each_with_its_elapsed_time() {
+        let start = Instant::now();
+        let mut progress = DownloadProgress::new(start);
+        let lines = narrate(&mut progress, start, Duration::from_millis(150), 24);
+        assert_eq!(
+            lines,
+            [
+                // Chunks at 1.05 s, 2.1 s and 3.15 s are the first a second
+                // or more after the start and after each line.
+                "downloading: 1.8 MB of 6.3 MB after 1.1s",
+                "downloading: 3.7 MB of 6.3 MB after 2.1s",
+                "downloading: 5.5 MB of 6.3 MB after 3.1s",
+                "downloaded 6.3 MB in 3.6s; decrypting, validating and ingesting in one transaction",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_attempt_starts_its_own_clock() {
+        let start = Instant::now();
+        let mut progress = DownloadProgress::new(start);
+        // The first attempt stalls half way for 5 s, then the retry is fast.
+        assert_eq!(progress.observe(0, Some(TOTAL), start), None);
+        assert_eq!(progress.observe(TOTAL / 2, Some(TOTAL), start), None);
+        let retry = start + Duration::from_secs(5);
+        let lines = narrate(&mut progress, retry, Duration::from_millis(10), 10);
+        assert_eq!(
+            lines,
+            ["downloaded 6.3 MB in 0.1s; decrypting, validating and ingesting in one transaction"]
+        );
+    }
+
+    #[test]
+    fn a_small_download_gets_no_line() {
+        let start = Instant::now();
+        let mut progress = DownloadProgress::new(start);
+        let _ = progress.observe(0, Some(1000), start);
+        let late = start + Duration::from_secs(3);
+        assert_eq!(progress.observe(500, Some(1000), late), None);
+        assert_eq!(progress.observe(1000, Some(1000), late), None);
+        assert_eq!(progress.observe(1000, None, late), None);
+    }
 
     #[test]
     fn numbers_are_grouped_in_thousands() {

@@ -20,9 +20,6 @@ use crate::rotation::BucketRotation;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
 use crate::timestamp::format_operator;
 
-/// 16 times production; beyond that the table alone needs gigabytes.
-const MAX_BUCKETS: u32 = 1 << 24;
-
 pub async fn run(args: &DevOperatorArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let config = config_from(args)?;
@@ -50,12 +47,6 @@ fn config_from(args: &DevOperatorArgs) -> anyhow::Result<SimulatorConfig> {
         ApiKey::new(&args.api_key).context("invalid API key (--api-key or UID2_API_KEY)")?;
     let client_secret = ClientSecret::from_base64(&args.client_secret)
         .context("invalid client secret (--client-secret or UID2_CLIENT_SECRET)")?;
-    if args.buckets == 0 || args.buckets > MAX_BUCKETS {
-        bail!(
-            "--buckets must be between 1 and {MAX_BUCKETS}, not {}",
-            args.buckets
-        );
-    }
     if args.rotate_every == Some(Duration::ZERO) {
         bail!("--rotate-every must be longer than zero");
     }

@@ -116,6 +116,23 @@ fn configured_cycle(settings: &Settings) -> anyhow::Result<SyncCycle> {
     .with_credential_origins(connection.credentials))
 }
 
+/// The name of the environment whose URL this is, if any.
+fn environment_of(base_url: &str) -> Option<&'static str> {
+    ENVIRONMENTS
+        .iter()
+        .find(|(_, url)| *url == base_url)
+        .map(|(name, _)| *name)
+}
+
+/// The operator as configured: `uid2-prod (https://prod.uidapi.com)` for a
+/// known environment's URL, else the URL itself.
+fn describe_operator(base_url: &str) -> String {
+    match environment_of(base_url) {
+        Some(name) => format!("{name} ({base_url})"),
+        None => base_url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use anyhow::Context;
@@ -138,22 +155,5 @@ mod tests {
             .context("cannot write the report")
             .unwrap_err();
         assert_eq!(one_line(&error), "cannot write the report: disk on fire");
-    }
-}
-
-/// The name of the environment whose URL this is, if any.
-fn environment_of(base_url: &str) -> Option<&'static str> {
-    ENVIRONMENTS
-        .iter()
-        .find(|(_, url)| *url == base_url)
-        .map(|(name, _)| *name)
-}
-
-/// The operator as configured: `uid2-prod (https://prod.uidapi.com)` for a
-/// known environment's URL, else the URL itself.
-fn describe_operator(base_url: &str) -> String {
-    match environment_of(base_url) {
-        Some(name) => format!("{name} ({base_url})"),
-        None => base_url.to_owned(),
     }
 }

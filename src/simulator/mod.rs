@@ -35,6 +35,9 @@ pub use server::{BUCKETS_PATH, MAX_BODY_BYTES, MAX_CLOCK_DRIFT};
 
 /// The seed [`SimulatorConfig::new`] uses.
 pub const DEFAULT_SEED: u64 = 0x5eed_0000_0002_b0c4;
+/// The most buckets `dev-operator` serves: 16 times production; beyond
+/// that the table alone needs gigabytes.
+pub const MAX_BUCKETS: u32 = 1 << 24;
 /// How many requests [`SimulatedOperator::requests`] remembers; older ones
 /// are forgotten first, so a long-running `dev-operator` stays small.
 pub const REQUEST_LOG_CAPACITY: usize = 100_000;

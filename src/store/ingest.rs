@@ -29,6 +29,8 @@ pub struct IngestSummary {
     /// New rotations that made an entry pending: a new entry, or a done or
     /// dead one due again.
     pub newly_queued: u64,
+    /// Of `newly_queued`, the done or dead entries made pending again.
+    pub reopened: u64,
     /// New rotations folded into an entry that was already pending.
     pub coalesced: u64,
     /// New rotations of leased entries; pending again when the lease ends.
@@ -305,7 +307,11 @@ fn ingest_rows(
             due_at: observed_at,
         })?;
         match outcome {
-            EnqueueOutcome::Queued | EnqueueOutcome::Requeued => summary.newly_queued += 1,
+            EnqueueOutcome::Queued => summary.newly_queued += 1,
+            EnqueueOutcome::Requeued => {
+                summary.newly_queued += 1;
+                summary.reopened += 1;
+            }
             EnqueueOutcome::Coalesced => summary.coalesced += 1,
             EnqueueOutcome::DeferredBehindLease => summary.requeued_after_lease += 1,
             EnqueueOutcome::AlreadyCovered => {}
@@ -387,6 +393,31 @@ mod tests {
             proptest::prop_assert_eq!(fast_summary, general_summary);
             proptest::prop_assert_eq!(contents(&fast), contents(&general));
         }
+    }
+
+    #[test]
+    fn rotations_of_done_entries_are_counted_as_reopened_among_the_newly_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.ingest(batch(3, at(1, 0)), at(2, 0)).unwrap();
+        let queue = store.queue(QueueOptions::default());
+        let request = ClaimRequest {
+            limit: 2,
+            lease: std::time::Duration::from_secs(7200),
+            worker: None,
+        };
+        let leases = queue.claim(&request, at(2, 1)).unwrap();
+        let ids: Vec<&str> = leases.iter().map(|l| l.lease_id.as_str()).collect();
+        let acks = queue.ack(&ids, at(2, 2)).unwrap();
+        assert!(acks.iter().all(|a| !a.is_refused()), "{acks:?}");
+
+        // Two done entries, one pending, one new bucket.
+        let summary = store.ingest(batch(4, at(3, 0)), at(4, 0)).unwrap();
+        assert_eq!(
+            (summary.newly_queued, summary.reopened, summary.coalesced),
+            (3, 2, 1),
+            "{summary:?}"
+        );
     }
 
     #[test]

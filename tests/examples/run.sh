@@ -24,7 +24,7 @@ for consumer in consumer.py consumer.sh; do
         python3 examples/consumer.py --binary "$bin" --db "$db" --batch 7 --until-empty >"$work/out"
         ;;
     consumer.sh)
-        UID2_BUCKET_SYNC_BIN=$bin BATCH=7 UNTIL_EMPTY=1 bash examples/consumer.sh --db "$db" >"$work/out"
+        UID2_BUCKET_SYNC_BIN=$bin BATCH=7 bash examples/consumer.sh --db "$db" --until-empty >"$work/out"
         ;;
     esac
     remapped=$(grep -c '^re-mapping identifiers of bucket ' "$work/out")
