@@ -8,6 +8,8 @@
 //! - [`credentials`]: API key and client secret, redacted everywhere.
 //! - [`envelope`]: the v2 AES-256-GCM request and response envelopes.
 //! - [`rotation`]: one reported bucket rotation.
+//! - [`identity`]: emails and phones: the operator's normalization, SHA-256
+//!   hashes and the accepted spellings of a hash.
 //!
 //! Talking to the operator:
 //! - [`operator`]: the HTTP client for `/v2/identity/buckets`, its error
@@ -35,6 +37,7 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod envelope;
+pub mod identity;
 pub mod metrics;
 pub mod operator;
 pub mod queue;
