@@ -19,13 +19,15 @@
 //!
 //! Keeping state:
 //! - [`store`]: the SQLite file, its migrations, the sync state and the
-//!   atomic ingest of one response.
+//!   atomic ingest of one response; who may open the file (modes, groups,
+//!   and what to say when access is wrong) in `store::access`.
 //! - [`queue`]: the lease-based re-mapping queue batch jobs consume.
 //!
 //! Running:
 //! - [`config`]: layered settings (file, environment, credentials).
 //! - [`sync`]: one poll cycle: fetch, validate, ingest, record.
-//! - [`daemon`]: scheduler, signals, systemd notify, housekeeping.
+//! - [`daemon`]: scheduler, signals, systemd notify, housekeeping, and the
+//!   lock that keeps one daemon per database.
 //! - [`metrics`], [`telemetry`]: Prometheus listener and logging.
 //! - [`build_info`]: the version and git commit this binary was built from.
 //! - [`cli`], `commands`: the command line and one handler per command.
