@@ -53,13 +53,6 @@ pub struct Subject {
 }
 
 impl Subject {
-    pub fn bucket(bucket_id: impl Into<CompactString>) -> Self {
-        Self {
-            kind: CompactString::const_new(BUCKET_KIND),
-            key: bucket_id.into(),
-        }
-    }
-
     /// The bucket id, when the subject is a salt bucket.
     pub fn bucket_id(&self) -> Option<&str> {
         (self.kind == BUCKET_KIND).then_some(self.key.as_str())

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{
-    CachedStatement, Connection, ErrorCode, OptionalExtension, Row, Transaction,
-    TransactionBehavior, params,
+    CachedStatement, Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params,
 };
 
 use super::limits::{
@@ -75,12 +74,15 @@ fn span_millis(span: Duration) -> i64 {
 
 /// Turns a rusqlite error into a [`QueueError`] naming the operation.
 pub(crate) fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
-    move |error| match error.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => QueueError::Busy { operation },
-        _ => QueueError::Backend {
-            operation,
-            source: Box::new(error),
-        },
+    move |error| {
+        if crate::store::is_busy_error(&error) {
+            QueueError::Busy { operation }
+        } else {
+            QueueError::Backend {
+                operation,
+                source: Box::new(error),
+            }
+        }
     }
 }
 

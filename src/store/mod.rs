@@ -130,20 +130,29 @@ impl StoreError {
     pub fn is_busy(&self) -> bool {
         match self {
             Self::Busy { .. } => true,
-            Self::Open { source, .. } | Self::Sqlite { source, .. } => matches!(
-                source.sqlite_error_code(),
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-            ),
+            Self::Open { source, .. } | Self::Sqlite { source, .. } => is_busy_error(source),
             Self::Queue(QueueError::Busy { .. }) => true,
             _ => false,
         }
     }
 }
 
+/// Another connection held a lock longer than the busy timeout: the one
+/// test of "database busy" for every SQLite call of the store and the queue.
+pub(crate) fn is_busy_error(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
 fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |source| match source.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy { operation },
-        _ => StoreError::Sqlite { operation, source },
+    move |source| {
+        if is_busy_error(&source) {
+            StoreError::Busy { operation }
+        } else {
+            StoreError::Sqlite { operation, source }
+        }
     }
 }
 

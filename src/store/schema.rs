@@ -200,7 +200,7 @@ fn migrate(conn: &mut Connection, path: &Path, created_by: Option<&str>) -> Resu
             // The library's message quotes the whole migration script.
             let reason = match source {
                 rusqlite_migration::Error::RusqliteError { err, .. } => {
-                    if is_busy_code(&err) {
+                    if super::is_busy_error(&err) {
                         return Err(StoreError::Busy {
                             operation: "migrating",
                         });
@@ -217,13 +217,6 @@ fn migrate(conn: &mut Connection, path: &Path, created_by: Option<&str>) -> Resu
         }
     }
     Ok(())
-}
-
-fn is_busy_code(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
 }
 
 fn classify_open_error(path: &Path, source: rusqlite::Error) -> StoreError {
