@@ -43,29 +43,17 @@ pub struct IngestSummary {
     pub mark_after: Option<DateTime<Utc>>,
 }
 
-/// Where a test makes the ingest fail (see `Store::inject_ingest_fault`).
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) struct Fault {
-    /// Fail once this many rows are written; `None`: just before commit.
-    pub after_rows: Option<usize>,
+/// A point of an ingest where a probe may make it fail (see
+/// [`Store::ingest_probed`]): after so many rows, or just before commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Rows(usize),
+    BeforeCommit,
 }
 
-impl Fault {
-    #[cfg_attr(not(test), allow(unused_variables))]
-    fn check(fault: Option<Fault>, rows: Option<usize>) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if let Some(Fault { after_rows }) = fault {
-            match (after_rows, rows) {
-                (Some(limit), Some(rows)) if rows >= limit => {
-                    return Err(StoreError::InjectedFault(rows));
-                }
-                (None, None) => return Err(StoreError::InjectedFault(usize::MAX)),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
+/// The probe of a production ingest: nothing to check.
+fn no_probe(_: Stage) -> rusqlite::Result<()> {
+    Ok(())
 }
 
 /// The page cache one ingest may use: enough for the pages a large batch
@@ -87,14 +75,23 @@ impl Store {
     /// later; the local clock never enters it. On any error nothing changes.
     pub fn ingest(
         &self,
-        mut rotations: Vec<BucketRotation>,
+        rotations: Vec<BucketRotation>,
         observed_at: DateTime<Utc>,
     ) -> Result<IngestSummary, StoreError> {
-        #[cfg(test)]
-        let fault = self.fault.take();
-        #[cfg(not(test))]
-        let fault: Option<Fault> = None;
+        self.ingest_probed(rotations, observed_at, true, &no_probe)
+    }
 
+    /// [`Store::ingest`], optionally without its fast path for an empty
+    /// database, calling `probe` at each [`Stage`]: an error from it fails
+    /// the ingest there, as a disk error would, so tests can prove that a
+    /// failure anywhere leaves nothing behind.
+    pub(crate) fn ingest_probed(
+        &self,
+        mut rotations: Vec<BucketRotation>,
+        observed_at: DateTime<Utc>,
+        fast_path_allowed: bool,
+        probe: &dyn Fn(Stage) -> rusqlite::Result<()>,
+    ) -> Result<IngestSummary, StoreError> {
         let mut summary = IngestSummary {
             received: rotations.len() as u64,
             ..IngestSummary::default()
@@ -116,7 +113,14 @@ impl Store {
         self.conn
             .pragma_update(None, "cache_size", -cache_kib_for(rotations.len()))
             .map_err(sql_error(OPERATION))?;
-        let outcome = self.ingest_sorted(&rotations, observed_at, latest_received, summary, fault);
+        let outcome = self.ingest_sorted(
+            &rotations,
+            observed_at,
+            latest_received,
+            summary,
+            fast_path_allowed,
+            probe,
+        );
         // Give the batch's pages back; a daemon keeps this connection. The
         // ingest has committed or rolled back by now, so a failure here is
         // no failure of the ingest.
@@ -136,10 +140,11 @@ impl Store {
         observed_at: DateTime<Utc>,
         latest_received: Option<DateTime<Utc>>,
         mut summary: IngestSummary,
-        fault: Option<Fault>,
+        fast_path_allowed: bool,
+        probe: &dyn Fn(Stage) -> rusqlite::Result<()>,
     ) -> Result<IngestSummary, StoreError> {
         let tx = self.write_transaction(OPERATION)?;
-        let check = |rows: usize| Fault::check(fault, Some(rows));
+        let check = |rows: usize| probe(Stage::Rows(rows)).map_err(sql_error(OPERATION));
 
         summary.mark_before = tx
             .query_row(
@@ -150,10 +155,6 @@ impl Store {
             .map_err(sql_error(OPERATION))?
             .map(from_millis);
 
-        #[cfg(test)]
-        let fast_path_allowed = !self.general_path_only.get();
-        #[cfg(not(test))]
-        let fast_path_allowed = true;
         if fast_path_allowed && is_fresh(&tx).map_err(sql_error(OPERATION))? {
             ingest_into_empty(&tx, rotations, observed_at, &check)?;
             summary.new_rotations = rotations.len() as u64;
@@ -184,7 +185,7 @@ impl Store {
             .map_err(sql_error(OPERATION))?;
         summary.mark_after = mark.map(from_millis);
 
-        Fault::check(fault, None)?;
+        probe(Stage::BeforeCommit).map_err(sql_error(OPERATION))?;
         tx.commit().map_err(sql_error(OPERATION))?;
         Ok(summary)
     }
@@ -368,6 +369,33 @@ mod tests {
         .unwrap()
     }
 
+    /// A probe that fails like a disk once `rows` rows are written, or
+    /// with `None` just before commit.
+    fn fail_at(rows: Option<usize>) -> impl Fn(Stage) -> rusqlite::Result<()> {
+        move |stage| {
+            let due = match (rows, stage) {
+                (Some(limit), Stage::Rows(written)) => written >= limit,
+                (None, Stage::BeforeCommit) => true,
+                _ => false,
+            };
+            if due {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some("simulated disk failure".to_owned()),
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    fn assert_is_the_simulated_failure(error: &StoreError) {
+        assert!(
+            matches!(error, StoreError::Sqlite { .. })
+                && error.to_string().contains("simulated disk failure"),
+            "{error}"
+        );
+    }
+
     fn batch(count: usize, last_updated: DateTime<Utc>) -> Vec<BucketRotation> {
         (0..count)
             .map(|i| rotation(&format!("bucket{i:04}"), last_updated))
@@ -387,9 +415,10 @@ mod tests {
                 .collect();
             let (fast_dir, general_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
             let (fast, general) = (open(&fast_dir), open(&general_dir));
-            general.disable_fast_path();
             let fast_summary = fast.ingest(response.clone(), at(9, 0)).unwrap();
-            let general_summary = general.ingest(response, at(9, 0)).unwrap();
+            let general_summary = general
+                .ingest_probed(response, at(9, 0), false, &no_probe)
+                .unwrap();
             proptest::prop_assert_eq!(fast_summary, general_summary);
             proptest::prop_assert_eq!(contents(&fast), contents(&general));
         }
@@ -426,9 +455,10 @@ mod tests {
         let store = open(&dir);
         let before = contents(&store);
         for fault in [Some(0), Some(700), Some(1000), None] {
-            store.inject_ingest_fault(fault);
-            let error = store.ingest(batch(1000, at(1, 0)), at(2, 0)).unwrap_err();
-            assert!(matches!(error, StoreError::InjectedFault(_)), "{error}");
+            let error = store
+                .ingest_probed(batch(1000, at(1, 0)), at(2, 0), true, &fail_at(fault))
+                .unwrap_err();
+            assert_is_the_simulated_failure(&error);
             assert_eq!(contents(&store), before, "fault {fault:?}");
         }
         // And the same data then goes in whole.
@@ -460,9 +490,10 @@ mod tests {
         let mut next = batch(150, at(3, 0));
         next.extend(batch(100, at(1, 0)));
         for fault in [Some(0), Some(1), Some(120), Some(150), None] {
-            store.inject_ingest_fault(fault);
-            let error = store.ingest(next.clone(), at(4, 0)).unwrap_err();
-            assert!(matches!(error, StoreError::InjectedFault(_)), "{error}");
+            let error = store
+                .ingest_probed(next.clone(), at(4, 0), true, &fail_at(fault))
+                .unwrap_err();
+            assert_is_the_simulated_failure(&error);
             assert_eq!(contents(&store), before, "fault {fault:?}");
         }
         let summary = store.ingest(next, at(4, 0)).unwrap();

@@ -120,9 +120,6 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[cfg(test)]
-    #[error("injected fault after {0} rows")]
-    InjectedFault(usize),
 }
 
 impl StoreError {
@@ -194,10 +191,6 @@ pub struct StoreStatus {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    #[cfg(test)]
-    fault: std::cell::Cell<Option<ingest::Fault>>,
-    #[cfg(test)]
-    general_path_only: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -215,10 +208,6 @@ impl Store {
         Ok(Self {
             conn,
             path: path.to_owned(),
-            #[cfg(test)]
-            fault: std::cell::Cell::new(None),
-            #[cfg(test)]
-            general_path_only: std::cell::Cell::new(false),
         })
     }
 
@@ -310,19 +299,6 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
-    }
-
-    /// Makes `ingest` skip its fast path for an empty database.
-    #[cfg(test)]
-    pub(crate) fn disable_fast_path(&self) {
-        self.general_path_only.set(true);
-    }
-
-    /// Makes the next `ingest` fail once it has handled `rows` rows (or,
-    /// with `None`, just before commit), to prove it leaves nothing behind.
-    #[cfg(test)]
-    pub(crate) fn inject_ingest_fault(&self, rows: Option<usize>) {
-        self.fault.set(Some(ingest::Fault { after_rows: rows }));
     }
 }
 
