@@ -980,3 +980,74 @@ fn positive(value: u32, origin: &str, key: &str) -> Result<u32, ConfigError> {
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator_settings(text: &str) -> Result<OperatorSettings, ConfigError> {
+        let raw = parse_file(Path::new("c.toml"), text)?;
+        build_operator(raw.operator, "c.toml", &|_| None)
+    }
+
+    #[test]
+    fn without_operator_keys_the_client_gets_the_documented_defaults() {
+        let settings = operator_settings("").unwrap();
+        assert_eq!(settings.client, ClientOptions::default());
+        assert_eq!(settings.client.retry.max_attempts, 6);
+        assert_eq!(
+            settings.client.retry.initial_backoff,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn every_operator_client_key_lands_in_the_client_options() {
+        let settings = operator_settings(
+            "[operator]\nconnect_timeout = \"3s\"\nrequest_timeout = \"2m\"\nbinary_body = true\n\
+             [operator.retry]\nmax_attempts = 2\ninitial_backoff = \"250ms\"\n\
+             max_backoff = \"5s\"\nmax_elapsed = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.client,
+            ClientOptions {
+                connect_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_secs(120),
+                encoding: BodyEncoding::Binary,
+                retry: RetryPolicy {
+                    max_attempts: 2,
+                    initial_backoff: Duration::from_millis(250),
+                    max_backoff: Duration::from_secs(5),
+                    max_elapsed: Duration::from_secs(60),
+                },
+                ..ClientOptions::default()
+            }
+        );
+    }
+
+    #[test]
+    fn impossible_retry_settings_are_refused_with_their_key() {
+        for (text, key) in [
+            (
+                "[operator.retry]\nmax_attempts = 0\n",
+                "operator.retry.max_attempts",
+            ),
+            (
+                "[operator.retry]\ninitial_backoff = \"2m\"\n",
+                "operator.retry.initial_backoff",
+            ),
+            (
+                "[operator.retry]\nmax_elapsed = \"soon\"\n",
+                "operator.retry.max_elapsed",
+            ),
+            (
+                "[operator]\nconnect_timeout = \"0s\"\n",
+                "operator.connect_timeout",
+            ),
+        ] {
+            let message = operator_settings(text).unwrap_err().to_string();
+            assert!(message.contains(key), "{text}: {message}");
+        }
+    }
+}
