@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins, CredentialSource};
-use crate::operator::client::check_base_url;
+use crate::operator::options::check_base_url;
+use crate::operator::{BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, RetryPolicy};
 use crate::timestamp;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/uid2-bucket-sync/config.toml";
@@ -101,22 +102,10 @@ pub struct OperatorSettings {
     /// `None` when neither `environment` nor `base_url` is set; only
     /// `sync` and `run` need it.
     pub base_url: Option<String>,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    /// Send and receive raw bytes (`application/octet-stream`) instead of base64.
-    pub binary_body: bool,
-    pub retry: RetrySettings,
+    /// Time limits, body encoding (`binary_body`) and retries.
+    pub client: ClientOptions,
     credentials: CredentialSources,
     origin: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySettings {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Upper bound on the time spent retrying one cycle's request.
-    pub max_elapsed: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,15 +232,25 @@ pub struct OperatorConnection {
     pub base_url: String,
     pub api_key: ApiKey,
     pub client_secret: ClientSecret,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub binary_body: bool,
-    pub retry: RetrySettings,
+    pub client: ClientOptions,
     /// Where each credential was read from, for hints.
     pub credentials: CredentialOrigins,
     /// Which source won where more than one provides a credential, and
     /// which were ignored: worth one INFO line each at start.
     pub credential_notes: Vec<String>,
+}
+
+impl OperatorConnection {
+    /// Builds the operator client `sync`, `run` and `config check` use. It
+    /// sends nothing.
+    pub fn client(&self) -> Result<OperatorClient, ClientSetupError> {
+        OperatorClient::new(
+            &self.base_url,
+            self.api_key.clone(),
+            self.client_secret.clone(),
+            self.client.clone(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -516,10 +515,7 @@ impl Settings {
                 base_url,
                 api_key,
                 client_secret,
-                connect_timeout: op.connect_timeout,
-                request_timeout: op.request_timeout,
-                binary_body: op.binary_body,
-                retry: op.retry.clone(),
+                client: op.client.clone(),
                 credentials: CredentialOrigins {
                     api_key: Some(api_key_text.source),
                     client_secret: Some(secret_text.source),
@@ -597,27 +593,30 @@ fn build_operator(
         ClientSecret::from_base64(secret)
             .map_err(|e| ConfigError::invalid(origin, "operator.client_secret", e.to_string()))?;
     }
-    let retry = RetrySettings {
+    let defaults = ClientOptions::default();
+    let retry = RetryPolicy {
         max_attempts: positive(
-            raw.retry.max_attempts.unwrap_or(6),
+            raw.retry
+                .max_attempts
+                .unwrap_or(defaults.retry.max_attempts),
             origin,
             "operator.retry.max_attempts",
         )?,
-        initial_backoff: duration_or(
+        initial_backoff: duration_or_default(
             raw.retry.initial_backoff,
-            "1s",
+            defaults.retry.initial_backoff,
             origin,
             "operator.retry.initial_backoff",
         )?,
-        max_backoff: duration_or(
+        max_backoff: duration_or_default(
             raw.retry.max_backoff,
-            "60s",
+            defaults.retry.max_backoff,
             origin,
             "operator.retry.max_backoff",
         )?,
-        max_elapsed: duration_or(
+        max_elapsed: duration_or_default(
             raw.retry.max_elapsed,
-            "10m",
+            defaults.retry.max_elapsed,
             origin,
             "operator.retry.max_elapsed",
         )?,
@@ -629,31 +628,38 @@ fn build_operator(
             "is longer than operator.retry.max_backoff",
         ));
     }
-    Ok(OperatorSettings {
-        base_url,
+    let client = ClientOptions {
         connect_timeout: nonzero(
-            duration_or(
+            duration_or_default(
                 raw.connect_timeout,
-                "10s",
+                defaults.connect_timeout,
                 origin,
                 "operator.connect_timeout",
             )?,
             origin,
             "operator.connect_timeout",
         )?,
-        // A first sync downloads ~91 MiB in one response: be generous.
         request_timeout: nonzero(
-            duration_or(
+            duration_or_default(
                 raw.request_timeout,
-                "5m",
+                defaults.request_timeout,
                 origin,
                 "operator.request_timeout",
             )?,
             origin,
             "operator.request_timeout",
         )?,
-        binary_body: raw.binary_body.unwrap_or(false),
+        encoding: match raw.binary_body {
+            Some(true) => BodyEncoding::Binary,
+            Some(false) => BodyEncoding::Base64,
+            None => defaults.encoding,
+        },
         retry,
+        ..defaults
+    };
+    Ok(OperatorSettings {
+        base_url,
+        client,
         credentials: CredentialSources {
             api_key: raw.api_key,
             api_key_file: raw.api_key_file,
@@ -937,6 +943,16 @@ fn duration_or(
     parse_duration(text.as_deref().unwrap_or(default), origin, key)
 }
 
+/// As [`duration_or`], for a default that lives with the type it configures.
+fn duration_or_default(
+    text: Option<String>,
+    default: Duration,
+    origin: &str,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    text.map_or(Ok(default), |text| parse_duration(&text, origin, key))
+}
+
 fn retry_delay(
     text: Option<String>,
     default: &str,
@@ -963,4 +979,75 @@ fn positive(value: u32, origin: &str, key: &str) -> Result<u32, ConfigError> {
         return Err(ConfigError::invalid(origin, key, "must be at least 1"));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator_settings(text: &str) -> Result<OperatorSettings, ConfigError> {
+        let raw = parse_file(Path::new("c.toml"), text)?;
+        build_operator(raw.operator, "c.toml", &|_| None)
+    }
+
+    #[test]
+    fn without_operator_keys_the_client_gets_the_documented_defaults() {
+        let settings = operator_settings("").unwrap();
+        assert_eq!(settings.client, ClientOptions::default());
+        assert_eq!(settings.client.retry.max_attempts, 6);
+        assert_eq!(
+            settings.client.retry.initial_backoff,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn every_operator_client_key_lands_in_the_client_options() {
+        let settings = operator_settings(
+            "[operator]\nconnect_timeout = \"3s\"\nrequest_timeout = \"2m\"\nbinary_body = true\n\
+             [operator.retry]\nmax_attempts = 2\ninitial_backoff = \"250ms\"\n\
+             max_backoff = \"5s\"\nmax_elapsed = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.client,
+            ClientOptions {
+                connect_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_secs(120),
+                encoding: BodyEncoding::Binary,
+                retry: RetryPolicy {
+                    max_attempts: 2,
+                    initial_backoff: Duration::from_millis(250),
+                    max_backoff: Duration::from_secs(5),
+                    max_elapsed: Duration::from_secs(60),
+                },
+                ..ClientOptions::default()
+            }
+        );
+    }
+
+    #[test]
+    fn impossible_retry_settings_are_refused_with_their_key() {
+        for (text, key) in [
+            (
+                "[operator.retry]\nmax_attempts = 0\n",
+                "operator.retry.max_attempts",
+            ),
+            (
+                "[operator.retry]\ninitial_backoff = \"2m\"\n",
+                "operator.retry.initial_backoff",
+            ),
+            (
+                "[operator.retry]\nmax_elapsed = \"soon\"\n",
+                "operator.retry.max_elapsed",
+            ),
+            (
+                "[operator]\nconnect_timeout = \"0s\"\n",
+                "operator.connect_timeout",
+            ),
+        ] {
+            let message = operator_settings(text).unwrap_err().to_string();
+            assert!(message.contains(key), "{text}: {message}");
+        }
+    }
 }

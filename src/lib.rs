@@ -12,8 +12,10 @@
 //!   hashes and the accepted spellings of a hash.
 //!
 //! Talking to the operator:
-//! - [`operator`]: the HTTP client for `/v2/identity/buckets`, its error
-//!   kinds and its retry policy.
+//! - [`operator`]: the client: one transport for every operator endpoint
+//!   (envelope per attempt, HTTP, error kinds, retries), the options the
+//!   configuration maps onto, and one module per endpoint (today
+//!   `/v2/identity/buckets`).
 //! - [`simulator`]: a faithful in-process operator with fault injection,
 //!   used by tests, `dev-operator` and `demo`.
 //!

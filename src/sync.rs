@@ -13,12 +13,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::OperatorConnection;
 use crate::credentials::CredentialOrigins;
 use crate::envelope::EnvelopeError;
-use crate::operator::{
-    BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, OperatorError, RetryPolicy,
-};
+use crate::operator::{BUCKETS_PATH, BucketsError, OperatorClient, OperatorError, TransportError};
 use crate::store::{IngestSummary, Store, StoreError};
 use crate::timestamp::{format_utc, truncate_to_millis};
 
@@ -108,7 +105,7 @@ pub enum SyncError {
     )]
     NoStartingPoint,
     #[error(transparent)]
-    Operator(#[from] OperatorError),
+    Operator(#[from] BucketsError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the cycle was stopped before it committed anything")]
@@ -130,52 +127,10 @@ impl SyncError {
     /// error text alone doesn't say. Hints about a credential name where
     /// it was read from (`credentials`), never its value.
     pub fn hint(&self, credentials: &CredentialOrigins) -> Option<String> {
-        let api_key = credentials.api_key_phrase();
-        let secret = credentials.client_secret_phrase();
-        let wrong_secret = format!("{secret} is wrong or does not belong to {api_key}");
         match self {
-            SyncError::Operator(OperatorError::Envelope(EnvelopeError::TagMismatch)) => {
-                Some(format!(
-                    "the response did not authenticate with {secret}; as the operator accepted \
-                     the request, which needs the same secret, the body was most likely altered \
-                     on the way (a proxy?)"
-                ))
+            SyncError::Operator(OperatorError::Transport(error)) => {
+                transport_hint(error, credentials)
             }
-            SyncError::Operator(OperatorError::Envelope(_)) => Some(
-                "the response is not a valid v2 envelope: check that base_url points at a UID2 \
-                 or EUID operator"
-                    .to_owned(),
-            ),
-            SyncError::Operator(OperatorError::Unauthorized) => Some(format!(
-                "check {api_key} and that it matches operator.environment"
-            )),
-            SyncError::Operator(OperatorError::BadRequest { message }) => {
-                Some(match BadRequestCause::of(message) {
-                    BadRequestCause::Undecryptable => {
-                        format!("the operator could not decrypt the request: {wrong_secret}")
-                    }
-                    BadRequestCause::ClockOff => "the operator says the request's time is off: \
-                        this machine's clock is off by more than a minute; sync it (chrony, \
-                        systemd-timesyncd)"
-                        .to_owned(),
-                    BadRequestCause::Other => format!(
-                        "the operator rejected the request itself: if it is about decrypting, \
-                         {wrong_secret}; if it is about the time, this machine's clock is off \
-                         by more than a minute"
-                    ),
-                })
-            }
-            SyncError::Operator(OperatorError::Connect { .. }) => Some(
-                "check operator.environment or operator.base_url and outbound HTTPS access"
-                    .to_owned(),
-            ),
-            SyncError::Operator(OperatorError::Timeout { .. }) => Some(
-                "a first sync downloads about 91 MiB; raise operator.request_timeout on slow links"
-                    .to_owned(),
-            ),
-            SyncError::Operator(error) if error.is_transient() => Some(
-                "transient; the next cycle tries again from the same high-water mark".to_owned(),
-            ),
             SyncError::Store(error) if error.is_busy() => Some(
                 "another process held the database write lock too long; raise \
                  database.busy_timeout or shorten consumer transactions"
@@ -191,6 +146,53 @@ impl SyncError {
             Some(hint) => format!("{self} (hint: {hint})"),
             None => self.to_string(),
         }
+    }
+}
+
+/// What to do about a failed exchange with the operator.
+fn transport_hint(error: &TransportError, credentials: &CredentialOrigins) -> Option<String> {
+    let api_key = credentials.api_key_phrase();
+    let secret = credentials.client_secret_phrase();
+    let wrong_secret = format!("{secret} is wrong or does not belong to {api_key}");
+    match error {
+        TransportError::Envelope(EnvelopeError::TagMismatch) => Some(format!(
+            "the response did not authenticate with {secret}; as the operator accepted \
+             the request, which needs the same secret, the body was most likely altered \
+             on the way (a proxy?)"
+        )),
+        TransportError::Envelope(_) => Some(
+            "the response is not a valid v2 envelope: check that base_url points at a UID2 \
+             or EUID operator"
+                .to_owned(),
+        ),
+        TransportError::Unauthorized => Some(format!(
+            "check {api_key} and that it matches operator.environment"
+        )),
+        TransportError::BadRequest { message } => Some(match BadRequestCause::of(message) {
+            BadRequestCause::Undecryptable => {
+                format!("the operator could not decrypt the request: {wrong_secret}")
+            }
+            BadRequestCause::ClockOff => "the operator says the request's time is off: \
+                this machine's clock is off by more than a minute; sync it (chrony, \
+                systemd-timesyncd)"
+                .to_owned(),
+            BadRequestCause::Other => format!(
+                "the operator rejected the request itself: if it is about decrypting, \
+                 {wrong_secret}; if it is about the time, this machine's clock is off \
+                 by more than a minute"
+            ),
+        }),
+        TransportError::Connect { .. } => Some(
+            "check operator.environment or operator.base_url and outbound HTTPS access".to_owned(),
+        ),
+        TransportError::Timeout { .. } => Some(
+            "a first sync downloads about 91 MiB; raise operator.request_timeout on slow links"
+                .to_owned(),
+        ),
+        error if error.is_transient() => {
+            Some("transient; the next cycle tries again from the same high-water mark".to_owned())
+        }
+        _ => None,
     }
 }
 
@@ -215,34 +217,6 @@ impl BadRequestCause {
             BadRequestCause::Other
         }
     }
-}
-
-/// Builds the operator client `sync`, `run` and `demo` use.
-pub fn connect_operator(
-    connection: &OperatorConnection,
-) -> Result<OperatorClient, ClientSetupError> {
-    let retry = &connection.retry;
-    OperatorClient::new(
-        &connection.base_url,
-        connection.api_key.clone(),
-        connection.client_secret.clone(),
-        ClientOptions {
-            connect_timeout: connection.connect_timeout,
-            request_timeout: connection.request_timeout,
-            encoding: if connection.binary_body {
-                BodyEncoding::Binary
-            } else {
-                BodyEncoding::Base64
-            },
-            retry: RetryPolicy {
-                max_attempts: retry.max_attempts,
-                initial_backoff: retry.initial_backoff,
-                max_backoff: retry.max_backoff,
-                max_total: retry.max_elapsed,
-            },
-            ..ClientOptions::default()
-        },
-    )
 }
 
 /// Everything a cycle needs; cheap to clone into scheduler jobs.
@@ -279,8 +253,8 @@ impl SyncCycle {
     }
 
     /// The operator URL this cycle polls.
-    pub fn endpoint(&self) -> &str {
-        self.client.endpoint().as_str()
+    pub fn endpoint(&self) -> reqwest::Url {
+        self.client.url(BUCKETS_PATH)
     }
 
     /// Runs one cycle. `cancel` abandons it at any point before the ingest
@@ -340,7 +314,7 @@ impl SyncCycle {
             return Err(SyncError::Cancelled);
         }
         let (attempts, body_bytes) = (response.attempts, response.body_bytes);
-        let rotations = response.rotations;
+        let rotations = response.answer;
         let ingest = self
             .blocking(move |store| store.ingest(rotations, now_ms()))
             .await?;
@@ -426,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_corrupted_response_gets_a_hint_naming_the_secret_used() {
-        let error = SyncError::Operator(OperatorError::Envelope(EnvelopeError::TagMismatch));
+        let error = transport(TransportError::Envelope(EnvelopeError::TagMismatch));
         assert_eq!(error.kind(), "envelope");
         let hint = error.hint(&origins()).unwrap();
         assert!(
@@ -447,8 +421,12 @@ mod tests {
         }
     }
 
+    fn transport(error: TransportError) -> SyncError {
+        SyncError::Operator(error.into())
+    }
+
     fn bad_request(message: &str) -> SyncError {
-        SyncError::Operator(OperatorError::BadRequest {
+        transport(TransportError::BadRequest {
             message: message.into(),
         })
     }
@@ -480,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_401_names_the_api_key_actually_used() {
-        let hint = SyncError::Operator(OperatorError::Unauthorized)
+        let hint = transport(TransportError::Unauthorized)
             .hint(&origins())
             .unwrap();
         assert!(

@@ -11,8 +11,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use uid2_bucket_sync::credentials::{ApiKey, ClientSecret};
 use uid2_bucket_sync::envelope::EnvelopeError;
 use uid2_bucket_sync::operator::{
-    BodyEncoding, ClientOptions, OperatorClient, OperatorError, ResponseError, RetryPolicy,
-    RowProblem,
+    BodyEncoding, BucketsError, ClientOptions, OperatorClient, OperatorError, ResponseError,
+    RetryPolicy, RowProblem, TransportError,
 };
 use uid2_bucket_sync::rotation::BucketRotation;
 use uid2_bucket_sync::simulator::{Fault, SimulatedOperator, SimulatorConfig};
@@ -46,7 +46,7 @@ fn quick_retries(max_attempts: u32) -> RetryPolicy {
         max_attempts,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(40),
-        max_total: Duration::from_secs(30),
+        max_elapsed: Duration::from_secs(30),
     }
 }
 
@@ -69,11 +69,15 @@ fn sorted(mut rotations: Vec<BucketRotation>) -> Vec<BucketRotation> {
 }
 
 /// Everything a single attempt can end in, with the fault that causes it.
-async fn single_attempt_error(fault: Fault, options: ClientOptions) -> OperatorError {
+async fn single_attempt_error(fault: Fault, options: ClientOptions) -> BucketsError {
     let sim = operator(BUCKETS).await;
     sim.inject(fault);
-    let error = client(&sim, options)
-        .fetch_rotations_once(epoch())
+    let single_attempt = ClientOptions {
+        retry: RetryPolicy::none(),
+        ..options
+    };
+    let error = client(&sim, single_attempt)
+        .fetch_rotations(epoch())
         .await
         .unwrap_err();
     sim.shutdown().await;
@@ -87,8 +91,8 @@ async fn base64_mode_fetches_the_full_table() {
         .fetch_rotations(epoch())
         .await
         .unwrap();
-    assert_eq!(response.rotations.len(), BUCKETS as usize);
-    assert_eq!(sorted(response.rotations), sorted(sim.snapshot()));
+    assert_eq!(response.answer.len(), BUCKETS as usize);
+    assert_eq!(sorted(response.answer), sorted(sim.snapshot()));
     assert_eq!(response.attempts, 1);
     assert!(response.retries.is_empty());
     assert!(response.body_bytes > 0);
@@ -116,7 +120,7 @@ async fn binary_mode_fetches_the_full_table() {
     .fetch_rotations(epoch())
     .await
     .unwrap();
-    assert_eq!(sorted(response.rotations), sorted(sim.snapshot()));
+    assert_eq!(sorted(response.answer), sorted(sim.snapshot()));
     let requests = sim.requests();
     assert_eq!(requests.len(), 1);
     assert!(requests[0].binary);
@@ -133,7 +137,7 @@ async fn since_is_sent_as_iso_local_milliseconds_and_only_later_rotations_return
         .fetch_rotations(since)
         .await
         .unwrap();
-    assert_eq!(sorted(response.rotations), sorted(rotated));
+    assert_eq!(sorted(response.answer), sorted(rotated));
     assert_eq!(
         sim.requests()[0].since_timestamp.as_deref(),
         Some("2030-01-01T23:59:59.999")
@@ -226,11 +230,11 @@ async fn fault_errors_carry_what_went_wrong() {
     let no_retry = options(RetryPolicy::none());
     assert_eq!(
         single_attempt_error(Fault::CorruptTag, no_retry.clone()).await,
-        OperatorError::Envelope(EnvelopeError::TagMismatch)
+        OperatorError::Transport(TransportError::Envelope(EnvelopeError::TagMismatch))
     );
     assert_eq!(
         single_attempt_error(Fault::WrongNonce, no_retry.clone()).await,
-        OperatorError::Envelope(EnvelopeError::NonceMismatch)
+        OperatorError::Transport(TransportError::Envelope(EnvelopeError::NonceMismatch))
     );
     assert!(matches!(
         single_attempt_error(Fault::BadJson, no_retry.clone()).await,
@@ -257,7 +261,8 @@ async fn fault_errors_carry_what_went_wrong() {
     );
     assert!(matches!(
         single_attempt_error(Fault::TruncatedBody, no_retry).await,
-        OperatorError::TruncatedBody { received, expected: Some(expected) } if received < expected
+        OperatorError::Transport(TransportError::TruncatedBody { received, expected: Some(expected) })
+            if received < expected
     ));
 }
 
@@ -303,7 +308,10 @@ async fn a_wrong_api_key_is_unauthorized_and_not_retried() {
     )
     .unwrap();
     let error = client.fetch_rotations(epoch()).await.unwrap_err();
-    assert_eq!(error, OperatorError::Unauthorized);
+    assert_eq!(
+        error,
+        OperatorError::Transport(TransportError::Unauthorized)
+    );
     assert_eq!(sim.requests().len(), 1);
     sim.shutdown().await;
 }
@@ -320,7 +328,7 @@ async fn a_wrong_client_secret_is_a_bad_request_and_not_retried() {
     .unwrap();
     let error = client.fetch_rotations(epoch()).await.unwrap_err();
     match &error {
-        OperatorError::BadRequest { message } => {
+        OperatorError::Transport(TransportError::BadRequest { message }) => {
             assert!(message.starts_with("Invalid body:"), "{message}")
         }
         other => panic!("expected a bad request, got {other:?}"),
@@ -336,7 +344,7 @@ async fn a_skewed_client_clock_is_a_bad_request_and_not_retried() {
     let client = client(&sim, options(quick_retries(4))).with_clock(move || ten_minutes_ago);
     let error = client.fetch_rotations(epoch()).await.unwrap_err();
     match &error {
-        OperatorError::BadRequest { message } => {
+        OperatorError::Transport(TransportError::BadRequest { message }) => {
             assert!(message.starts_with("Invalid timestamp"), "{message}")
         }
         other => panic!("expected a bad request, got {other:?}"),
@@ -410,7 +418,7 @@ async fn each_transient_fault_is_retried_and_the_fetch_succeeds_once_it_clears()
         assert_eq!(response.retries.len(), 1, "{fault:?}");
         assert_eq!(response.retries[0].attempt, 1);
         assert_eq!(response.retries[0].error_kind, kind, "{fault:?}");
-        assert_eq!(sorted(response.rotations), sorted(sim.snapshot()));
+        assert_eq!(sorted(response.answer), sorted(sim.snapshot()));
         sim.shutdown().await;
     }
 }
@@ -591,7 +599,7 @@ async fn no_error_or_client_debug_output_reveals_the_credentials() {
         OperatorClient::new(&format!("http://{address}"), api_key(), secret(), no_retry).unwrap();
     shown.push(refused.fetch_rotations(epoch()).await.unwrap_err());
 
-    let kinds: HashSet<_> = shown.iter().map(OperatorError::kind).collect();
+    let kinds: HashSet<_> = shown.iter().map(BucketsError::kind).collect();
     for kind in [
         "bad_request",
         "unauthorized",

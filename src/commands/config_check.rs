@@ -15,7 +15,6 @@ use crate::config::Settings;
 use crate::daemon::DaemonError;
 use crate::daemon::schedule::describe;
 use crate::store::StoreError;
-use crate::sync::connect_operator;
 
 /// The first bytes of every SQLite 3 database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -25,7 +24,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
     let (connection, secret_warnings) = settings.operator_connection_with_env(&env)?;
     // Builds the HTTP client as `run` does; it sends nothing.
-    connect_operator(&connection)?;
+    connection.client()?;
     let database = check_database(&settings)?;
     let origin = |source: &Option<crate::credentials::CredentialSource>| {
         source

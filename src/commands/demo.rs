@@ -235,7 +235,7 @@ fn demo_client(
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(200),
                 max_backoff: Duration::from_secs(1),
-                max_total: Duration::from_secs(10),
+                max_elapsed: Duration::from_secs(10),
             },
             ..ClientOptions::default()
         },

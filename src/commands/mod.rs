@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::{ENVIRONMENTS, LoadOptions, OperatorConnection, Settings};
 use crate::store::{OpenMode, Store, StoreOptions};
-use crate::sync::{SyncCycle, SyncPlan, connect_operator};
+use crate::sync::{SyncCycle, SyncPlan};
 
 /// Runs a parsed command line to completion and returns the exit code.
 pub fn execute(cli: Cli) -> ExitCode {
@@ -103,7 +103,7 @@ fn operator_connection(settings: &Settings) -> anyhow::Result<OperatorConnection
 /// (created if missing), starting from `sync.initial_since`.
 fn configured_cycle(settings: &Settings) -> anyhow::Result<SyncCycle> {
     let connection = operator_connection(settings)?;
-    let client = connect_operator(&connection)?;
+    let client = connection.client()?;
     let store = open_store(settings, OpenMode::CreateIfMissing)?;
     Ok(SyncCycle::new(
         client,

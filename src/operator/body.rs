@@ -1,22 +1,18 @@
 //! What happens to a 200 body once it is in memory: base64-decode (when the
-//! body is text), decrypt, check the nonce, parse the rows.
+//! body is text), decrypt, check the nonce. The endpoint then parses the
+//! JSON where it lies.
 //!
-//! A first sync is a ~91 MiB base64 body holding ~68 MiB of JSON. The body
-//! buffer is reused for every step: base64 is decoded into the front of the
-//! same buffer (the output is always behind the input), the envelope is
-//! decrypted in place, and rows borrow their strings from it while parsing.
-//! Peak memory is the body plus the parsed rows.
+//! A first buckets sync is a ~91 MiB base64 body holding ~68 MiB of JSON.
+//! The body buffer is reused for every step: base64 is decoded into the
+//! front of the same buffer (the output is always behind the input), the
+//! envelope is decrypted in place, and parsers borrow their strings from it.
+//! Peak memory is the body plus the parsed answer.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Utc};
 
 use crate::credentials::ClientSecret;
-use crate::envelope::{EnvelopeError, Nonce, open_response};
-use crate::operator::error::OperatorError;
-use crate::operator::response::parse_buckets_json;
-use crate::rotation::BucketRotation;
-use crate::timestamp::from_millis;
+use crate::envelope::{EnvelopeError, Nonce, OpenedResponse, open_response};
 
 /// How the envelope travels in the HTTP body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,32 +24,19 @@ pub enum BodyEncoding {
     Binary,
 }
 
-/// A successful answer, decrypted and validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenedBuckets {
-    pub rotations: Vec<BucketRotation>,
-    /// The operator's clock when it answered, from the envelope.
-    pub server_time: DateTime<Utc>,
-}
-
-/// Turns a complete 200 body into rotations. The client calls exactly this
-/// once the body is read; the `open_response` bench measures it.
-pub fn open_buckets_body(
+/// Opens a complete 200 body: the decrypted payload, its nonce checked.
+/// The transport calls exactly this once the body is read.
+pub fn open_body(
     secret: &ClientSecret,
     body: Vec<u8>,
     encoding: BodyEncoding,
     expected_nonce: &Nonce,
-) -> Result<OpenedBuckets, OperatorError> {
+) -> Result<OpenedResponse, EnvelopeError> {
     let envelope = match encoding {
         BodyEncoding::Binary => body,
         BodyEncoding::Base64 => decode_base64_in_place(body)?,
     };
-    let opened = open_response(secret, envelope, expected_nonce)?;
-    let rotations = parse_buckets_json(opened.payload())?;
-    Ok(OpenedBuckets {
-        rotations,
-        server_time: from_millis(opened.server_time_ms()),
-    })
+    open_response(secret, envelope, expected_nonce)
 }
 
 /// Base64 characters decoded per step; a multiple of 4 so that only the
@@ -154,23 +137,22 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_answer_opens_in_both_encodings() {
+    fn a_sealed_answer_opens_in_both_encodings_and_checks_the_nonce() {
         let secret = ClientSecret::from_bytes([3; 32]);
         let nonce = [9; 8];
-        let json = br#"{"status":"success","body":[{"bucket_id":"b","last_updated":"2025-03-01T00:00:00.000"}]}"#;
+        let json = br#"{"status":"success"}"#;
         let envelope = seal_response(&secret, &[1; 12], 1_740_787_200_123, &nonce, json);
         for (body, encoding) in [
             (envelope.clone(), BodyEncoding::Binary),
             (encode_base64(&envelope).into_bytes(), BodyEncoding::Base64),
         ] {
-            let opened = open_buckets_body(&secret, body, encoding, &nonce).unwrap();
-            assert_eq!(opened.rotations.len(), 1);
-            assert_eq!(opened.rotations[0].bucket_id, "b");
-            assert_eq!(opened.server_time, from_millis(1_740_787_200_123));
+            let opened = open_body(&secret, body, encoding, &nonce).unwrap();
+            assert_eq!(opened.payload().as_bytes(), json);
+            assert_eq!(opened.server_time_ms(), 1_740_787_200_123);
         }
         assert_eq!(
-            open_buckets_body(&secret, envelope, BodyEncoding::Binary, &[0; 8]).unwrap_err(),
-            OperatorError::Envelope(EnvelopeError::NonceMismatch)
+            open_body(&secret, envelope, BodyEncoding::Binary, &[0; 8]).unwrap_err(),
+            EnvelopeError::NonceMismatch
         );
     }
 }

@@ -1,6 +1,8 @@
 //! How a call to the operator can fail, one variant per outcome a caller
-//! acts on. [`OperatorError::kind`] gives each a stable name for the sync
-//! state record and metrics; [`OperatorError::is_transient`] decides retries.
+//! acts on. [`TransportError`] is everything that can go wrong on the way,
+//! whatever the endpoint; [`OperatorError`] adds the endpoint's own reasons
+//! to refuse a decrypted answer. `kind` gives each a stable name for the
+//! sync state record and metrics; `is_transient` decides retries.
 //!
 //! No variant holds the API key or the client secret, and the texts taken
 //! from the wire (operator messages, transport details) cannot contain them:
@@ -10,7 +12,6 @@
 use std::time::Duration;
 
 use crate::envelope::EnvelopeError;
-use crate::operator::response::ResponseError;
 
 /// Longest operator error text kept in an error, in characters; a misrouted
 /// request can come back with a whole HTML page.
@@ -34,8 +35,10 @@ impl std::fmt::Display for TimeoutPhase {
     }
 }
 
+/// A failed exchange with any endpoint: refused, unreachable, cut short or
+/// not a valid envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OperatorError {
+pub enum TransportError {
     #[error("operator refused the request (400 Bad Request): {message}")]
     BadRequest { message: String },
 
@@ -55,8 +58,13 @@ pub enum OperatorError {
         retry_after: Option<Duration>,
     },
 
-    #[error("operator answered with unexpected status {status}{}{}", status_hint(*status), detail_note(detail))]
-    UnexpectedStatus { status: u16, detail: String },
+    #[error("operator answered with unexpected status {status}{}{}", status_hint(*status, path), detail_note(detail))]
+    UnexpectedStatus {
+        status: u16,
+        /// The endpoint's path, named when the status suggests a wrong URL.
+        path: &'static str,
+        detail: String,
+    },
 
     #[error("request to the operator timed out {phase} (limit {limit:?})")]
     Timeout {
@@ -84,57 +92,89 @@ pub enum OperatorError {
 
     #[error("cannot open the operator's response envelope: {0}")]
     Envelope(#[from] EnvelopeError),
-
-    #[error("operator's response is invalid: {0}")]
-    InvalidResponse(#[from] ResponseError),
 }
 
-impl OperatorError {
+impl TransportError {
     /// A stable snake_case name, recorded in the sync state and used as a
     /// metrics label. Renaming one is a breaking change.
     pub fn kind(&self) -> &'static str {
         match self {
-            OperatorError::BadRequest { .. } => "bad_request",
-            OperatorError::Unauthorized => "unauthorized",
-            OperatorError::RateLimited { .. } => "rate_limited",
-            OperatorError::ServerError { .. } => "server_error",
-            OperatorError::UnexpectedStatus { .. } => "unexpected_status",
-            OperatorError::Timeout { .. } => "timeout",
-            OperatorError::Connect { .. } => "connect",
-            OperatorError::ConnectionReset { .. } => "connection_reset",
-            OperatorError::TruncatedBody { .. } => "truncated_body",
-            OperatorError::BodyTooLarge { .. } => "body_too_large",
-            OperatorError::Envelope(_) => "envelope",
-            OperatorError::InvalidResponse(_) => "invalid_response",
+            TransportError::BadRequest { .. } => "bad_request",
+            TransportError::Unauthorized => "unauthorized",
+            TransportError::RateLimited { .. } => "rate_limited",
+            TransportError::ServerError { .. } => "server_error",
+            TransportError::UnexpectedStatus { .. } => "unexpected_status",
+            TransportError::Timeout { .. } => "timeout",
+            TransportError::Connect { .. } => "connect",
+            TransportError::ConnectionReset { .. } => "connection_reset",
+            TransportError::TruncatedBody { .. } => "truncated_body",
+            TransportError::BodyTooLarge { .. } => "body_too_large",
+            TransportError::Envelope(_) => "envelope",
         }
     }
 
     /// Whether trying again later can succeed without anyone changing
-    /// anything. A 400, a refused key, a wrong secret or a malformed answer
-    /// would fail the same way again.
+    /// anything. A 400, a refused key or a wrong secret would fail the same
+    /// way again.
     pub fn is_transient(&self) -> bool {
         match self {
-            OperatorError::RateLimited { .. }
-            | OperatorError::ServerError { .. }
-            | OperatorError::Timeout { .. }
-            | OperatorError::Connect { .. }
-            | OperatorError::ConnectionReset { .. }
-            | OperatorError::TruncatedBody { .. } => true,
-            OperatorError::BadRequest { .. }
-            | OperatorError::Unauthorized
-            | OperatorError::UnexpectedStatus { .. }
-            | OperatorError::BodyTooLarge { .. }
-            | OperatorError::Envelope(_)
-            | OperatorError::InvalidResponse(_) => false,
+            TransportError::RateLimited { .. }
+            | TransportError::ServerError { .. }
+            | TransportError::Timeout { .. }
+            | TransportError::Connect { .. }
+            | TransportError::ConnectionReset { .. }
+            | TransportError::TruncatedBody { .. } => true,
+            TransportError::BadRequest { .. }
+            | TransportError::Unauthorized
+            | TransportError::UnexpectedStatus { .. }
+            | TransportError::BodyTooLarge { .. }
+            | TransportError::Envelope(_) => false,
         }
     }
 
     /// The wait the operator asked for with `Retry-After`, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            OperatorError::RateLimited { retry_after }
-            | OperatorError::ServerError { retry_after, .. } => *retry_after,
+            TransportError::RateLimited { retry_after }
+            | TransportError::ServerError { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+}
+
+/// A failed call to an endpoint whose answer problems are `P`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorError<P> {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+
+    #[error("operator's response is invalid: {0}")]
+    InvalidResponse(#[source] P),
+}
+
+impl<P> OperatorError<P> {
+    /// A stable snake_case name: the transport's, or `invalid_response`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OperatorError::Transport(error) => error.kind(),
+            OperatorError::InvalidResponse(_) => "invalid_response",
+        }
+    }
+
+    /// Whether trying again later can succeed; a malformed answer would be
+    /// malformed again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OperatorError::Transport(error) => error.is_transient(),
+            OperatorError::InvalidResponse(_) => false,
+        }
+    }
+
+    /// The wait the operator asked for with `Retry-After`, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            OperatorError::Transport(error) => error.retry_after(),
+            OperatorError::InvalidResponse(_) => None,
         }
     }
 }
@@ -153,12 +193,12 @@ fn detail_note(detail: &str) -> String {
     }
 }
 
-fn status_hint(status: u16) -> &'static str {
+fn status_hint(status: u16, path: &str) -> String {
     match status {
-        404 => " (is the base URL right? the path is /v2/identity/buckets)",
-        405 => " (the endpoint only accepts POST)",
-        413 => " (request body too large)",
-        _ => "",
+        404 => format!(" (is the base URL right? the path is {path})"),
+        405 => " (the endpoint only accepts POST)".to_owned(),
+        413 => " (request body too large)".to_owned(),
+        _ => String::new(),
     }
 }
 
@@ -175,26 +215,25 @@ pub(crate) fn clip_detail(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::response::RowProblem;
 
     #[test]
     fn kinds_and_transience_follow_what_a_caller_does_next() {
         let cases = [
             (
-                OperatorError::BadRequest {
+                TransportError::BadRequest {
                     message: "x".into(),
                 },
                 "bad_request",
                 false,
             ),
-            (OperatorError::Unauthorized, "unauthorized", false),
+            (TransportError::Unauthorized, "unauthorized", false),
             (
-                OperatorError::RateLimited { retry_after: None },
+                TransportError::RateLimited { retry_after: None },
                 "rate_limited",
                 true,
             ),
             (
-                OperatorError::ServerError {
+                TransportError::ServerError {
                     status: 503,
                     detail: String::new(),
                     retry_after: None,
@@ -203,15 +242,16 @@ mod tests {
                 true,
             ),
             (
-                OperatorError::UnexpectedStatus {
+                TransportError::UnexpectedStatus {
                     status: 413,
+                    path: "/v9/x",
                     detail: String::new(),
                 },
                 "unexpected_status",
                 false,
             ),
             (
-                OperatorError::Timeout {
+                TransportError::Timeout {
                     phase: TimeoutPhase::AwaitingResponse,
                     limit: Duration::from_secs(1),
                 },
@@ -219,21 +259,21 @@ mod tests {
                 true,
             ),
             (
-                OperatorError::Connect {
+                TransportError::Connect {
                     detail: "refused".into(),
                 },
                 "connect",
                 true,
             ),
             (
-                OperatorError::ConnectionReset {
+                TransportError::ConnectionReset {
                     detail: "closed".into(),
                 },
                 "connection_reset",
                 true,
             ),
             (
-                OperatorError::TruncatedBody {
+                TransportError::TruncatedBody {
                     received: 1,
                     expected: Some(2),
                 },
@@ -241,18 +281,13 @@ mod tests {
                 true,
             ),
             (
-                OperatorError::BodyTooLarge { limit: 10 },
+                TransportError::BodyTooLarge { limit: 10 },
                 "body_too_large",
                 false,
             ),
             (
-                OperatorError::Envelope(EnvelopeError::TagMismatch),
+                TransportError::Envelope(EnvelopeError::TagMismatch),
                 "envelope",
-                false,
-            ),
-            (
-                OperatorError::InvalidResponse(ResponseError::MissingBody),
-                "invalid_response",
                 false,
             ),
         ];
@@ -265,40 +300,64 @@ mod tests {
     #[test]
     fn messages_say_which_failure_it_was() {
         assert_eq!(
-            OperatorError::BadRequest {
+            TransportError::BadRequest {
                 message: "invalid date, must conform to ISO 8601".into()
             }
             .to_string(),
             "operator refused the request (400 Bad Request): invalid date, must conform to ISO 8601"
         );
-        assert!(OperatorError::Unauthorized.to_string().contains("MAPPER"));
+        assert!(TransportError::Unauthorized.to_string().contains("MAPPER"));
         assert_eq!(
-            OperatorError::RateLimited {
+            TransportError::RateLimited {
                 retry_after: Some(Duration::from_secs(7))
             }
             .to_string(),
             "operator is rate limiting requests (429 Too Many Requests); it asked to retry after 7 s"
         );
         assert_eq!(
-            OperatorError::UnexpectedStatus {
+            TransportError::UnexpectedStatus {
                 status: 413,
+                path: "/v9/x",
                 detail: String::new()
             }
             .to_string(),
             "operator answered with unexpected status 413 (request body too large)"
         );
+        assert_eq!(
+            TransportError::UnexpectedStatus {
+                status: 404,
+                path: "/v9/x",
+                detail: "Not Found".into()
+            }
+            .to_string(),
+            "operator answered with unexpected status 404 (is the base URL right? the path is \
+             /v9/x): Not Found"
+        );
         assert!(
-            OperatorError::Envelope(EnvelopeError::TagMismatch)
+            TransportError::Envelope(EnvelopeError::TagMismatch)
                 .to_string()
                 .contains("client secret is wrong")
         );
+    }
+
+    #[test]
+    fn an_endpoint_error_is_the_transports_or_an_invalid_answer_never_retried() {
+        let transport = TransportError::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        let failed = OperatorError::<std::fmt::Error>::from(transport.clone());
+        assert_eq!(failed.kind(), "rate_limited");
+        assert!(failed.is_transient());
+        assert_eq!(failed.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(failed.to_string(), transport.to_string());
+
+        let invalid = OperatorError::InvalidResponse(std::fmt::Error);
+        assert_eq!(invalid.kind(), "invalid_response");
+        assert!(!invalid.is_transient());
+        assert_eq!(invalid.retry_after(), None);
         assert_eq!(
-            OperatorError::InvalidResponse(ResponseError::InvalidRow {
-                index: 3,
-                problem: RowProblem::EmptyBucketId
-            })
-            .to_string(),
-            "operator's response is invalid: response row 3: \"bucket_id\" is empty"
+            invalid.to_string(),
+            format!("operator's response is invalid: {}", std::fmt::Error)
         );
     }
 

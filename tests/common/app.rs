@@ -155,7 +155,7 @@ path = "{db}"
                     max_attempts: 4,
                     initial_backoff: Duration::from_millis(10),
                     max_backoff: Duration::from_millis(50),
-                    max_total: Duration::from_secs(20),
+                    max_elapsed: Duration::from_secs(20),
                 },
                 ..ClientOptions::default()
             },

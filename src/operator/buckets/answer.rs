@@ -23,7 +23,7 @@ use crate::rotation::BucketRotation;
 use crate::timestamp::{TimestampError, parse_iso_local};
 
 /// The only `status` value that carries rotations.
-pub const STATUS_SUCCESS: &str = "success";
+const STATUS_SUCCESS: &str = "success";
 
 /// Bytes of JSON per row in the operator's compact output, used to pre-size
 /// the row vector (`{"bucket_id":"a30od4mNRd","last_updated":"2022-06-05T22:52:03.109"},`
