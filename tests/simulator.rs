@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uid2_bucket_sync::credentials::{ApiKey, ClientSecret};
 use uid2_bucket_sync::envelope::{self, EnvelopeError, OpenedResponse, RequestParams};
 use uid2_bucket_sync::rotation::BucketRotation;
-use uid2_bucket_sync::simulator::{Fault, ReceivedRequest, SimulatedOperator, SimulatorConfig};
+use uid2_bucket_sync::simulator::{
+    Endpoint, Fault, ReceivedRequest, SimulatedOperator, SimulatorConfig,
+};
 use uid2_bucket_sync::timestamp::{format_operator, parse_iso_local, to_millis};
 
 const SECRET: &str = "ioG3wKxAokmp+rERx6A4kM/13qhyolUXIu14WN16Spo=";
@@ -544,18 +546,36 @@ async fn bodies_over_one_mebibyte_are_refused() {
 }
 
 #[tokio::test]
-async fn only_post_to_the_buckets_path_is_served() {
+async fn only_post_to_the_three_operator_paths_is_served() {
     let operator = start(10).await;
     let client = reqwest::Client::new();
-    let other = client
-        .post(format!("{}/v2/identity/map", operator.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), StatusCode::NOT_FOUND);
-    let get = client.get(url(&operator)).send().await.unwrap();
-    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(get.headers()["allow"], "POST");
+    for path in [
+        "/v3/identity/buckets",
+        "/v2/identity/map/",
+        "/v1/identity/map",
+        "/",
+    ] {
+        let other = client
+            .post(format!("{}{path}", operator.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(last(&operator).endpoint, None);
+    }
+    for path in [
+        "/v2/identity/buckets",
+        "/v2/identity/map",
+        "/v3/identity/map",
+    ] {
+        let get = client
+            .get(format!("{}{path}", operator.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(get.headers()["allow"], "POST");
+    }
 }
 
 // ---------------------------------------------------------------- faults
@@ -867,9 +887,11 @@ async fn the_request_log_records_what_each_request_carried() {
     assert_eq!(
         log[0],
         ReceivedRequest {
+            endpoint: Some(Endpoint::Buckets),
             timestamp_ms: Some(first_params.timestamp_ms),
             nonce: Some(first_params.nonce),
             since_timestamp: Some("2024-05-06T07:08:09.123".into()),
+            map_counts: None,
             binary: false,
             status: 200,
             fault: None,
@@ -881,9 +903,11 @@ async fn the_request_log_records_what_each_request_carried() {
     assert_eq!(
         log[2],
         ReceivedRequest {
+            endpoint: Some(Endpoint::Buckets),
             timestamp_ms: None,
             nonce: None,
             since_timestamp: None,
+            map_counts: None,
             binary: false,
             status: 401,
             fault: None,
