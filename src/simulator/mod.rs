@@ -188,8 +188,10 @@ impl SimulatedOperator {
         self.shared().catalog().snapshot()
     }
 
-    /// Stamps the named buckets with `at` (truncated to milliseconds).
-    /// Unknown ids are ignored. Returns the new rows in serving order.
+    /// Stamps the named buckets with `at` (truncated to milliseconds) and
+    /// gives them a new salt, so their identities map to new raw UID2s (the
+    /// old one served as `p`). Unknown ids are ignored. Returns the new rows
+    /// in serving order.
     pub fn rotate(&self, bucket_ids: &[&str], at: DateTime<Utc>) -> Vec<BucketRotation> {
         self.shared().rotate(bucket_ids, at)
     }
