@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::StatusCode;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uid2_bucket_sync::credentials::{ApiKey, ClientSecret};
 use uid2_bucket_sync::envelope::{self, EnvelopeError, OpenedResponse, RequestParams};
+use uid2_bucket_sync::identity::IdentityHash;
 use uid2_bucket_sync::rotation::BucketRotation;
-use uid2_bucket_sync::simulator::{Fault, ReceivedRequest, SimulatedOperator, SimulatorConfig};
+use uid2_bucket_sync::simulator::{
+    BUCKETS_PATH, Endpoint, Fault, MAP_V2_PATH, MAP_V3_PATH, MapCounts, ReceivedRequest,
+    SimulatedOperator, SimulatorConfig,
+};
 use uid2_bucket_sync::timestamp::{format_operator, parse_iso_local, to_millis};
 
 const SECRET: &str = "ioG3wKxAokmp+rERx6A4kM/13qhyolUXIu14WN16Spo=";
@@ -45,7 +50,11 @@ fn since_json(since: &str) -> String {
 }
 
 fn url(operator: &SimulatedOperator) -> String {
-    format!("{}/v2/identity/buckets", operator.base_url())
+    url_of(operator, BUCKETS_PATH)
+}
+
+fn url_of(operator: &SimulatedOperator, path: &str) -> String {
+    format!("{}{path}", operator.base_url())
 }
 
 /// A request envelope stamped `timestamp_ms`, for `json`, sealed with `secret`.
@@ -63,7 +72,19 @@ async fn post(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new().post(url(operator)).body(body);
+    post_to(operator, BUCKETS_PATH, bearer, content_type, body).await
+}
+
+async fn post_to(
+    operator: &SimulatedOperator,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(url_of(operator, path))
+        .body(body);
     if let Some(key) = bearer {
         request = request.header("Authorization", format!("Bearer {key}"));
     }
@@ -78,9 +99,20 @@ async fn post_base64(
     operator: &SimulatedOperator,
     json: &str,
 ) -> (reqwest::Response, RequestParams) {
+    post_base64_to(operator, BUCKETS_PATH, json).await
+}
+
+async fn post_base64_to(
+    operator: &SimulatedOperator,
+    path: &str,
+    json: &str,
+) -> (reqwest::Response, RequestParams) {
     let (envelope, params) = sealed(&secret(), now_ms(), json);
     let body = envelope::encode_base64(&envelope).into_bytes();
-    (post(operator, Some(API_KEY), None, body).await, params)
+    (
+        post_to(operator, path, Some(API_KEY), None, body).await,
+        params,
+    )
 }
 
 async fn open_text_answer(
@@ -544,18 +576,36 @@ async fn bodies_over_one_mebibyte_are_refused() {
 }
 
 #[tokio::test]
-async fn only_post_to_the_buckets_path_is_served() {
+async fn only_post_to_the_three_operator_paths_is_served() {
     let operator = start(10).await;
     let client = reqwest::Client::new();
-    let other = client
-        .post(format!("{}/v2/identity/map", operator.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), StatusCode::NOT_FOUND);
-    let get = client.get(url(&operator)).send().await.unwrap();
-    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(get.headers()["allow"], "POST");
+    for path in [
+        "/v3/identity/buckets",
+        "/v2/identity/map/",
+        "/v1/identity/map",
+        "/",
+    ] {
+        let other = client
+            .post(format!("{}{path}", operator.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(last(&operator).endpoint, None);
+    }
+    for path in [
+        "/v2/identity/buckets",
+        "/v2/identity/map",
+        "/v3/identity/map",
+    ] {
+        let get = client
+            .get(format!("{}{path}", operator.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(get.headers()["allow"], "POST");
+    }
 }
 
 // ---------------------------------------------------------------- faults
@@ -867,9 +917,11 @@ async fn the_request_log_records_what_each_request_carried() {
     assert_eq!(
         log[0],
         ReceivedRequest {
+            endpoint: Some(Endpoint::Buckets),
             timestamp_ms: Some(first_params.timestamp_ms),
             nonce: Some(first_params.nonce),
             since_timestamp: Some("2024-05-06T07:08:09.123".into()),
+            map_counts: None,
             binary: false,
             status: 200,
             fault: None,
@@ -881,9 +933,11 @@ async fn the_request_log_records_what_each_request_carried() {
     assert_eq!(
         log[2],
         ReceivedRequest {
+            endpoint: Some(Endpoint::Buckets),
             timestamp_ms: None,
             nonce: None,
             since_timestamp: None,
+            map_counts: None,
             binary: false,
             status: 401,
             fault: None,
@@ -976,4 +1030,615 @@ async fn dropping_the_last_handle_stops_the_server() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(refused, "still accepting after the last handle was dropped");
+}
+
+// ---------------------------------------------------------------- identity map
+
+const DAY_S: i64 = 86_400;
+
+/// The `body` of a successful map answer to `json`, posted as base64.
+async fn map_body(operator: &SimulatedOperator, path: &str, json: &serde_json::Value) -> Value {
+    let (response, params) = post_base64_to(operator, path, &json.to_string()).await;
+    let value: Value = open_text_answer(response, &params)
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(value["status"], "success", "{value}");
+    assert_eq!(value.as_object().unwrap().len(), 2, "{value}");
+    value["body"].clone()
+}
+
+async fn v3(operator: &SimulatedOperator, json: serde_json::Value) -> Value {
+    map_body(operator, MAP_V3_PATH, &json).await
+}
+
+async fn v2(operator: &SimulatedOperator, json: serde_json::Value) -> Value {
+    map_body(operator, MAP_V2_PATH, &json).await
+}
+
+/// The message of the 400 a map request gets.
+async fn map_refusal(operator: &SimulatedOperator, path: &str, payload: &str) -> String {
+    let (response, _) = post_base64_to(operator, path, payload).await;
+    client_error_message(response).await
+}
+
+fn email(text: &str) -> IdentityHash {
+    IdentityHash::of_email(text).unwrap()
+}
+
+fn phone(text: &str) -> IdentityHash {
+    IdentityHash::of_phone(text).unwrap()
+}
+
+fn base64_of(identity: &IdentityHash) -> String {
+    identity.to_base64().as_str().to_owned()
+}
+
+fn uid_len(uid: &Value) -> usize {
+    envelope::decode_base64(uid.as_str().unwrap().as_bytes())
+        .unwrap()
+        .len()
+}
+
+fn midnight(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc()
+}
+
+fn secs(at: DateTime<Utc>) -> i64 {
+    at.timestamp()
+}
+
+fn mapped(answer: &Value) -> (&str, Option<&str>, i64) {
+    let object = answer.as_object().unwrap();
+    assert_eq!(
+        object.keys().map(String::as_str).collect::<HashSet<_>>(),
+        HashSet::from(["u", "p", "r"]),
+        "{answer}"
+    );
+    (
+        answer["u"].as_str().unwrap(),
+        answer["p"].as_str(),
+        answer["r"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn v3_answers_every_key_with_one_element_per_input_in_order() {
+    let operator = start(1_000).await;
+    let user = email("user@example.com");
+    let hex = hex_of(&user);
+    let body = v3(
+        &operator,
+        serde_json::json!({
+            "email": ["user@example.com", "not an email", " USER@Example.com ", "user@example.com"],
+            "email_hash": [base64_of(&user), hex.to_uppercase(), "tooshort"],
+            "phone": ["+12345678901", "+1234"],
+            "phone_hash": [base64_of(&phone("+12345678901"))],
+        }),
+    )
+    .await;
+    let object = body.as_object().unwrap();
+    assert_eq!(object.len(), 4, "{body}");
+    let lengths: Vec<usize> = ["email", "email_hash", "phone", "phone_hash"]
+        .iter()
+        .map(|key| body[key].as_array().unwrap().len())
+        .collect();
+    assert_eq!(lengths, [4, 3, 2, 1]);
+
+    let (u, _, r) = mapped(&body["email"][0]);
+    assert_eq!(uid_len(&body["email"][0]["u"]), 32);
+    assert!(r % DAY_S == 0 && r > secs(Utc::now()), "r = {r}");
+    assert_eq!(
+        body["email"][1],
+        serde_json::json!({"e": "invalid identifier"})
+    );
+    // Normalized server-side, duplicates answered again, hashes in either spelling.
+    for same in [
+        &body["email"][2],
+        &body["email"][3],
+        &body["email_hash"][0],
+        &body["email_hash"][1],
+    ] {
+        assert_eq!(same, &body["email"][0]);
+    }
+    assert_eq!(
+        body["email_hash"][2],
+        serde_json::json!({"e": "invalid identifier"})
+    );
+    let (phone_u, _, _) = mapped(&body["phone"][0]);
+    assert_ne!(phone_u, u);
+    assert_eq!(
+        body["phone"][1],
+        serde_json::json!({"e": "invalid identifier"})
+    );
+    assert_eq!(body["phone_hash"][0], body["phone"][0]);
+
+    // Absent, null and empty arrays all come back as empty arrays.
+    let body = v3(
+        &operator,
+        serde_json::json!({"email": [], "phone_hash": null}),
+    )
+    .await;
+    assert_eq!(
+        body,
+        serde_json::json!({"email": [], "email_hash": [], "phone": [], "phone_hash": []})
+    );
+}
+
+fn hex_of(identity: &IdentityHash) -> String {
+    identity
+        .as_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn v3_refuses_other_keys_null_elements_and_an_empty_object_with_the_operators_messages() {
+    let operator = start(10).await;
+    let missing = "Required Parameter Missing: one or more of [email, email_hash, phone, phone_hash] must be specified";
+    let incorrect = "Incorrect request format";
+    let cases = [
+        ("{}", missing),
+        (r#"{"email":["a@b.com"],"policy":1}"#, incorrect),
+        (r#"{"policy":1}"#, incorrect),
+        (r#"{"emails":[]}"#, incorrect),
+        (r#"{"email":[null]}"#, incorrect),
+        (r#"{"email":["a@b.com",null]}"#, incorrect),
+        (r#"{"email":[["a@b.com"]]}"#, incorrect),
+        (r#"{"email":"a@b.com"}"#, incorrect),
+        (r#"{"phone_hash":{}}"#, incorrect),
+    ];
+    for (payload, expected) in cases {
+        assert_eq!(
+            map_refusal(&operator, MAP_V3_PATH, payload).await,
+            expected,
+            "{payload}"
+        );
+        assert_eq!(last(&operator).status, 400);
+    }
+    // No payload at all reaches the handler as a missing request.
+    assert_eq!(map_refusal(&operator, MAP_V3_PATH, "").await, missing);
+    // Not an object: the envelope layer's message, as for buckets.
+    assert_eq!(
+        map_refusal(&operator, MAP_V3_PATH, r#"["a@b.com"]"#).await,
+        "Invalid payload in body: Data is not valid json string."
+    );
+}
+
+#[tokio::test]
+async fn v2_maps_one_array_and_echoes_each_identifier_as_sent() {
+    let operator = start(1_000).await;
+    let user = email("user@example.com");
+    let inputs = [
+        "User@Example.com",
+        "optout@example.com",
+        "a@ba@z.com",
+        "user@example.com",
+    ];
+    let body = v2(
+        &operator,
+        serde_json::json!({"email": inputs, "policy": 1, "optout_check": 1}),
+    )
+    .await;
+    let expected_uid = v3(
+        &operator,
+        serde_json::json!({"email": ["user@example.com"]}),
+    )
+    .await["email"][0]["u"]
+        .clone();
+    let bucket = operator.bucket_of(&user).unwrap();
+    let mapped_entry = serde_json::json!({
+        "identifier": "User@Example.com",
+        "advertising_id": expected_uid,
+        "bucket_id": bucket,
+    });
+    assert_eq!(
+        body["mapped"],
+        serde_json::json!([mapped_entry, {
+            "identifier": "user@example.com",
+            "advertising_id": expected_uid,
+            "bucket_id": bucket,
+        }])
+    );
+    assert_eq!(
+        body["unmapped"],
+        serde_json::json!([
+            {"identifier": "optout@example.com", "reason": "optout"},
+            {"identifier": "a@ba@z.com", "reason": "invalid identifier"},
+        ])
+    );
+
+    // Hashes are echoed in the spelling sent; `unmapped` is left out when empty.
+    let hex = hex_of(&user).to_uppercase();
+    let body = v2(&operator, serde_json::json!({"email_hash": [hex]})).await;
+    assert_eq!(
+        body,
+        serde_json::json!({"mapped": [{"identifier": hex, "advertising_id": expected_uid, "bucket_id": bucket}]})
+    );
+    let by_phone = v2(&operator, serde_json::json!({"phone": ["+12345678901"]})).await;
+    assert_eq!(by_phone["mapped"][0]["identifier"], "+12345678901");
+    assert_eq!(uid_len(&by_phone["mapped"][0]["advertising_id"]), 32);
+    let phone_hash = base64_of(&phone("+12345678901"));
+    let by_hash = v2(&operator, serde_json::json!({"phone_hash": [phone_hash]})).await;
+    assert_eq!(by_hash["mapped"][0]["identifier"], phone_hash.as_str());
+    assert_eq!(
+        by_hash["mapped"][0]["advertising_id"],
+        by_phone["mapped"][0]["advertising_id"]
+    );
+
+    // Empty arrays, with another key empty too, map nothing.
+    let body = v2(&operator, serde_json::json!({"email": [], "phone": []})).await;
+    assert_eq!(body, serde_json::json!({"mapped": []}));
+}
+
+#[tokio::test]
+async fn v2_refuses_anything_but_exactly_one_array_with_the_operators_messages() {
+    let operator = start(10).await;
+    let one = "Required Parameter Missing: exactly one of [email, email_hash, phone, phone_hash] must be specified";
+    let cases = [
+        ("{}".to_owned(), one.to_owned()),
+        (r#"{"policy":1}"#.to_owned(), one.to_owned()),
+        (r#"{"email":null}"#.to_owned(), one.to_owned()),
+        (
+            r#"{"email":["a@b.com"],"phone":["+12345678901"]}"#.to_owned(),
+            one.to_owned(),
+        ),
+        (
+            r#"{"email_hash":["x"],"phone_hash":["y"],"email":[]}"#.to_owned(),
+            one.to_owned(),
+        ),
+        (
+            r#"{"email":"a@b.com"}"#.to_owned(),
+            "email must be an array".to_owned(),
+        ),
+        (
+            r#"{"phone_hash":{}}"#.to_owned(),
+            "phone_hash must be an array".to_owned(),
+        ),
+    ];
+    for (payload, expected) in cases {
+        assert_eq!(
+            map_refusal(&operator, MAP_V2_PATH, &payload).await,
+            expected,
+            "{payload}"
+        );
+    }
+    // Inputs the operator's v2 handler cannot read as strings, and no
+    // payload at all, end in its unhandled-error answer.
+    for payload in [r#"{"email":[null]}"#, r#"{"email":[1]}"#, ""] {
+        let (response, _) = post_base64_to(&operator, MAP_V2_PATH, payload).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{payload}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refresh_from_and_previous_uid_follow_the_buckets_rotations() {
+    let operator = start(500).await;
+    let user = email("user@example.com");
+    let bucket = operator.bucket_of(&user).unwrap();
+    let request = || serde_json::json!({"email": ["user@example.com"]});
+    let before = v3(&operator, request()).await["email"][0].clone();
+    let (old_u, _, _) = mapped(&before);
+
+    // Rotated today: a new `u`, the old one as `p`, due in 30 days.
+    let today = midnight(Utc::now());
+    operator.rotate(&[&bucket], today);
+    let after = v3(&operator, request()).await["email"][0].clone();
+    let (new_u, p, r) = mapped(&after);
+    assert_ne!(new_u, old_u);
+    assert_eq!(p, Some(old_u));
+    assert_eq!(r, secs(today) + 30 * DAY_S);
+    let v2_body = v2(&operator, request()).await;
+    assert_eq!(v2_body["mapped"][0]["advertising_id"], new_u);
+    assert_eq!(v2_body["mapped"][0]["bucket_id"], bucket.as_str());
+
+    // A set refresh time is served as set; once past, as the next midnight.
+    let soon = Utc::now() + TimeDelta::hours(1);
+    assert_eq!(operator.set_refresh_from(&[&bucket, "unknown-id"], soon), 1);
+    assert_eq!(v3(&operator, request()).await["email"][0]["r"], secs(soon));
+    operator.set_refresh_from(&[&bucket], Utc::now() - TimeDelta::hours(1));
+    assert_eq!(
+        v3(&operator, request()).await["email"][0]["r"],
+        secs(today) + DAY_S
+    );
+
+    // Last rotated 100 days ago: no `p` any more, due on day 120.
+    let long_ago = today - TimeDelta::days(100);
+    operator.rotate(&[&bucket], long_ago);
+    let oldest = v3(&operator, request()).await;
+    let (oldest_u, p, r) = mapped(&oldest["email"][0]);
+    assert_ne!(oldest_u, new_u);
+    assert_eq!(p, None);
+    assert_eq!(r, secs(long_ago) + 120 * DAY_S);
+    assert!(r > secs(Utc::now()));
+}
+
+#[tokio::test]
+async fn every_refresh_from_is_a_future_midnight_within_thirty_days_and_p_marks_young_buckets() {
+    let operator = start(300).await;
+    let phones: Vec<String> = (0..400).map(|n| format!("+1555{n:07}")).collect();
+    let buckets = v2(&operator, serde_json::json!({"phone": phones})).await;
+    let answers = v3(&operator, serde_json::json!({"phone": phones})).await;
+    let last_rotation: std::collections::HashMap<String, DateTime<Utc>> = operator
+        .snapshot()
+        .into_iter()
+        .map(|row| (row.bucket_id.to_string(), row.last_updated))
+        .collect();
+    let now = Utc::now();
+    let today = secs(midnight(now));
+    let (mut with_p, mut without_p) = (0, 0);
+    for (index, answer) in answers["phone"].as_array().unwrap().iter().enumerate() {
+        let (u, p, r) = mapped(answer);
+        let entry = &buckets["mapped"][index];
+        assert_eq!(entry["advertising_id"], u);
+        let rotated = last_rotation[entry["bucket_id"].as_str().unwrap()];
+        assert!(
+            r % DAY_S == 0 && r > today && r <= today + 30 * DAY_S,
+            "r = {r}"
+        );
+        assert_eq!((r - secs(midnight(rotated))) % (30 * DAY_S), 0, "r = {r}");
+        let young = now - rotated < TimeDelta::days(90);
+        assert_eq!(p.is_some(), young, "rotated {rotated}");
+        if young { with_p += 1 } else { without_p += 1 }
+    }
+    // The seeded table spreads rotations over a year: both cases occur.
+    assert!(
+        with_p > 0 && without_p > 0,
+        "{with_p} with p, {without_p} without"
+    );
+}
+
+#[tokio::test]
+async fn opted_out_identities_are_unmapped_and_the_validate_identities_never_are() {
+    let operator = start(100).await;
+    operator.opt_out(&[
+        email("user@example.com"),
+        email("validate@example.com"),
+        phone("+12345678901"),
+    ]);
+    let body = v3(
+        &operator,
+        serde_json::json!({
+            "email": ["optout@example.com", "User@example.com", "validate@example.com", "other@example.com"],
+            "email_hash": [base64_of(&email("user@example.com"))],
+            "phone": ["+00000000000", "+12345678901"],
+        }),
+    )
+    .await;
+    let optout = serde_json::json!({"e": "optout"});
+    assert_eq!(body["email"][0], optout);
+    assert_eq!(body["email"][1], optout);
+    mapped(&body["email"][2]);
+    mapped(&body["email"][3]);
+    assert_eq!(body["email_hash"][0], optout);
+    assert_eq!(body["phone"][0], optout);
+    mapped(&body["phone"][1]);
+
+    let body = v2(
+        &operator,
+        serde_json::json!({"phone": ["+00000000000", "+12345678901"]}),
+    )
+    .await;
+    assert_eq!(
+        body["unmapped"],
+        serde_json::json!([{"identifier": "+00000000000", "reason": "optout"}])
+    );
+    assert_eq!(body["mapped"][0]["identifier"], "+12345678901");
+}
+
+#[tokio::test]
+async fn map_requests_share_the_buckets_endpoints_transport_checks() {
+    let operator = start(10).await;
+    let json = r#"{"email":["user@example.com"]}"#;
+    for path in [MAP_V2_PATH, MAP_V3_PATH] {
+        let (envelope, _) = sealed(&secret(), now_ms(), json);
+        let text = envelope::encode_base64(&envelope).into_bytes();
+        let unauthorized = post_to(&operator, path, Some("wrong"), None, text.clone()).await;
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED, "{path}");
+
+        let (stale, _) = sealed(&secret(), now_ms() - 120_000, json);
+        let response = post_to(
+            &operator,
+            path,
+            Some(API_KEY),
+            None,
+            envelope::encode_base64(&stale).into_bytes(),
+        )
+        .await;
+        assert_eq!(
+            client_error_message(response).await,
+            "Invalid timestamp: Request too old or client time drift.",
+        );
+        let response = post_to(
+            &operator,
+            path,
+            Some(API_KEY),
+            None,
+            b"not base64!".to_vec(),
+        )
+        .await;
+        assert_eq!(
+            client_error_message(response).await,
+            format!("Invalid body: Body is not valid base64.{DOCS_HINT}")
+        );
+
+        let too_large = post_to(
+            &operator,
+            path,
+            Some(API_KEY),
+            None,
+            vec![b'A'; (1 << 20) + 1],
+        )
+        .await;
+        assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+
+        // A binary request gets a binary answer.
+        let (envelope, params) = sealed(&secret(), now_ms(), json);
+        let response = post_to(&operator, path, Some(API_KEY), Some(OCTET_STREAM), envelope).await;
+        assert_eq!(content_type(&response), OCTET_STREAM);
+        let body = response.bytes().await.unwrap().to_vec();
+        let value: Value = envelope::open_response(&secret(), body, &params.nonce)
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(value["status"], "success");
+        assert!(last(&operator).binary);
+    }
+}
+
+#[tokio::test]
+async fn the_short_array_fault_leaves_one_input_unanswered() {
+    let operator = start(100).await;
+    operator.inject(Fault::ShortArray);
+    let body = v3(
+        &operator,
+        serde_json::json!({"email": [], "email_hash": null, "phone": ["+12345678901", "+12345678902"], "phone_hash": [base64_of(&phone("+12345678901"))]}),
+    )
+    .await;
+    assert_eq!(body["phone"].as_array().unwrap().len(), 1);
+    assert_eq!(body["phone_hash"].as_array().unwrap().len(), 1);
+    assert_eq!(body["email"], serde_json::json!([]));
+
+    operator.inject(Fault::ShortArray);
+    let body = v2(
+        &operator,
+        serde_json::json!({"email": ["a@example.com", "optout@example.com", "b@example.com"]}),
+    )
+    .await;
+    let answered: Vec<&str> = ["mapped", "unmapped"]
+        .iter()
+        .filter_map(|key| body[key].as_array())
+        .flatten()
+        .map(|entry| entry["identifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(answered, ["a@example.com", "optout@example.com"]);
+    assert_eq!(last(&operator).fault, Some(Fault::ShortArray));
+
+    // With nothing mapped, an unmapped input goes missing instead.
+    operator.inject(Fault::ShortArray);
+    let body = v2(
+        &operator,
+        serde_json::json!({"email": ["optout@example.com"]}),
+    )
+    .await;
+    assert_eq!(body, serde_json::json!({"mapped": []}));
+}
+
+#[tokio::test]
+async fn the_malformed_uid_fault_serves_a_raw_uid2_that_is_not_32_bytes() {
+    let operator = start(100).await;
+    let request = serde_json::json!({"email": ["optout@example.com", "user@example.com", "other@example.com"]});
+    let clean = v3(&operator, request.clone()).await;
+    operator.inject(Fault::MalformedUid);
+    let spoiled = v3(&operator, request.clone()).await;
+    assert_eq!(spoiled["email"][0], clean["email"][0]);
+    assert_eq!(uid_len(&spoiled["email"][1]["u"]), 31);
+    assert_ne!(spoiled["email"][1]["u"], clean["email"][1]["u"]);
+    assert_eq!(spoiled["email"][1]["r"], clean["email"][1]["r"]);
+    assert_eq!(spoiled["email"][2], clean["email"][2]);
+
+    operator.inject(Fault::MalformedUid);
+    let spoiled = v2(&operator, request).await;
+    assert_eq!(uid_len(&spoiled["mapped"][0]["advertising_id"]), 31);
+    assert_eq!(uid_len(&spoiled["mapped"][1]["advertising_id"]), 32);
+}
+
+#[tokio::test]
+async fn the_existing_faults_apply_to_map_requests_and_endpoint_specific_ones_are_spent_harmlessly()
+{
+    let operator = start(20).await;
+    let json = r#"{"email":["user@example.com"]}"#;
+    operator.inject(Fault::Status {
+        code: 429,
+        retry_after: None,
+    });
+    let (response, _) = post_base64_to(&operator, MAP_V3_PATH, json).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    operator.inject(Fault::WrongNonce);
+    let (response, params) = post_base64_to(&operator, MAP_V2_PATH, json).await;
+    assert_eq!(
+        open_text_answer(response, &params).await.unwrap_err(),
+        EnvelopeError::NonceMismatch
+    );
+    operator.inject(Fault::CorruptTag);
+    let (response, params) = post_base64_to(&operator, MAP_V3_PATH, json).await;
+    assert_eq!(
+        open_text_answer(response, &params).await.unwrap_err(),
+        EnvelopeError::TagMismatch
+    );
+
+    let clean = v3(
+        &operator,
+        serde_json::json!({"email": ["user@example.com"]}),
+    )
+    .await;
+    operator.inject(Fault::UnparsableLastUpdated);
+    assert_eq!(
+        v3(
+            &operator,
+            serde_json::json!({"email": ["user@example.com"]})
+        )
+        .await,
+        clean
+    );
+    for fault in [Fault::ShortArray, Fault::MalformedUid] {
+        operator.inject(fault);
+        assert_eq!(
+            buckets_since(&operator, "1970-01-01T00:00").await,
+            pairs(&operator.snapshot())
+        );
+    }
+    assert_eq!(operator.pending_faults(), 0);
+}
+
+#[tokio::test]
+async fn the_map_request_log_lists_each_endpoint_and_its_counts_per_key() {
+    let operator = start(10).await;
+    v3(&operator, serde_json::json!({"email": ["a@b.com", "c@d.com"], "phone_hash": [base64_of(&phone("+12345678901"))]})).await;
+    buckets_since(&operator, "1970-01-01T00:00").await;
+    v2(
+        &operator,
+        serde_json::json!({"phone": ["+12345678901", "+12345678902", "+12345678903"]}),
+    )
+    .await;
+    map_refusal(
+        &operator,
+        MAP_V3_PATH,
+        r#"{"email":["a@b.com"],"policy":1}"#,
+    )
+    .await;
+
+    let log = operator.map_requests();
+    let summary: Vec<(Option<Endpoint>, Option<MapCounts>, u16)> = log
+        .iter()
+        .map(|request| (request.endpoint, request.map_counts, request.status))
+        .collect();
+    let counts = |email, email_hash, phone, phone_hash| {
+        Some(MapCounts {
+            email,
+            email_hash,
+            phone,
+            phone_hash,
+        })
+    };
+    assert_eq!(
+        summary,
+        vec![
+            (Some(Endpoint::MapV3), counts(2, 0, 0, 1), 200),
+            (Some(Endpoint::MapV2), counts(0, 0, 3, 0), 200),
+            (Some(Endpoint::MapV3), counts(1, 0, 0, 0), 400),
+        ]
+    );
+    assert_eq!(operator.requests().len(), 4);
+    assert!(
+        log.iter()
+            .all(|request| request.since_timestamp.is_none() && request.nonce.is_some())
+    );
 }

@@ -1,5 +1,6 @@
 //! `dev-operator`: the simulated operator as a standalone server, for
-//! development, scripts and interop checks against other clients.
+//! development, scripts and interop checks against other clients. It serves
+//! the buckets endpoint and both identity-map endpoints (v2 and v3).
 //!
 //! Prints exactly one line to stdout once listening
 //! (`dev-operator listening on http://ADDR:PORT with N buckets`), so a

@@ -8,9 +8,13 @@
 //! encrypted without rendering anything. Other `since` values copy the
 //! matching row fragments out of the same buffer. A parallel vector of
 //! millisecond times serves the filtering.
+//!
+//! Each bucket also has a salt (derived from the seed and how often the
+//! bucket rotated, see `salts.rs`) and possibly a refresh-from time a test
+//! set, which the identity-map endpoints read.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
@@ -18,6 +22,8 @@ use rand::distr::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::salts::{self, DAY_MS, PREVIOUS_UID_KEPT_MS, RawUid, SaltKeys};
+use crate::identity::IdentityHash;
 use crate::rotation::BucketRotation;
 use crate::timestamp::{format_operator, from_millis, to_millis};
 
@@ -26,7 +32,6 @@ pub const BUCKET_ID_LEN: usize = 10;
 /// How far back initial `last_updated` values reach, in days.
 pub const HISTORY_DAYS: i64 = 365;
 
-const DAY_MS: i64 = 86_400_000;
 const PREFIX: &[u8] = b"{\"body\":[";
 const SUFFIX: &[u8] = b"],\"status\":\"success\"}";
 const ROW_HEAD: &[u8] = b"{\"bucket_id\":\"";
@@ -49,6 +54,23 @@ const MAX_MS: i64 = 253_402_300_799_999;
 pub(crate) struct Catalog {
     json: Vec<u8>,
     last_updated_ms: Vec<i64>,
+    /// Rotations per bucket, starting at 1 so that every bucket has a
+    /// previous salt (generation − 1), as long-lived production buckets do.
+    generations: Vec<u32>,
+    /// Refresh-from times (ms) set by tests; a rotation forgets its bucket's.
+    refresh_overrides: HashMap<usize, i64>,
+    keys: SaltKeys,
+}
+
+/// What the operator knows about one valid identity's mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) bucket_id: CompactString,
+    pub(crate) current: RawUid,
+    /// Present while the bucket's last rotation is under 90 days old.
+    pub(crate) previous: Option<RawUid>,
+    /// Unix seconds, never in the past.
+    pub(crate) refresh_from_s: i64,
 }
 
 impl Catalog {
@@ -92,6 +114,9 @@ impl Catalog {
         Self {
             json,
             last_updated_ms,
+            generations: vec![1; count],
+            refresh_overrides: HashMap::new(),
+            keys: SaltKeys::from_seed(seed),
         }
     }
 
@@ -111,9 +136,59 @@ impl Catalog {
         (0..self.len()).map(|index| self.row(index)).collect()
     }
 
-    /// Stamps the named buckets with `at`; unknown ids are ignored. Returns
-    /// the new rows in serving order, each bucket once.
+    /// Stamps the named buckets with `at` and gives them a new salt; unknown
+    /// ids are ignored. Returns the new rows in serving order, each bucket once.
     pub(crate) fn rotate_ids(&mut self, ids: &[&str], at: DateTime<Utc>) -> Vec<BucketRotation> {
+        let indices = self.indices_of(ids);
+        self.rotate_indices(&indices, at)
+    }
+
+    /// Makes the named buckets report refresh-from `at` (until they rotate).
+    /// Unknown ids are ignored; returns how many buckets were found.
+    pub(crate) fn set_refresh_from(&mut self, ids: &[&str], at: DateTime<Utc>) -> usize {
+        let indices = self.indices_of(ids);
+        for &index in &indices {
+            self.refresh_overrides.insert(index, to_millis(at));
+        }
+        indices.len()
+    }
+
+    /// The bucket an identity falls into; `None` for an empty table.
+    pub(crate) fn bucket_of(&self, identity: &IdentityHash) -> Option<CompactString> {
+        let first_level = self.keys.first_level_hash(identity);
+        self.index_of(&first_level)
+            .map(|index| CompactString::from(self.id(index)))
+    }
+
+    /// How the operator maps `identity` at `now_ms`; `None` for an empty table.
+    pub(crate) fn map(&self, identity: &IdentityHash, now_ms: i64) -> Option<Mapping> {
+        let first_level = self.keys.first_level_hash(identity);
+        let index = self.index_of(&first_level)?;
+        let generation = self.generations[index];
+        let last_rotation = self.last_updated_ms[index];
+        let current = salts::raw_uid(&first_level, &self.keys.bucket_salt(index, generation));
+        let previous = (now_ms.saturating_sub(last_rotation) < PREVIOUS_UID_KEPT_MS).then(|| {
+            let salt = self.keys.bucket_salt(index, generation.wrapping_sub(1));
+            salts::raw_uid(&first_level, &salt)
+        });
+        let refresh_from = self
+            .refresh_overrides
+            .get(&index)
+            .copied()
+            .unwrap_or_else(|| salts::refresh_from_ms(last_rotation, now_ms));
+        Some(Mapping {
+            bucket_id: CompactString::from(self.id(index)),
+            current,
+            previous,
+            refresh_from_s: salts::served_refresh_from_ms(refresh_from, now_ms).div_euclid(1000),
+        })
+    }
+
+    fn index_of(&self, first_level: &[u8; 32]) -> Option<usize> {
+        (self.len() > 0).then(|| salts::bucket_index(first_level, self.len()))
+    }
+
+    fn indices_of(&self, ids: &[&str]) -> Vec<usize> {
         let wanted: HashSet<&[u8]> = ids
             .iter()
             .map(|id| id.as_bytes())
@@ -122,10 +197,9 @@ impl Catalog {
         if wanted.is_empty() {
             return Vec::new();
         }
-        let indices: Vec<usize> = (0..self.len())
+        (0..self.len())
             .filter(|&index| wanted.contains(self.id_bytes(index)))
-            .collect();
-        self.rotate_indices(&indices, at)
+            .collect()
     }
 
     /// Stamps `count` distinct buckets (all of them if `count` is larger)
@@ -149,6 +223,8 @@ impl Catalog {
             let start = row_start(index) + TIME_OFFSET;
             self.json[start..start + TIME_LEN].copy_from_slice(text.as_bytes());
             self.last_updated_ms[index] = millis;
+            self.generations[index] = self.generations[index].wrapping_add(1);
+            self.refresh_overrides.remove(&index);
         }
         indices.iter().map(|&index| self.row(index)).collect()
     }
@@ -413,6 +489,97 @@ mod tests {
             "9999-12-31T23:59:59.999"
         );
         assert_eq!(parse(&catalog.json_since(0)).len(), 3);
+    }
+
+    fn user() -> IdentityHash {
+        IdentityHash::of_email("user@example.com").unwrap()
+    }
+
+    #[test]
+    fn a_rotation_changes_the_raw_uid_and_keeps_the_old_one_as_previous() {
+        let mut catalog = Catalog::generate(100, 21, today());
+        let now = to_millis(today());
+        let before = catalog.map(&user(), now).unwrap();
+        let bucket = catalog.bucket_of(&user()).unwrap();
+        assert_eq!(before.bucket_id, bucket);
+        assert_eq!(catalog.map(&user(), now).unwrap(), before);
+
+        let at = parse_iso_local("2026-03-15T00:00").unwrap();
+        catalog.rotate_ids(&[&bucket], at);
+        let after = catalog.map(&user(), now).unwrap();
+        assert_eq!(after.bucket_id, bucket);
+        assert_ne!(after.current, before.current);
+        assert_eq!(after.previous, Some(before.current));
+        // Rotated 2026-03-15: due 30 days later, at midnight.
+        assert_eq!(
+            after.refresh_from_s * 1000,
+            to_millis(parse_iso_local("2026-04-14T00:00").unwrap())
+        );
+        // Other buckets' identities are untouched.
+        let other = (0..)
+            .map(|n| IdentityHash::of_phone(&format!("+1555000{n:04}")).unwrap())
+            .find(|identity| catalog.bucket_of(identity).unwrap() != bucket)
+            .unwrap();
+        let unrotated = Catalog::generate(100, 21, today());
+        assert_eq!(
+            catalog.map(&other, now).unwrap(),
+            unrotated.map(&other, now).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_previous_uid_is_served_for_ninety_days_after_a_rotation() {
+        let mut catalog = Catalog::generate(10, 23, today());
+        let bucket = catalog.bucket_of(&user()).unwrap();
+        let at = parse_iso_local("2026-01-01T00:00").unwrap();
+        catalog.rotate_ids(&[&bucket], at);
+        let day = |text: &str| to_millis(parse_iso_local(text).unwrap());
+        let just_before = day("2026-04-01T00:00") - 1;
+        assert!(
+            catalog
+                .map(&user(), just_before)
+                .unwrap()
+                .previous
+                .is_some()
+        );
+        assert!(
+            catalog
+                .map(&user(), day("2026-04-01T00:00"))
+                .unwrap()
+                .previous
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_set_refresh_time_holds_until_the_bucket_rotates() {
+        let mut catalog = Catalog::generate(10, 25, today());
+        let bucket = catalog.bucket_of(&user()).unwrap();
+        let now = to_millis(today());
+        let soon = parse_iso_local("2026-03-15T14:00:00.900").unwrap();
+        assert_eq!(catalog.set_refresh_from(&[&bucket, "unknown"], soon), 1);
+        assert_eq!(
+            catalog.map(&user(), now).unwrap().refresh_from_s,
+            to_millis(soon) / 1000
+        );
+        // Once past, the next midnight is served.
+        let later = to_millis(parse_iso_local("2026-03-15T15:00").unwrap());
+        assert_eq!(
+            catalog.map(&user(), later).unwrap().refresh_from_s * 1000,
+            to_millis(parse_iso_local("2026-03-16T00:00").unwrap())
+        );
+        catalog.rotate_ids(&[&bucket], today());
+        assert_eq!(
+            catalog.map(&user(), now).unwrap().refresh_from_s * 1000,
+            to_millis(parse_iso_local("2026-04-14T00:00").unwrap())
+        );
+    }
+
+    #[test]
+    fn an_empty_table_maps_nothing() {
+        let catalog = Catalog::generate(0, 27, today());
+        assert_eq!(catalog.map(&user(), 0), None);
+        assert_eq!(catalog.bucket_of(&user()), None);
     }
 
     #[test]

@@ -38,7 +38,17 @@ pub enum Fault {
     ClientErrorStatus,
     /// A 200, correctly encrypted, with one row's `last_updated` set to
     /// `"not-a-date"`. An answer with no rows gets one such row added.
+    /// Buckets endpoint only: a map answer is left as it is.
     UnparsableLastUpdated,
+    /// Identity map only: a 200, correctly encrypted, missing one answer.
+    /// v3: the first non-empty array loses its last element; v2: the last
+    /// `mapped` entry (else the last `unmapped` one) is left out. An answer
+    /// for no identities is left as it is.
+    ShortArray,
+    /// Identity map only: a 200, correctly encrypted, where the first mapped
+    /// identity's raw UID2 (`u` in v3, `advertising_id` in v2) is the base64
+    /// of 31 bytes instead of 32. An answer with nothing mapped is left as it is.
+    MalformedUid,
 }
 
 impl Fault {
@@ -52,6 +62,8 @@ impl Fault {
                 | Fault::BadJson
                 | Fault::ClientErrorStatus
                 | Fault::UnparsableLastUpdated
+                | Fault::ShortArray
+                | Fault::MalformedUid
         )
     }
 }

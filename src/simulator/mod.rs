@@ -1,13 +1,18 @@
-//! A faithful local UID2 operator serving `POST /v2/identity/buckets`.
+//! A faithful local UID2 operator serving `POST /v2/identity/buckets`,
+//! `POST /v2/identity/map` and `POST /v3/identity/map`.
 //!
 //! It speaks the real v2 envelope and reproduces the operator's routing,
 //! authentication, envelope checks and error texts (see `server.rs`), over a
 //! deterministic table of salt buckets that can be rotated on demand or on a
-//! timer. Faults can be queued to exercise a client's error handling on the
-//! wire. Tests, `dev-operator` and `demo` all run it in-process.
+//! timer. Every bucket has a salt that changes when it rotates, so mapped
+//! raw UID2s change with it (`salts.rs`, `identity_map.rs`). Faults can be
+//! queued to exercise a client's error handling on the wire. Tests,
+//! `dev-operator` and `demo` all run it in-process.
 
 mod catalog;
 mod faults;
+mod identity_map;
+mod salts;
 mod server;
 
 use std::collections::VecDeque;
@@ -24,6 +29,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::credentials::{ApiKey, ClientSecret};
 use crate::envelope::Nonce;
+use crate::identity::IdentityHash;
 use crate::rotation::BucketRotation;
 use crate::timestamp::format_operator;
 
@@ -31,6 +37,8 @@ use catalog::Catalog;
 pub use catalog::{BUCKET_ID_LEN, HISTORY_DAYS};
 pub use faults::Fault;
 use faults::FaultQueue;
+use identity_map::OptOuts;
+pub use identity_map::{Endpoint, MAP_V2_PATH, MAP_V3_PATH, MapCounts};
 pub use server::{BUCKETS_PATH, MAX_BODY_BYTES, MAX_CLOCK_DRIFT};
 
 /// The seed [`SimulatorConfig::new`] uses.
@@ -75,12 +83,17 @@ impl SimulatorConfig {
 /// One request as the simulated operator received and answered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedRequest {
+    /// The route asked for; `None` for a path the operator does not serve.
+    pub endpoint: Option<Endpoint>,
     /// The envelope's request time, when the envelope could be opened.
     pub timestamp_ms: Option<i64>,
     /// The envelope's nonce, when the envelope could be opened.
     pub nonce: Option<Nonce>,
     /// The `since_timestamp` text as sent (a non-string value as its JSON text).
     pub since_timestamp: Option<String>,
+    /// For the identity-map endpoints, how many identities each array held,
+    /// once the payload opened as a JSON object.
+    pub map_counts: Option<MapCounts>,
     /// The request's `Content-Type` was `application/octet-stream`.
     pub binary: bool,
     /// The status sent; 0 when the connection was closed without an answer.
@@ -175,8 +188,10 @@ impl SimulatedOperator {
         self.shared().catalog().snapshot()
     }
 
-    /// Stamps the named buckets with `at` (truncated to milliseconds).
-    /// Unknown ids are ignored. Returns the new rows in serving order.
+    /// Stamps the named buckets with `at` (truncated to milliseconds) and
+    /// gives them a new salt, so their identities map to new raw UID2s (the
+    /// old one served as `p`). Unknown ids are ignored. Returns the new rows
+    /// in serving order.
     pub fn rotate(&self, bucket_ids: &[&str], at: DateTime<Utc>) -> Vec<BucketRotation> {
         self.shared().rotate(bucket_ids, at)
     }
@@ -185,6 +200,30 @@ impl SimulatedOperator {
     /// with `at`. Returns the new rows in serving order.
     pub fn rotate_random(&self, count: u32, at: DateTime<Utc>) -> Vec<BucketRotation> {
         self.shared().rotate_random(count, at)
+    }
+
+    /// Makes the named buckets answer refresh-from `at` (to the second) in
+    /// v3 map answers, until they next rotate; an instant already past is
+    /// served as the next UTC midnight, as the operator does. Unknown ids are
+    /// ignored; returns how many buckets were found.
+    pub fn set_refresh_from(&self, bucket_ids: &[&str], at: DateTime<Utc>) -> usize {
+        self.shared().catalog_mut().set_refresh_from(bucket_ids, at)
+    }
+
+    /// The bucket an identity maps into (what v2 reports as `bucket_id`);
+    /// `None` when the table is empty.
+    pub fn bucket_of(&self, identity: &IdentityHash) -> Option<String> {
+        self.shared()
+            .catalog()
+            .bucket_of(identity)
+            .map(|id| id.to_string())
+    }
+
+    /// Records opt-outs for these identities: both map endpoints answer
+    /// `optout` for them from now on. `validate@example.com` and
+    /// `+12345678901` stay mapped whatever is recorded, as on the real operator.
+    pub fn opt_out(&self, identities: &[IdentityHash]) {
+        lock(&self.shared().opt_outs).add(identities);
     }
 
     /// Queues a fault for one request; requests consume queued faults in order.
@@ -211,6 +250,15 @@ impl SimulatedOperator {
     /// Every request received so far (up to [`REQUEST_LOG_CAPACITY`]), oldest first.
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         lock(&self.shared().requests).iter().cloned().collect()
+    }
+
+    /// The requests to either identity-map endpoint, oldest first.
+    pub fn map_requests(&self) -> Vec<ReceivedRequest> {
+        lock(&self.shared().requests)
+            .iter()
+            .filter(|request| matches!(request.endpoint, Some(Endpoint::MapV2 | Endpoint::MapV3)))
+            .cloned()
+            .collect()
     }
 
     /// Stops accepting connections and ends the periodic rotator. Open
@@ -245,6 +293,7 @@ struct Shared {
     catalog: RwLock<Catalog>,
     rotation_rng: Mutex<StdRng>,
     faults: Mutex<FaultQueue>,
+    opt_outs: Mutex<OptOuts>,
     requests: Mutex<VecDeque<ReceivedRequest>>,
 }
 
@@ -257,6 +306,7 @@ impl Shared {
             // Independent of the stream that generated the table.
             rotation_rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15)),
             faults: Mutex::new(FaultQueue::default()),
+            opt_outs: Mutex::new(OptOuts::default()),
             requests: Mutex::new(VecDeque::new()),
         }
     }
@@ -283,6 +333,10 @@ impl Shared {
         drop(rng);
         log_rotation(&rotated, at);
         rotated
+    }
+
+    fn opt_outs(&self) -> MutexGuard<'_, OptOuts> {
+        lock(&self.opt_outs)
     }
 
     fn next_fault(&self) -> Option<Fault> {

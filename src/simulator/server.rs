@@ -4,7 +4,13 @@
 //! Order of checks, as the operator's router applies them: route (404/405),
 //! body size (413), bearer token (401), envelope (400 `Invalid body: …`),
 //! request time (400 `Invalid timestamp: …`), payload JSON (400 `Invalid
-//! payload in body: …`), then the endpoint's own `since_timestamp` checks.
+//! payload in body: …`), then the endpoint's own checks: `since_timestamp`
+//! here, the identity arrays in `identity_map.rs`.
+//!
+//! Three fixed POST routes share every step but the last, so routing is one
+//! `match` on the path (see [`Endpoint`]); a router crate would add nothing,
+//! and this dispatcher must be able to close a connection unanswered, which
+//! an infallible router service cannot.
 
 use std::convert::Infallible;
 use std::io;
@@ -32,13 +38,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::identity_map::{self, Endpoint, MapCounts, MapRequest, Refused};
 use super::{Fault, ReceivedRequest, Shared, lock};
 use crate::envelope::{
     self, EnvelopeError, IV_LEN, Iv, MIN_REQUEST_LEN, Nonce, OpenedRequest, REQUEST_VERSION,
 };
 use crate::timestamp::{parse_iso_local, to_millis};
 
-/// The one route served.
+/// The salt-bucket route; the identity-map ones are in `identity_map.rs`.
 pub const BUCKETS_PATH: &str = "/v2/identity/buckets";
 /// Larger request bodies are refused with 413, as the operator's body handler does.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -149,9 +156,14 @@ struct CloseUnanswered;
 
 /// What a well-formed, authorised request asks for.
 struct Query {
-    since_ms: i64,
+    work: Work,
     nonce: Nonce,
     reply_binary: bool,
+}
+
+enum Work {
+    Buckets { since_ms: i64 },
+    Map(MapRequest),
 }
 
 async fn handle(
@@ -169,10 +181,13 @@ async fn handle(
     }
 
     let (parts, body) = request.into_parts();
+    let endpoint = Endpoint::from_path(parts.uri.path());
     let mut record = ReceivedRequest {
+        endpoint,
         timestamp_ms: None,
         nonce: None,
         since_timestamp: None,
+        map_counts: None,
         binary: is_octet_stream(&parts.headers),
         status: 0,
         fault: fault.clone(),
@@ -187,14 +202,13 @@ async fn handle(
         }
     };
 
-    let outcome = if parts.uri.path() != BUCKETS_PATH {
-        Err(Refusal::NotFound)
-    } else if parts.method != Method::POST {
-        Err(Refusal::MethodNotAllowed)
-    } else if let Some(body) = body {
-        evaluate(&shared, &parts.headers, &body, &mut record)
-    } else {
-        Err(Refusal::TooLarge)
+    let outcome = match (endpoint, body) {
+        (None, _) => Err(Refusal::NotFound),
+        (Some(_), _) if parts.method != Method::POST => Err(Refusal::MethodNotAllowed),
+        (Some(endpoint), Some(body)) => {
+            evaluate(&shared, endpoint, &parts.headers, &body, &mut record)
+        }
+        (Some(_), None) => Err(Refusal::TooLarge),
     };
 
     let response = match &fault {
@@ -214,11 +228,13 @@ async fn handle(
     };
     record.status = response.status().as_u16();
     tracing::debug!(
+        path = endpoint.map_or("-", Endpoint::path),
         status = record.status,
         since_timestamp = record.since_timestamp.as_deref().unwrap_or("-"),
+        identities = record.map_counts.as_ref().map_or(0, MapCounts::total),
         binary = record.binary,
         fault = ?record.fault,
-        "identity buckets request"
+        "simulated operator request"
     );
     shared.record(record);
     Ok(response)
@@ -279,10 +295,20 @@ impl Refusal {
     }
 }
 
+impl From<Refused> for Refusal {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::ClientError(message) => Refusal::ClientError(message),
+            Refused::Unhandled => Refusal::ServerError,
+        }
+    }
+}
+
 /// Authentication, envelope and payload checks. Fills in what the request
 /// revealed as it goes, so the log shows it even when a check fails.
 fn evaluate(
     shared: &Shared,
+    endpoint: Endpoint,
     headers: &HeaderMap,
     body: &[u8],
     record: &mut ReceivedRequest,
@@ -300,15 +326,50 @@ fn evaluate(
         return Err(Refusal::ClientError(CLOCK_DRIFT.to_owned()));
     }
 
-    if opened.payload.is_empty() {
-        // The operator hands the endpoint no request object at all and
-        // fails with an unhandled exception.
-        return Err(Refusal::ServerError);
-    }
-    let payload = match serde_json::from_str::<serde_json::Value>(&opened.payload) {
-        Ok(serde_json::Value::Object(object)) => object,
-        _ => return Err(Refusal::ClientError(PAYLOAD_NOT_JSON.to_owned())),
+    // An empty payload reaches the endpoint as no request object at all.
+    let payload = if opened.payload.is_empty() {
+        None
+    } else {
+        match serde_json::from_str::<serde_json::Value>(&opened.payload) {
+            Ok(serde_json::Value::Object(object)) => Some(object),
+            _ => return Err(Refusal::ClientError(PAYLOAD_NOT_JSON.to_owned())),
+        }
     };
+    let work = match endpoint {
+        Endpoint::Buckets => {
+            // The buckets handler does not expect that and fails.
+            let payload = payload.ok_or(Refusal::ServerError)?;
+            Work::Buckets {
+                since_ms: since_ms(&payload, record)?,
+            }
+        }
+        Endpoint::MapV2 | Endpoint::MapV3 => {
+            record.map_counts = payload.as_ref().map(MapCounts::of);
+            let parsed = if endpoint == Endpoint::MapV2 {
+                identity_map::parse_v2(payload.as_ref())
+            } else {
+                identity_map::parse_v3(payload.as_ref())
+            };
+            let request = parsed.map_err(Refusal::from)?;
+            if shared.catalog().len() == 0 {
+                // No salts, no mapping: the operator's lookup fails.
+                return Err(Refusal::ServerError);
+            }
+            Work::Map(request)
+        }
+    };
+    Ok(Query {
+        work,
+        nonce: opened.nonce,
+        reply_binary,
+    })
+}
+
+/// The buckets endpoint's `since_timestamp`, in milliseconds.
+fn since_ms(
+    payload: &serde_json::Map<String, serde_json::Value>,
+    record: &mut ReceivedRequest,
+) -> Result<i64, Refusal> {
     let since_text = match payload.get("since_timestamp") {
         None | Some(serde_json::Value::Null) => {
             return Err(Refusal::ClientError(MISSING_SINCE.to_owned()));
@@ -321,11 +382,7 @@ fn evaluate(
     record.since_timestamp = Some(since_text.clone());
     let since =
         parse_iso_local(&since_text).map_err(|_| Refusal::ClientError(INVALID_SINCE.to_owned()))?;
-    Ok(Query {
-        since_ms: to_millis(since),
-        nonce: opened.nonce,
-        reply_binary,
-    })
+    Ok(to_millis(since))
 }
 
 fn is_authorized(shared: &Shared, headers: &HeaderMap) -> bool {
@@ -462,20 +519,19 @@ fn seal_answer(shared: &Shared, query: &Query, fault: Option<&Fault>) -> Vec<u8>
             json,
         )
     };
-    let mut sealed = match fault {
-        Some(Fault::BadJson) => seal(BAD_JSON_PAYLOAD),
-        Some(Fault::ClientErrorStatus) => seal(CLIENT_ERROR_PAYLOAD),
-        Some(Fault::UnparsableLastUpdated) => {
-            let json = shared
-                .catalog()
-                .json_since_with_unparsable_row(query.since_ms);
+    let mut sealed = match (fault, &query.work) {
+        (Some(Fault::BadJson), _) => seal(BAD_JSON_PAYLOAD),
+        (Some(Fault::ClientErrorStatus), _) => seal(CLIENT_ERROR_PAYLOAD),
+        (_, Work::Map(request)) => seal(&map_answer(shared, request, fault)),
+        (Some(Fault::UnparsableLastUpdated), Work::Buckets { since_ms }) => {
+            let json = shared.catalog().json_since_with_unparsable_row(*since_ms);
             seal(&json)
         }
-        _ => {
+        (_, Work::Buckets { since_ms }) => {
             // Sealing under the read lock encrypts the stored answer with
             // one copy; rotations wait for it.
             let catalog = shared.catalog();
-            seal(&catalog.json_since(query.since_ms))
+            seal(&catalog.json_since(*since_ms))
         }
     };
     if fault == Some(&Fault::CorruptTag)
@@ -485,6 +541,23 @@ fn seal_answer(shared: &Shared, query: &Query, fault: Option<&Fault>) -> Vec<u8>
         *last ^= 0x01;
     }
     sealed
+}
+
+/// One consistent view: no rotation lands halfway through an answer.
+fn map_answer(shared: &Shared, request: &MapRequest, fault: Option<&Fault>) -> Vec<u8> {
+    let catalog = shared.catalog();
+    let opt_outs = shared.opt_outs();
+    let now_ms = to_millis(Utc::now());
+    identity_map::answer(
+        request,
+        |identity| {
+            catalog
+                .map(identity, now_ms)
+                .expect("the table was checked to have buckets, and never shrinks")
+        },
+        |identity| opt_outs.contains(identity),
+        fault,
+    )
 }
 
 fn status_fault(code: u16, retry_after: Option<Duration>) -> Response<ReplyBody> {

@@ -8,7 +8,11 @@ Usage: sdk_interop.py PATH_TO_UID2_BUCKET_SYNC
 
 Starts two operators with the same seed: a static one (checked against the
 table it dumps with --dump) and a rotating one (checked against the rotations
-it logs). Credentials reach them through the environment, never argv.
+it logs). Both serve the buckets endpoint and the two identity-map endpoints:
+the SDK's IdentityMapV3Client and (v2) IdentityMapClient must read consistent
+mappings from them, and see a rotated bucket's identities get a new UID2 with
+the old one as `previous`. Credentials reach them through the environment,
+never argv.
 Prints one line per check and a final `interop: N passed, M failed`; exits
 non-zero on any failure.
 """
@@ -29,7 +33,15 @@ import traceback
 import urllib.error
 from importlib import metadata
 
-from uid2_client import IdentityMapClient
+from uid2_client import (
+    IdentityMapClient,
+    IdentityMapInput,
+    IdentityMapV3Client,
+    IdentityMapV3Input,
+    UnmappedIdentityReason,
+    normalize_and_hash_email,
+    normalize_and_hash_phone,
+)
 from uid2_client.request_response_util import (
     auth_headers,
     create_envelope,
@@ -118,6 +130,31 @@ class Operator:
 
 def client(operator, api_key=API_KEY, secret=SECRET):
     return IdentityMapClient(operator.base_url, api_key, secret)
+
+
+def v3_client(operator, api_key=API_KEY, secret=SECRET):
+    return IdentityMapV3Client(operator.base_url, api_key, secret)
+
+
+def sdk_request(operator, path, payload):
+    """Sends `payload` (a dict) through the SDK's envelope as a binary request; returns the JSON answer."""
+    secret = base64.b64decode(SECRET)
+    envelope = create_envelope(secret, dt.datetime.now(tz=dt.timezone.utc), json.dumps(payload).encode())
+    response = make_binary_request(operator.base_url, path, auth_headers(API_KEY), envelope)
+    return json.loads(parse_response(secret, response, envelope.nonce))
+
+
+def raw_uid_bytes(text):
+    return len(base64.b64decode(text, validate=True))
+
+
+def is_future_utc_midnight(moment):
+    return (moment.tzinfo is not None and moment > dt.datetime.now(dt.timezone.utc)
+            and (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0))
+
+
+def phones(count):
+    return [f"+1555{n:07d}" for n in range(count)]
 
 
 def buckets_since(operator, since):
@@ -209,6 +246,76 @@ def run_checks(binary, workdir):
             expect_http_error(400, lambda: client(static, secret=other).get_identity_buckets(EPOCH))
 
         @check
+        def v3_maps_emails_phones_and_hashes():
+            other_hash = normalize_and_hash_email("other@example.com")
+            phone_hash = normalize_and_hash_phone("+441234567890")
+            identities = (IdentityMapV3Input()
+                          .with_emails(["user@example.com", "optout@example.com"])
+                          .with_phones(["+12345678901", "+00000000000"])
+                          .with_hashed_email(other_hash)
+                          .with_hashed_phone(phone_hash)
+                          .with_hashed_email("not-a-hash"))
+            response = v3_client(static).generate_identity_map(identities)
+            mapped, unmapped = response.mapped_identities, response.unmapped_identities
+            expect(set(mapped) == {"user@example.com", "+12345678901", other_hash, phone_hash},
+                   f"mapped {sorted(mapped)}")
+            expect(set(unmapped) == {"optout@example.com", "+00000000000", "not-a-hash"},
+                   f"unmapped {sorted(unmapped)}")
+            for key, identity in mapped.items():
+                expect(raw_uid_bytes(identity.current_raw_uid) == 32, f"{key}: u is not 32 bytes")
+                expect(is_future_utc_midnight(identity.refresh_from), f"{key}: refresh_from {identity.refresh_from}")
+            expect(len({identity.current_raw_uid for identity in mapped.values()}) == 4, "two identities share a UID2")
+            for key in ("optout@example.com", "+00000000000"):
+                expect(unmapped[key].reason == UnmappedIdentityReason.OPTOUT, f"{key}: {unmapped[key].raw_reason}")
+            expect(unmapped["not-a-hash"].reason == UnmappedIdentityReason.INVALID_IDENTIFIER,
+                   unmapped["not-a-hash"].raw_reason)
+
+        @check
+        def v3_normalizes_raw_emails_as_the_sdk_does_and_refuses_a_bad_one():
+            # The SDK only sends hashes; raw values go through its envelope directly.
+            answer = sdk_request(static, "/v3/identity/map",
+                                 {"email": [" User@Example.com", "a@ba@z.com"], "phone": ["+1234"]})
+            expect(answer["status"] == "success", answer["status"])
+            body = answer["body"]
+            expected = v3_client(static).generate_identity_map(
+                IdentityMapV3Input.from_emails(["user@example.com"])).mapped_identities["user@example.com"]
+            expect(body["email"][0]["u"] == expected.current_raw_uid, "raw and SDK-hashed email differ")
+            expect(body["email"][1] == {"e": "invalid identifier"}, f"bad email: {body['email'][1]}")
+            expect(body["phone"] == [{"e": "invalid identifier"}], f"bad phone: {body['phone']}")
+            expect(body["email_hash"] == [] and body["phone_hash"] == [], "absent keys are not empty arrays")
+
+        @check
+        def v2_maps_consistently_with_v3():
+            emails = ["user@example.com", "other@example.com", "optout@example.com"]
+            v2 = client(static).generate_identity_map(IdentityMapInput.from_emails(emails))
+            v3 = v3_client(static).generate_identity_map(IdentityMapV3Input.from_emails(emails))
+            expect(set(v2.mapped_identities) == {"user@example.com", "other@example.com"},
+                   f"v2 mapped {sorted(v2.mapped_identities)}")
+            for email in ("user@example.com", "other@example.com"):
+                expect(v2.mapped_identities[email].get_raw_uid() == v3.mapped_identities[email].current_raw_uid,
+                       f"{email}: v2 and v3 UID2s differ")
+                expect(v2.mapped_identities[email].get_bucket_id() in dump, f"{email}: unknown bucket")
+            expect(v2.unmapped_identities["optout@example.com"].get_reason() == "optout",
+                   v2.unmapped_identities["optout@example.com"].get_reason())
+
+            by_phone = client(static).generate_identity_map(IdentityMapInput.from_phones(["+12345678901"]))
+            phone_hash = normalize_and_hash_phone("+12345678901")
+            by_hash = client(static).generate_identity_map(IdentityMapInput.from_hashed_phones([phone_hash, "bad"]))
+            expect(by_hash.mapped_identities[phone_hash].get_raw_uid()
+                   == by_phone.mapped_identities["+12345678901"].get_raw_uid(), "phone and its hash differ")
+            expect(by_hash.unmapped_identities["bad"].get_reason() == "invalid identifier",
+                   by_hash.unmapped_identities["bad"].get_reason())
+
+        @check
+        def a_wrong_api_key_raises_on_both_map_clients():
+            v3_input = IdentityMapV3Input.from_emails(["user@example.com"])
+            expect_http_error(401, lambda: v3_client(static, api_key="not-the-key").generate_identity_map(v3_input))
+            v2_input = IdentityMapInput.from_emails(["user@example.com"])
+            expect_http_error(401, lambda: client(static, api_key="not-the-key").generate_identity_map(v2_input))
+            other = base64.b64encode(os.urandom(32)).decode()
+            expect_http_error(400, lambda: v3_client(static, secret=other).generate_identity_map(v3_input))
+
+        @check
         def the_same_seed_serves_the_same_ids():
             got, _ = buckets_since(rotating, EPOCH)
             expect(set(got) == set(dump), "the rotating operator serves other ids")
@@ -240,6 +347,53 @@ def run_checks(binary, workdir):
                 expect(last_updated in latest[bucket_id],
                        f"{bucket_id} reported at {last_updated}, rotated at {sorted(latest[bucket_id])}")
                 expect(last_updated >= first_at, f"{bucket_id} at {last_updated} precedes {first_at}")
+
+        @check
+        def after_a_rotation_mapped_identities_get_a_new_uid_and_keep_the_old_as_previous():
+            numbers = phones(1000)
+            logged_at_start = len(rotating.logged_rotations())
+            before = v3_client(rotating).generate_identity_map(IdentityMapV3Input.from_phones(numbers)).mapped_identities
+            buckets = {phone: identity.get_bucket_id() for phone, identity in client(rotating)
+                       .generate_identity_map(IdentityMapInput.from_phones(numbers)).mapped_identities.items()}
+            expect(set(before) == set(buckets) == set(numbers), "not every phone was mapped")
+            time.sleep(0.5)  # lets a rotation racing the calls reach the log
+            logged_between = len(rotating.logged_rotations())
+            # A bucket rotated while the two calls ran may differ between them: leave it out.
+            ambiguous = {i for _, ids in rotating.logged_rotations()[logged_at_start:logged_between] for i in ids}
+
+            ours = set(buckets.values())
+            deadline = time.monotonic() + ROTATION_TIMEOUT_S
+            while not any(set(ids) & ours for _, ids in rotating.logged_rotations()[logged_between:]):
+                expect(time.monotonic() < deadline, "no rotation touched a mapped bucket")
+                time.sleep(0.05)
+            # Logged before the call: applied before it, so visible in its answer.
+            logged_before_call = len(rotating.logged_rotations())
+            after = v3_client(rotating).generate_identity_map(IdentityMapV3Input.from_phones(numbers)).mapped_identities
+            time.sleep(0.5)
+            logged = rotating.logged_rotations()
+            rotation_count = {}
+            for _, ids in logged[logged_between:logged_before_call]:
+                for bucket_id in ids:
+                    rotation_count[bucket_id] = rotation_count.get(bucket_id, 0) + 1
+            # Logged later: may or may not have reached the answer.
+            ambiguous |= {i for _, ids in logged[logged_before_call:] for i in ids}
+
+            changed = unchanged = 0
+            for phone in numbers:
+                bucket = buckets[phone]
+                if bucket in ambiguous:
+                    continue
+                old, new = before[phone], after[phone]
+                if bucket not in rotation_count:
+                    expect(new.current_raw_uid == old.current_raw_uid, f"{phone} changed without a rotation")
+                    unchanged += 1
+                    continue
+                expect(new.current_raw_uid != old.current_raw_uid, f"{phone}: same UID2 after its bucket rotated")
+                if rotation_count[bucket] == 1:
+                    expect(new.previous_raw_uid == old.current_raw_uid, f"{phone}: previous is not the old UID2")
+                    changed += 1
+                expect(is_future_utc_midnight(new.refresh_from), f"{phone}: refresh_from {new.refresh_from}")
+            expect(changed > 0 and unchanged > 0, f"{changed} changed, {unchanged} unchanged")
 
         @check
         def since_1970_shows_each_bucket_at_its_initial_or_a_rotated_time():
