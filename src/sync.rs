@@ -7,7 +7,7 @@
 //! previous mark, rotation log and queue exactly as they were; the failure
 //! itself is the one thing written.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -16,12 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::credentials::CredentialOrigins;
 use crate::envelope::EnvelopeError;
 use crate::operator::{BUCKETS_PATH, BucketsError, OperatorClient, OperatorError, TransportError};
-use crate::store::{IngestSummary, Store, StoreError};
+use crate::store::{IngestSummary, SharedStore, Store, StoreError, with_store};
 use crate::timestamp::{format_utc, truncate_to_millis};
-
-/// A store shared between the cycle and the daemon's housekeeping. SQLite
-/// work runs on the blocking pool, one call at a time.
-pub type SharedStore = Arc<Mutex<Store>>;
 
 /// Where the first cycle starts and how far each later one looks back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +248,10 @@ impl SyncCycle {
         &self.store
     }
 
+    pub fn plan(&self) -> &SyncPlan {
+        &self.plan
+    }
+
     /// The operator URL this cycle polls.
     pub fn endpoint(&self) -> reqwest::Url {
         self.client.url(BUCKETS_PATH)
@@ -282,7 +282,7 @@ impl SyncCycle {
                 let message = error.message_with_hint(&self.credentials);
                 let kind = error.kind();
                 let recorded = self
-                    .blocking(move |store| store.record_failure(kind, &message, now_ms()))
+                    .blocking(move |store| store.record_failure(kind, &message, now()))
                     .await;
                 if let Err(record_error) = recorded {
                     tracing::error!(error = %record_error, "cannot record the failed cycle");
@@ -299,7 +299,7 @@ impl SyncCycle {
     ) -> Result<CycleReport, SyncError> {
         let mark = self
             .blocking(|store| {
-                store.record_attempt(now_ms())?;
+                store.record_attempt(now())?;
                 store.high_water_mark()
             })
             .await?;
@@ -316,7 +316,7 @@ impl SyncCycle {
         let (attempts, body_bytes) = (response.attempts, response.body_bytes);
         let rotations = response.answer;
         let ingest = self
-            .blocking(move |store| store.ingest(rotations, now_ms()))
+            .blocking(move |store| store.ingest(rotations, now()))
             .await?;
         Ok(CycleReport {
             since,
@@ -327,8 +327,7 @@ impl SyncCycle {
         })
     }
 
-    /// Runs SQLite work on the blocking pool so the scheduler, the signal
-    /// handler and the watchdog keep running during a 2^20-row ingest.
+    /// Runs SQLite work on the blocking pool (see [`with_store`]).
     pub async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
@@ -337,26 +336,8 @@ impl SyncCycle {
     }
 }
 
-/// Runs `work` against the shared store on the blocking pool.
-pub async fn with_store<T: Send + 'static>(
-    store: &SharedStore,
-    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        // A panic while holding the lock cannot leave SQLite half-written
-        // (the transaction rolls back), so the store stays usable.
-        let store = store.lock().unwrap_or_else(PoisonError::into_inner);
-        work(&store)
-    })
-    .await;
-    match joined {
-        Ok(result) => result,
-        Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
-    }
-}
-
-fn now_ms() -> DateTime<Utc> {
+/// The current time at the millisecond precision the store keeps.
+fn now() -> DateTime<Utc> {
     truncate_to_millis(Utc::now())
 }
 

@@ -14,6 +14,7 @@ use uid2_bucket_sync::config::{CronSchedule, QueueSettings, Schedule};
 use uid2_bucket_sync::daemon::{Daemon, DaemonError};
 use uid2_bucket_sync::simulator::{Fault, SimulatedOperator};
 use uid2_bucket_sync::store::SyncState;
+use uid2_bucket_sync::sync::{SyncCycle, SyncError, SyncPlan};
 use uid2_bucket_sync::timestamp::truncate_to_millis;
 
 struct Running {
@@ -59,8 +60,12 @@ fn sync_state(app: &TestApp) -> SyncState {
 }
 
 fn daemon_with_schedule(app: &TestApp, schedule: Schedule) -> Daemon {
+    daemon_with_schedule_for(app.sync_cycle(), schedule)
+}
+
+fn daemon_with_schedule_for(cycle: SyncCycle, schedule: Schedule) -> Daemon {
     Daemon::new(
-        app.sync_cycle(),
+        cycle,
         schedule,
         QueueSettings {
             max_attempts: 5,
@@ -68,7 +73,6 @@ fn daemon_with_schedule(app: &TestApp, schedule: Schedule) -> Daemon {
             retry_backoff: Duration::from_secs(30),
             max_retry_backoff: Duration::from_secs(3600),
         },
-        true,
     )
 }
 
@@ -227,16 +231,9 @@ async fn an_operator_down_at_start_is_survived_and_the_daemon_recovers() {
     stopped.shutdown().await;
 
     let cycle = app.sync_cycle_with(app.client_for(&format!("http://{address}")));
-    let running = start(Daemon::new(
+    let running = start(daemon_with_schedule_for(
         cycle,
         Schedule::Interval(Duration::from_secs(1)),
-        QueueSettings {
-            max_attempts: 5,
-            done_retention: Duration::from_secs(3600),
-            retry_backoff: Duration::from_secs(30),
-            max_retry_backoff: Duration::from_secs(3600),
-        },
-        true,
     ));
     eventually(
         Duration::from_secs(20),
@@ -271,19 +268,23 @@ async fn an_operator_down_at_start_is_survived_and_the_daemon_recovers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_with_nowhere_to_start_refuses_to_run() {
     let app = spawn_app_with(common::app::simulator_config(5)).await;
-    let daemon = Daemon::new(
-        app.sync_cycle(),
-        Schedule::Interval(Duration::from_secs(1)),
-        QueueSettings {
-            max_attempts: 5,
-            done_retention: Duration::from_secs(3600),
-            retry_backoff: Duration::from_secs(30),
-            max_retry_backoff: Duration::from_secs(3600),
+    let without_initial_since = SyncCycle::new(
+        app.client(),
+        app.shared_store(),
+        SyncPlan {
+            initial_since: None,
+            overlap: Duration::ZERO,
         },
-        false,
+    );
+    let daemon = daemon_with_schedule_for(
+        without_initial_since,
+        Schedule::Interval(Duration::from_secs(1)),
     );
     let error = daemon.run(CancellationToken::new()).await.unwrap_err();
-    assert!(matches!(error, DaemonError::NoStartingPoint), "{error}");
+    assert!(
+        matches!(error, DaemonError::Sync(SyncError::NoStartingPoint)),
+        "{error}"
+    );
     assert!(error.to_string().contains("sync.initial_since"));
     assert!(app.operator.requests().is_empty());
 }

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use super::table::key_values;
 use crate::cli::Cli;
 use crate::config::Settings;
-use crate::daemon::DaemonError;
 use crate::daemon::schedule::describe;
 use crate::store::StoreError;
+use crate::sync::SyncError;
 
 /// The first bytes of every SQLite 3 database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -98,7 +98,7 @@ fn check_database(settings: &Settings) -> anyhow::Result<String> {
     }
     // A new database has no high-water mark: `run` would stop here.
     if settings.sync.initial_since.is_none() {
-        return Err(DaemonError::NoStartingPoint.into());
+        return Err(SyncError::NoStartingPoint.into());
     }
     Ok(format!("{shown} (created by the first run or sync)"))
 }

@@ -29,8 +29,11 @@ use crate::daemon::{CycleObserver, Daemon};
 use crate::operator::{ClientOptions, OperatorClient, RetryPolicy};
 use crate::queue::QueueStats;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
-use crate::store::{CREATED_BY_DAEMON, IngestSummary, OpenMode, Store, StoreError, StoreOptions};
-use crate::sync::{SharedStore, SyncCycle, SyncPlan, with_store};
+use crate::store::{
+    CREATED_BY_DAEMON, IngestSummary, OpenMode, SharedStore, Store, StoreError, StoreOptions,
+    with_store,
+};
+use crate::sync::{SyncCycle, SyncPlan};
 use crate::timestamp::{format_utc, parse_iso_local, truncate_to_millis};
 
 const DEFAULT_DATABASE: &str = "demo.db";
@@ -96,7 +99,6 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             retry_backoff: Duration::from_secs(30),
             max_retry_backoff: Duration::from_secs(3600),
         },
-        true,
     )
     .on_cycle(narrate_cycle(narrator.clone()));
 

@@ -31,7 +31,6 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         cycle,
         settings.sync.schedule.clone(),
         settings.queue.clone(),
-        settings.sync.initial_since.is_some(),
     );
 
     let shutdown = CancellationToken::new();

@@ -15,8 +15,8 @@ use super::notify;
 use super::schedule::{CycleFn, ScheduleError, Ticker, describe, is_overdue};
 use crate::config::{QueueSettings, Schedule};
 use crate::queue::{QueueOptions, QueueStats, RemapQueue};
-use crate::store::StoreError;
-use crate::sync::{CycleReport, SyncCycle, SyncError, with_store};
+use crate::store::{StoreError, with_store};
+use crate::sync::{CycleReport, SyncCycle, SyncError};
 use crate::timestamp::{format_utc, truncate_to_millis};
 
 /// Called after every cycle with its outcome and the queue as it then is
@@ -26,11 +26,10 @@ pub type CycleObserver =
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error(
-        "the database has no high-water mark yet and sync.initial_since is not set, so there is \
-         nowhere to start; set sync.initial_since (for example \"2025-01-01T00:00:00\")"
-    )]
-    NoStartingPoint,
+    /// What every cycle would fail with, found before the first one:
+    /// [`SyncError::NoStartingPoint`].
+    #[error(transparent)]
+    Sync(#[from] SyncError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
@@ -41,22 +40,15 @@ pub struct Daemon {
     cycle: SyncCycle,
     schedule: Schedule,
     queue: QueueSettings,
-    initial_since_set: bool,
     observer: Option<CycleObserver>,
 }
 
 impl Daemon {
-    pub fn new(
-        cycle: SyncCycle,
-        schedule: Schedule,
-        queue: QueueSettings,
-        initial_since_set: bool,
-    ) -> Self {
+    pub fn new(cycle: SyncCycle, schedule: Schedule, queue: QueueSettings) -> Self {
         Self {
             cycle,
             schedule,
             queue,
-            initial_since_set,
             observer: None,
         }
     }
@@ -70,9 +62,8 @@ impl Daemon {
     /// to commit or abandon its work and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
         let state = self.cycle.blocking(|store| store.sync_state()).await?;
-        if state.high_water_mark.is_none() && !self.initial_since_set {
-            return Err(DaemonError::NoStartingPoint);
-        }
+        // Refused before READY: every cycle would fail the same way.
+        self.cycle.plan().since(state.high_water_mark)?;
 
         self.publish_starting_metrics(state.last_success_at).await;
 

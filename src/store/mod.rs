@@ -11,6 +11,7 @@ mod ingest;
 mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -150,6 +151,32 @@ fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError 
         } else {
             StoreError::Sqlite { operation, source }
         }
+    }
+}
+
+/// A store shared between the sync cycle, the daemon's housekeeping and
+/// the demo's narration. SQLite work runs on the blocking pool, one call at
+/// a time, through [`with_store`].
+pub type SharedStore = Arc<Mutex<Store>>;
+
+/// Runs `work` against the shared store on the blocking pool, so the
+/// scheduler, the signal handler and the watchdog keep running during a
+/// 2^20-row ingest.
+pub async fn with_store<T: Send + 'static>(
+    store: &SharedStore,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (the transaction rolls back), so the store stays usable.
+        let store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        work(&store)
+    })
+    .await;
+    match joined {
+        Ok(result) => result,
+        Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
     }
 }
 

@@ -13,8 +13,8 @@ use uid2_bucket_sync::credentials::{ApiKey, ClientSecret};
 use uid2_bucket_sync::daemon::Daemon;
 use uid2_bucket_sync::operator::{ClientOptions, OperatorClient, RetryPolicy};
 use uid2_bucket_sync::simulator::{SimulatedOperator, SimulatorConfig};
-use uid2_bucket_sync::store::{OpenMode, Store, StoreOptions};
-use uid2_bucket_sync::sync::{SharedStore, SyncCycle, SyncPlan};
+use uid2_bucket_sync::store::{OpenMode, SharedStore, Store, StoreOptions};
+use uid2_bucket_sync::sync::{SyncCycle, SyncPlan};
 
 pub const API_KEY: &str = "test-api-key-7f3a9c";
 /// Distinctive, so a test can search captured output for it.
@@ -194,7 +194,6 @@ path = "{db}"
                 retry_backoff: Duration::from_secs(30),
                 max_retry_backoff: Duration::from_secs(3600),
             },
-            true,
         )
     }
 }
