@@ -28,13 +28,14 @@ use crate::daemon::shutdown::cancel_on_signal;
 use crate::daemon::{CycleObserver, Daemon};
 use crate::operator::{ClientOptions, OperatorClient, RetryPolicy};
 use crate::queue::QueueStats;
+use crate::rotation::BucketRotation;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
 use crate::store::{
     CREATED_BY_DAEMON, IngestSummary, OpenMode, SharedStore, Store, StoreError, StoreOptions,
     with_store,
 };
 use crate::sync::{SyncCycle, SyncPlan};
-use crate::timestamp::{format_utc, parse_iso_local, truncate_to_millis};
+use crate::timestamp::{format_utc, parse_iso_local};
 
 const DEFAULT_DATABASE: &str = "demo.db";
 /// Recorded in the databases the demo creates; only those are continued.
@@ -111,13 +112,17 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             shutdown.cancel();
         });
     }
-    let rotations = tokio::spawn(rotate_periodically(
-        operator.clone(),
-        args.rotate_every,
-        args.rotate_count,
-        narrator.clone(),
-        shutdown.clone(),
-    ));
+    let rotations = tokio::spawn({
+        let (operator, narrator, shutdown) = (operator.clone(), narrator.clone(), shutdown.clone());
+        let (every, count) = (args.rotate_every, args.rotate_count);
+        async move {
+            operator
+                .rotate_periodically(every, count, shutdown, |rotated| {
+                    narrate_rotation(&narrator, rotated)
+                })
+                .await
+        }
+    });
     let binary = std::env::current_exe().context("cannot find this program's own path")?;
     let consumer = tokio::spawn(consume(
         binary.clone(),
@@ -404,48 +409,26 @@ fn ingest_line(ingest: &IngestSummary) -> String {
     )
 }
 
-/// Rotates `count` random buckets every `every`; returns how many in all.
-async fn rotate_periodically(
-    operator: Arc<SimulatedOperator>,
-    every: Duration,
-    count: u32,
-    narrator: Narrator,
-    shutdown: CancellationToken,
-) -> u64 {
-    let mut total = 0u64;
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return total,
-            _ = ticks.tick() => {}
-        }
-        // A tick due at the very moment of the stop would rotate buckets
-        // nobody will sync any more.
-        if shutdown.is_cancelled() {
-            return total;
-        }
-        let rotated = operator.rotate_random(count, truncate_to_millis(Utc::now()));
-        total += rotated.len() as u64;
-        let sample: Vec<&str> = rotated
-            .iter()
-            .take(3)
-            .map(|r| r.bucket_id.as_str())
-            .collect();
-        let more = if rotated.len() > sample.len() {
-            ", …"
-        } else {
-            ""
-        };
-        narrator.line(
-            "operator",
-            &format!(
-                "rotated {} buckets ({}{more})",
-                rotated.len(),
-                sample.join(", ")
-            ),
-        );
-    }
+/// The operator's line for one batch of rotations.
+fn narrate_rotation(narrator: &Narrator, rotated: &[BucketRotation]) {
+    let sample: Vec<&str> = rotated
+        .iter()
+        .take(3)
+        .map(|r| r.bucket_id.as_str())
+        .collect();
+    let more = if rotated.len() > sample.len() {
+        ", …"
+    } else {
+        ""
+    };
+    narrator.line(
+        "operator",
+        &format!(
+            "rotated {} buckets ({}{more})",
+            rotated.len(),
+            sample.join(", ")
+        ),
+    );
 }
 
 /// What the consumer did in this run.

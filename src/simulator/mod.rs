@@ -152,12 +152,16 @@ impl SimulatedOperator {
         if let Some(period) = config.rotate_every
             && config.rotate_count > 0
         {
-            tasks.push(tokio::spawn(rotate_periodically(
+            let rotations = rotate_periodically(
                 Arc::clone(&shared),
                 period,
                 config.rotate_count,
                 stop.clone(),
-            )));
+                |_| {},
+            );
+            tasks.push(tokio::spawn(async move {
+                rotations.await;
+            }));
         }
         Ok(Self {
             handle: Arc::new(Handle {
@@ -200,6 +204,32 @@ impl SimulatedOperator {
     /// with `at`. Returns the new rows in serving order.
     pub fn rotate_random(&self, count: u32, at: DateTime<Utc>) -> Vec<BucketRotation> {
         self.shared().rotate_random(count, at)
+    }
+
+    /// Rotates `count` random buckets every `period`, the first time one
+    /// period from now, until `stop` is cancelled; `observe` gets each
+    /// batch's new rows. Returns how many rows were rotated in all. This is
+    /// what [`SimulatorConfig::rotate_every`] runs, for a caller that wants
+    /// to see each batch.
+    ///
+    /// # Panics
+    ///
+    /// If `period` is zero, as [`tokio::time::interval`] does.
+    pub async fn rotate_periodically(
+        &self,
+        period: Duration,
+        count: u32,
+        stop: CancellationToken,
+        observe: impl FnMut(&[BucketRotation]) + Send,
+    ) -> u64 {
+        rotate_periodically(
+            Arc::clone(&self.handle.shared),
+            period,
+            count,
+            stop,
+            observe,
+        )
+        .await
     }
 
     /// Makes the named buckets answer refresh-from `at` (to the second) in
@@ -367,27 +397,39 @@ fn log_rotation(rotated: &[BucketRotation], at: DateTime<Utc>) {
     }
 }
 
+/// Rotates `count` random buckets every `period` until `stop`, handing
+/// each batch to `observe`; returns how many rows were rotated in all.
 async fn rotate_periodically(
     shared: Arc<Shared>,
     period: Duration,
     count: u32,
     stop: CancellationToken,
-) {
+    mut observe: impl FnMut(&[BucketRotation]) + Send,
+) -> u64 {
+    let mut total = 0;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ticker.tick() => {
-                let shared = Arc::clone(&shared);
-                // Waits for the table lock, which an answer being encrypted holds.
-                let rotation = tokio::task::spawn_blocking(move || {
-                    shared.rotate_random(count, Utc::now());
-                });
-                if let Err(error) = rotation.await {
-                    tracing::warn!(%error, "periodic rotation failed");
-                }
+            biased;
+            () = stop.cancelled() => return total,
+            _ = ticker.tick() => {}
+        }
+        // A tick due at the very moment of the stop would rotate buckets
+        // nobody will read any more.
+        if stop.is_cancelled() {
+            return total;
+        }
+        let shared = Arc::clone(&shared);
+        // Waits for the table lock, which an answer being encrypted holds.
+        let rotation =
+            tokio::task::spawn_blocking(move || shared.rotate_random(count, Utc::now())).await;
+        match rotation {
+            Ok(rotated) => {
+                total += rotated.len() as u64;
+                observe(&rotated);
             }
+            Err(error) => tracing::warn!(%error, "periodic rotation failed"),
         }
     }
 }
