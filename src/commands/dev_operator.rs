@@ -7,22 +7,27 @@
 //! script that passed `--listen 127.0.0.1:0` can read the port. Logs go to
 //! stderr; `RUST_LOG` adjusts them (rotated bucket ids are logged at debug).
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::DevOperatorArgs;
+use crate::config::{LogFormat, LogSettings};
 use crate::credentials::{ApiKey, ClientSecret};
+use crate::daemon::shutdown::cancel_on_signal;
 use crate::rotation::BucketRotation;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
 use crate::timestamp::format_operator;
 
 pub async fn run(args: &DevOperatorArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
+    crate::telemetry::init(&LogSettings {
+        format: LogFormat::Text,
+        level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    });
     let config = config_from(args)?;
     let operator = SimulatedOperator::start(config, args.listen)
         .await
@@ -37,8 +42,9 @@ pub async fn run(args: &DevOperatorArgs) -> anyhow::Result<ExitCode> {
         operator.bucket_count()
     );
 
-    let stopped_by = wait_for_stop_signal().await?;
-    tracing::info!(signal = stopped_by, "stopping");
+    cancel_on_signal(CancellationToken::new())
+        .await
+        .context("cannot listen for SIGTERM/SIGINT")?;
     operator.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -69,24 +75,4 @@ fn write_dump(path: &Path, rows: &[BucketRotation]) -> std::io::Result<()> {
         )?;
     }
     out.into_inner()?.sync_all()
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Only fails if a subscriber is already installed, which is then kept.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
-async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
 }
