@@ -33,13 +33,16 @@ use crate::identity::IdentityHash;
 use crate::rotation::BucketRotation;
 use crate::timestamp::format_operator;
 
+/// The salt-bucket route, the one the client calls; the identity-map routes
+/// are in `identity_map.rs`.
+pub use crate::operator::BUCKETS_PATH;
 use catalog::Catalog;
 pub use catalog::{BUCKET_ID_LEN, HISTORY_DAYS};
 pub use faults::Fault;
 use faults::FaultQueue;
 use identity_map::OptOuts;
 pub use identity_map::{Endpoint, MAP_V2_PATH, MAP_V3_PATH, MapCounts};
-pub use server::{BUCKETS_PATH, MAX_BODY_BYTES, MAX_CLOCK_DRIFT};
+pub use server::{MAX_BODY_BYTES, MAX_CLOCK_DRIFT};
 
 /// The seed [`SimulatorConfig::new`] uses.
 pub const DEFAULT_SEED: u64 = 0x5eed_0000_0002_b0c4;

@@ -45,8 +45,6 @@ use crate::envelope::{
 };
 use crate::timestamp::{parse_iso_local, to_millis};
 
-/// The salt-bucket route; the identity-map ones are in `identity_map.rs`.
-pub const BUCKETS_PATH: &str = "/v2/identity/buckets";
 /// Larger request bodies are refused with 413, as the operator's body handler does.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Request times further than this from the server clock, either way, are refused.
