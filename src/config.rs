@@ -455,15 +455,10 @@ impl Settings {
         })
     }
 
-    /// Resolves the endpoint and both credentials. `sync` and `run` call
-    /// this at start so a bad secret stops them before any work.
-    pub fn operator_connection(&self) -> Result<OperatorConnection, ConfigError> {
-        self.operator_connection_with_env(&|name| std::env::var(name).ok())
-            .map(|(connection, _)| connection)
-    }
-
-    /// As [`Settings::operator_connection`], with the environment supplied
-    /// by the caller; also returns warnings about how secrets are stored.
+    /// Resolves the endpoint and both credentials, reading environment
+    /// variables through `env`; also returns warnings about how secrets are
+    /// stored. `sync` and `run` call this at start so a bad secret stops
+    /// them before any work.
     pub fn operator_connection_with_env(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
