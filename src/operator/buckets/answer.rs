@@ -662,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_row_is_not_masked_by_a_later_failure_status() {
+    fn a_failure_status_is_reported_rather_than_a_bad_row_before_it() {
         // A failure status wins over row problems: it says why the rows are odd.
         assert_eq!(
             parse_buckets_json(r#"{"body":[{"bucket_id":""}],"status":"error"}"#).unwrap_err(),
