@@ -5,8 +5,9 @@
 //! injected once: transient ones are retried to success within the cycle,
 //! the others fail without writing anything.
 //!
-//! The matrix is printed (`cargo test --test faults -- --nocapture`) and
-//! written to `target/fault-matrix.md` for the README.
+//! One test per fault. The README's matrix is printed by the ignored
+//! `print_fault_matrix` (`scripts/bench fault-matrix` writes it to
+//! `target/fault-matrix.md`).
 
 mod common;
 
@@ -30,82 +31,55 @@ struct Case {
     transient: bool,
 }
 
-fn cases() -> Vec<Case> {
-    let status = |code, retry_after| Fault::Status { code, retry_after };
-    vec![
-        Case {
-            name: "500 Internal Server Error",
-            fault: status(500, None),
-            kind: "server_error",
-            transient: true,
-        },
-        Case {
-            name: "503 with Retry-After: 1",
-            fault: status(503, Some(Duration::from_secs(1))),
-            kind: "server_error",
-            transient: true,
-        },
-        Case {
-            name: "429 Too Many Requests",
-            fault: status(429, None),
-            kind: "rate_limited",
-            transient: true,
-        },
-        Case {
-            name: "404 Not Found",
-            fault: status(404, None),
-            kind: "unexpected_status",
-            transient: false,
-        },
-        Case {
-            name: "answer slower than request_timeout",
-            fault: Fault::Delay(STALL),
-            kind: "timeout",
-            transient: true,
-        },
-        Case {
-            name: "connection dropped",
-            fault: Fault::DropConnection,
-            kind: "connection_reset",
-            transient: true,
-        },
-        Case {
-            name: "body truncated",
-            fault: Fault::TruncatedBody,
-            kind: "truncated_body",
-            transient: true,
-        },
-        Case {
-            name: "GCM tag corrupted",
-            fault: Fault::CorruptTag,
-            kind: "envelope",
-            transient: false,
-        },
-        Case {
-            name: "wrong nonce",
-            fault: Fault::WrongNonce,
-            kind: "envelope",
-            transient: false,
-        },
-        Case {
-            name: "payload not JSON",
-            fault: Fault::BadJson,
-            kind: "invalid_response",
-            transient: false,
-        },
-        Case {
-            name: "status \"client_error\"",
-            fault: Fault::ClientErrorStatus,
-            kind: "invalid_response",
-            transient: false,
-        },
-        Case {
-            name: "unparsable last_updated",
-            fault: Fault::UnparsableLastUpdated,
-            kind: "invalid_response",
-            transient: false,
-        },
-    ]
+fn status(code: u16, retry_after: Option<Duration>) -> Fault {
+    Fault::Status { code, retry_after }
+}
+
+/// One test per case, so one failure hides no other, and [`cases`] with
+/// all of them, in the README's order, for the matrix.
+macro_rules! fault_cases {
+    ($($test:ident: $name:expr, $fault:expr, $kind:expr, transient = $transient:expr;)*) => {
+        fn cases() -> Vec<Case> {
+            vec![$(Case { name: $name, fault: $fault, kind: $kind, transient: $transient }),*]
+        }
+
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $test() {
+                examine(&Case { name: $name, fault: $fault, kind: $kind, transient: $transient })
+                    .await;
+            }
+        )*
+    };
+}
+
+fault_cases! {
+    a_500_is_a_transient_server_error:
+        "500 Internal Server Error", status(500, None), "server_error", transient = true;
+    a_503_with_retry_after_is_a_transient_server_error:
+        "503 with Retry-After: 1", status(503, Some(Duration::from_secs(1))), "server_error",
+        transient = true;
+    a_429_is_transient_rate_limiting:
+        "429 Too Many Requests", status(429, None), "rate_limited", transient = true;
+    a_404_is_an_unexpected_status_and_not_retried:
+        "404 Not Found", status(404, None), "unexpected_status", transient = false;
+    an_answer_slower_than_the_request_limit_is_a_transient_timeout:
+        "answer slower than request_timeout", Fault::Delay(STALL), "timeout", transient = true;
+    a_dropped_connection_is_a_transient_reset:
+        "connection dropped", Fault::DropConnection, "connection_reset", transient = true;
+    a_truncated_body_is_transient:
+        "body truncated", Fault::TruncatedBody, "truncated_body", transient = true;
+    a_corrupted_gcm_tag_is_an_envelope_error_and_not_retried:
+        "GCM tag corrupted", Fault::CorruptTag, "envelope", transient = false;
+    a_wrong_nonce_is_an_envelope_error_and_not_retried:
+        "wrong nonce", Fault::WrongNonce, "envelope", transient = false;
+    a_payload_that_is_not_json_is_an_invalid_response_and_not_retried:
+        "payload not JSON", Fault::BadJson, "invalid_response", transient = false;
+    a_client_error_status_is_an_invalid_response_and_not_retried:
+        "status \"client_error\"", Fault::ClientErrorStatus, "invalid_response", transient = false;
+    an_unparsable_last_updated_is_an_invalid_response_and_not_retried:
+        "unparsable last_updated", Fault::UnparsableLastUpdated, "invalid_response",
+        transient = false;
 }
 
 /// Everything a failed cycle must leave untouched.
@@ -228,7 +202,15 @@ async fn examine(case: &Case) -> Row {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn every_operator_fault_leaves_mark_log_and_queue_unchanged_and_says_what_happened() {
+async fn a_refused_api_key_is_unauthorized_and_not_retried() {
+    wrong_key_row().await;
+}
+
+/// The README's fault matrix, printed to stdout: every case above examined
+/// again, in order. `scripts/bench fault-matrix` runs it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "prints the README's fault matrix; run by scripts/bench"]
+async fn print_fault_matrix() {
     let mut rows = Vec::new();
     for case in cases() {
         rows.push(examine(&case).await);
@@ -252,10 +234,8 @@ async fn every_operator_fault_leaves_mark_log_and_queue_unchanged_and_says_what_
         )
         .unwrap();
     }
-    println!("{table}");
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::write(target.join("fault-matrix.md"), &table).unwrap();
+    // On lines of its own, whatever the test harness printed before.
+    println!("\n{table}");
 }
 
 /// A key the operator does not know: 401, never retried.
