@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use common::app::{TestApp, spawn_app, spawn_app_with};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uid2_bucket_sync::config::{CronSchedule, QueueSettings, Schedule};
@@ -16,6 +17,9 @@ use uid2_bucket_sync::simulator::{Fault, SimulatedOperator};
 use uid2_bucket_sync::store::SyncState;
 use uid2_bucket_sync::sync::{SyncCycle, SyncError, SyncPlan};
 use uid2_bucket_sync::timestamp::truncate_to_millis;
+
+/// How long any one expected cycle may take on a loaded machine.
+const LIMIT: Duration = Duration::from_secs(20);
 
 struct Running {
     shutdown: CancellationToken,
@@ -42,16 +46,37 @@ impl Running {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+/// A finished cycle as the daemon's observer saw it: how many new
+/// rotations it ingested, or its error kind.
+type Outcome = Result<u64, &'static str>;
+
+/// `daemon` reporting each finished cycle on the returned channel.
+fn observed(daemon: Daemon) -> (Daemon, UnboundedReceiver<Outcome>) {
+    let (sender, cycles) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = daemon.on_cycle(Arc::new(move |outcome, _queue| {
+        let _ = sender.send(match outcome {
+            Ok(report) => Ok(report.ingest.new_rotations),
+            Err(error) => Err(error.kind()),
+        });
+    }));
+    (daemon, cycles)
+}
+
+/// The next finished cycle; fails the test after `limit` without one.
+async fn next_cycle(cycles: &mut UnboundedReceiver<Outcome>, limit: Duration) -> Outcome {
+    tokio::time::timeout(limit, cycles.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no cycle finished within {limit:?}"))
+        .expect("the daemon is running")
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes, for
+/// what no notification reports.
+async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
-    while !condition().await {
+    while !condition() {
         assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -84,34 +109,31 @@ fn yearly() -> Schedule {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_is_queued_within_one_interval() {
     let app = spawn_app(300).await;
-    let running = start(app.daemon(Duration::from_secs(1)));
-    eventually(Duration::from_secs(20), "the first sync", || async {
-        sync_state(&app).high_water_mark.is_some()
-    })
-    .await;
+    let (daemon, mut cycles) = observed(app.daemon(Duration::from_secs(1)));
+    let running = start(daemon);
+    assert_eq!(
+        next_cycle(&mut cycles, LIMIT).await,
+        Ok(300),
+        "the first sync"
+    );
 
     let rotated_at = truncate_to_millis(Utc::now());
     let rotated = app.operator.rotate_random(4, rotated_at);
-    let rotated_ids: Vec<String> = rotated.iter().map(|r| r.bucket_id.to_string()).collect();
-    let noticed = Instant::now();
-    eventually(
-        Duration::from_secs(20),
-        "the rotations are queued",
-        || async {
-            let store = app.store();
-            rotated_ids
-                .iter()
-                .all(|id| store.bucket_last_updated(id).unwrap() == Some(rotated_at))
-        },
-    )
-    .await;
-    // One interval, plus the time one small cycle takes on a loaded machine.
-    assert!(
-        noticed.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        noticed.elapsed()
-    );
+    // A tick may have started a cycle that asked before the rotation; the
+    // cycle of the tick after it (one interval later) must queue them.
+    let mut outcomes = vec![next_cycle(&mut cycles, LIMIT).await];
+    if outcomes[0] == Ok(0) {
+        outcomes.push(next_cycle(&mut cycles, LIMIT).await);
+    }
+    assert_eq!(outcomes.last(), Some(&Ok(4)), "{outcomes:?}");
 
+    let store = app.store();
+    for row in &rotated {
+        assert_eq!(
+            store.bucket_last_updated(&row.bucket_id).unwrap(),
+            Some(rotated_at)
+        );
+    }
     let state = sync_state(&app);
     assert_eq!(state.high_water_mark, Some(rotated_at));
     assert_eq!(app.store().status(Utc::now()).unwrap().queue.pending, 300);
@@ -120,11 +142,15 @@ async fn a_rotation_is_queued_within_one_interval() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cycles_never_overlap_when_one_outlasts_the_interval() {
+    const ANSWER_DELAY: Duration = Duration::from_millis(1500);
     let app = spawn_app(50).await;
-    app.operator
-        .inject_always(Fault::Delay(Duration::from_millis(2500)));
-    let running = start(app.daemon(Duration::from_secs(1)));
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    app.operator.inject_always(Fault::Delay(ANSWER_DELAY));
+    let (daemon, mut cycles) = observed(app.daemon(Duration::from_secs(1)));
+    let running = start(daemon);
+    // Each cycle outlasts the 1 s interval, so a tick falls inside each one.
+    for _ in 0..2 {
+        assert_eq!(next_cycle(&mut cycles, LIMIT).await.map(|_| ()), Ok(()));
+    }
     running.stop().await;
 
     let sent: Vec<i64> = app
@@ -136,7 +162,7 @@ async fn cycles_never_overlap_when_one_outlasts_the_interval() {
     assert!(sent.len() >= 2, "at least two cycles ran: {sent:?}");
     for pair in sent.windows(2) {
         assert!(
-            pair[1] - pair[0] >= 2500,
+            pair[1] - pair[0] >= ANSWER_DELAY.as_millis() as i64,
             "a request was sent while the previous cycle was still waiting: {sent:?}"
         );
     }
@@ -145,12 +171,15 @@ async fn cycles_never_overlap_when_one_outlasts_the_interval() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_never_synced_is_synced_at_once_not_at_the_first_tick() {
     let app = spawn_app(20).await;
-    let running = start(daemon_with_schedule(&app, yearly()));
-    eventually(Duration::from_secs(20), "the catch-up sync", || async {
-        sync_state(&app).last_success_at.is_some()
-    })
-    .await;
+    let (daemon, mut cycles) = observed(daemon_with_schedule(&app, yearly()));
+    let running = start(daemon);
+    assert_eq!(
+        next_cycle(&mut cycles, LIMIT).await,
+        Ok(20),
+        "the catch-up sync"
+    );
     running.stop().await;
+    assert!(sync_state(&app).last_success_at.is_some());
     assert_eq!(app.operator.requests().len(), 1);
 }
 
@@ -170,12 +199,15 @@ async fn a_last_success_older_than_one_period_is_caught_up_at_start() {
         )
         .unwrap();
 
-    let running = start(daemon_with_schedule(&app, yearly()));
-    eventually(Duration::from_secs(20), "the catch-up sync", || async {
-        app.operator.requests().len() == 2
-    })
-    .await;
+    let (daemon, mut cycles) = observed(daemon_with_schedule(&app, yearly()));
+    let running = start(daemon);
+    assert_eq!(
+        next_cycle(&mut cycles, LIMIT).await,
+        Ok(0),
+        "the catch-up sync"
+    );
     running.stop().await;
+    assert_eq!(app.operator.requests().len(), 2);
     let last_success = sync_state(&app).last_success_at.unwrap();
     assert!(Utc::now() - last_success < TimeDelta::minutes(1));
 }
@@ -196,11 +228,13 @@ async fn a_recent_success_waits_for_the_schedule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_mid_cycle_is_prompt_and_commits_nothing() {
     let app = spawn_app(100).await;
-    app.operator
-        .inject_always(Fault::Delay(Duration::from_secs(30)));
+    app.operator.inject(Fault::Delay(Duration::from_secs(30)));
     let running = start(app.daemon(Duration::from_secs(3600)));
+    eventually(LIMIT, "the catch-up cycle's request arrives", || {
+        app.operator.pending_faults() == 0
+    })
+    .await;
     // The catch-up cycle is now waiting for the operator's answer.
-    tokio::time::sleep(Duration::from_millis(800)).await;
     let took = running.stop().await;
     assert!(took < Duration::from_secs(5), "stopped in {took:?}");
 
@@ -231,20 +265,16 @@ async fn an_operator_down_at_start_is_survived_and_the_daemon_recovers() {
     stopped.shutdown().await;
 
     let cycle = app.sync_cycle_with(app.client_for(&format!("http://{address}")));
-    let running = start(daemon_with_schedule_for(
+    let (daemon, mut cycles) = observed(daemon_with_schedule_for(
         cycle,
         Schedule::Interval(Duration::from_secs(1)),
     ));
-    eventually(
-        Duration::from_secs(20),
-        "the failure is recorded",
-        || async {
-            sync_state(&app)
-                .last_error
-                .is_some_and(|e| e.kind == "connect")
-        },
-    )
-    .await;
+    let running = start(daemon);
+    assert_eq!(next_cycle(&mut cycles, LIMIT).await, Err("connect"));
+    assert_eq!(
+        sync_state(&app).last_error.map(|e| e.kind),
+        Some("connect".to_owned())
+    );
     assert_eq!(sync_state(&app).high_water_mark, None);
     assert!(!running.task.is_finished(), "the daemon survives");
 
@@ -252,12 +282,16 @@ async fn an_operator_down_at_start_is_survived_and_the_daemon_recovers() {
     let back = SimulatedOperator::start(common::app::simulator_config(100), address)
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "a later cycle succeeds",
-        || async { sync_state(&app).high_water_mark.is_some() },
-    )
-    .await;
+    // Cycles that failed before it was back may still be reported.
+    loop {
+        match next_cycle(&mut cycles, LIMIT).await {
+            Err("connect") => continue,
+            outcome => {
+                assert_eq!(outcome, Ok(100), "a later cycle succeeds");
+                break;
+            }
+        }
+    }
     running.stop().await;
     let state = sync_state(&app);
     assert!(state.last_success_at.unwrap() > state.last_error.unwrap().at);
