@@ -1,13 +1,18 @@
 //! Fuzzing the whole decoding path of an answer (base64 or binary body,
 //! envelope, JSON, rows) with thousands of generated inputs: arbitrary
 //! bytes, valid envelopes around arbitrary or mutated payloads, and
-//! structurally wrong documents. Nothing may panic, and whatever is
-//! accepted must be a well-formed list of rotations.
+//! structurally wrong documents. Nothing may panic, and the parser must be
+//! differential-equal to a plain `serde_json::Value` reading of the same
+//! JSON: it accepts a payload exactly when that reading finds a valid
+//! answer, with the same rows.
 
 use proptest::prelude::*;
 use uid2_bucket_sync::credentials::ClientSecret;
 use uid2_bucket_sync::envelope::{Iv, Nonce, encode_base64, seal_response};
-use uid2_bucket_sync::operator::{BodyEncoding, open_buckets_body, parse_buckets_json};
+use uid2_bucket_sync::operator::{
+    BodyEncoding, BucketsError, OpenedBuckets, OperatorError, ResponseError, RowProblem,
+    open_buckets_body, parse_buckets_json,
+};
 use uid2_bucket_sync::rotation::BucketRotation;
 use uid2_bucket_sync::timestamp::{format_operator, parse_iso_local, truncate_to_millis};
 
@@ -51,6 +56,73 @@ fn well_formed(rotations: &[BucketRotation]) -> Result<(), TestCaseError> {
         );
     }
     Ok(())
+}
+
+/// The answer as a plain `serde_json::Value` reading sees it: the rows when
+/// it is a valid answer (an object whose `status` is the string `success`
+/// and whose `body` is an array of objects, each with a non-empty string
+/// `bucket_id` and a string `last_updated` in the operator's format).
+fn value_reading(payload: &[u8]) -> Option<Vec<BucketRotation>> {
+    let document: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let document = document.as_object()?;
+    if document.get("status")?.as_str()? != "success" {
+        return None;
+    }
+    document
+        .get("body")?
+        .as_array()?
+        .iter()
+        .map(|row| {
+            let row = row.as_object()?;
+            let bucket_id = row.get("bucket_id")?.as_str().filter(|id| !id.is_empty())?;
+            let last_updated = parse_iso_local(row.get("last_updated")?.as_str()?).ok()?;
+            Some(BucketRotation {
+                bucket_id: bucket_id.into(),
+                last_updated,
+            })
+        })
+        .collect()
+}
+
+/// The parser's verdict on `payload`, the answer's problem when it was the
+/// JSON that was refused.
+type Verdict = Result<Vec<BucketRotation>, Option<ResponseError>>;
+
+fn verdict_of(opened: Result<OpenedBuckets, BucketsError>) -> Verdict {
+    match opened {
+        Ok(opened) => Ok(opened.rotations),
+        Err(OperatorError::InvalidResponse(problem)) => Err(Some(problem)),
+        Err(OperatorError::Transport(_)) => Err(None),
+    }
+}
+
+/// The parser accepts `payload` exactly when the `Value` reading finds a
+/// valid answer, and then with the same rows in the same order. The one
+/// allowed difference: a `Value` keeps the last of repeated keys, which the
+/// parser refuses.
+fn agrees_with_value_reading(payload: &[u8], parsed: Verdict) -> Result<(), TestCaseError> {
+    match (parsed, value_reading(payload)) {
+        (Ok(rows), Some(expected)) => {
+            prop_assert_eq!(&rows, &expected);
+            well_formed(&rows)
+        }
+        (Err(_), None) => Ok(()),
+        (
+            Err(Some(
+                ResponseError::DuplicateKey(_)
+                | ResponseError::InvalidRow {
+                    problem: RowProblem::DuplicateKey(_),
+                    ..
+                },
+            )),
+            Some(_),
+        ) => Ok(()),
+        (parsed, expected) => Err(TestCaseError::fail(format!(
+            "the parser and a serde_json::Value reading disagree on {:?}: parser {parsed:?}, \
+             Value reading {expected:?}",
+            String::from_utf8_lossy(payload)
+        ))),
+    }
 }
 
 /// A valid answer with `rows` buckets.
@@ -156,30 +228,29 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_payloads_in_valid_envelopes_never_panic(
+    fn arbitrary_payloads_in_valid_envelopes_are_read_as_a_value_reading_reads_them(
         payload in prop::collection::vec(any::<u8>(), 0..512),
         encoding in encoding(),
     ) {
-        if let Ok(opened) = open_buckets_body(&secret(), sealed(&payload, encoding), encoding, &NONCE) {
-            well_formed(&opened.rotations)?;
-        }
+        let opened = open_buckets_body(&secret(), sealed(&payload, encoding), encoding, &NONCE);
+        agrees_with_value_reading(&payload, verdict_of(opened))?;
     }
 
     #[test]
-    fn mutated_answers_are_refused_or_well_formed(
+    fn mutated_answers_are_read_as_a_value_reading_reads_them(
         payload in (0usize..6).prop_map(valid_document).prop_flat_map(mutated),
         encoding in encoding(),
     ) {
-        if let Ok(opened) = open_buckets_body(&secret(), sealed(&payload, encoding), encoding, &NONCE) {
-            well_formed(&opened.rotations)?;
-        }
+        let opened = open_buckets_body(&secret(), sealed(&payload, encoding), encoding, &NONCE);
+        agrees_with_value_reading(&payload, verdict_of(opened))?;
     }
 
     #[test]
-    fn structurally_wrong_documents_are_refused_or_well_formed(document in odd_document()) {
-        if let Ok(rotations) = parse_buckets_json(&document) {
-            well_formed(&rotations)?;
-        }
+    fn structurally_wrong_documents_are_read_as_a_value_reading_reads_them(
+        document in odd_document(),
+    ) {
+        let parsed = parse_buckets_json(&document).map_err(Some);
+        agrees_with_value_reading(document.as_bytes(), parsed)?;
     }
 
     #[test]
@@ -208,4 +279,23 @@ fn an_undamaged_valid_answer_is_accepted_whole() {
         assert_eq!(opened.rotations.len(), 5);
         assert_eq!(opened.rotations[0].bucket_id, "bucket0000");
     }
+}
+
+#[test]
+fn the_differential_check_fails_a_parser_that_drops_a_row_or_accepts_a_bad_answer() {
+    let valid = valid_document(2);
+    let mut one_row_short = parse_buckets_json(&valid).unwrap();
+    one_row_short.pop();
+    assert!(agrees_with_value_reading(valid.as_bytes(), Ok(one_row_short)).is_err());
+    let failure = r#"{"status":"error","body":[]}"#;
+    assert!(agrees_with_value_reading(failure.as_bytes(), Ok(Vec::new())).is_err());
+    assert!(agrees_with_value_reading(valid.as_bytes(), Err(None)).is_err());
+    let repeated = r#"{"status":"success","body":[],"body":[]}"#;
+    assert!(
+        agrees_with_value_reading(
+            repeated.as_bytes(),
+            parse_buckets_json(repeated).map_err(Some)
+        )
+        .is_ok()
+    );
 }
