@@ -20,7 +20,7 @@ fn request() -> MapV3Request {
     MapV3Request::new(
         (0..IDENTITIES)
             .map(|n| {
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     let phone = format!("+1555{n:07}");
                     (IdentityType::Phone, IdentityHash::of_phone(&phone).unwrap())
                 } else {
@@ -36,19 +36,19 @@ fn request() -> MapV3Request {
 /// previous UID2, one in fifty opted out.
 fn answer_json() -> String {
     let element = |n: usize| {
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             return serde_json::json!({ "e": "optout" });
         }
         let uid = |seed: usize| STANDARD.encode([(seed % 251) as u8; 32]);
-        let previous = (n % 10 == 0).then(|| uid(n + 1));
+        let previous = n.is_multiple_of(10).then(|| uid(n + 1));
         serde_json::json!({ "u": uid(n), "p": previous, "r": REFRESH_FROM_S })
     };
     let phones = (0..IDENTITIES)
-        .filter(|n| n % 3 == 0)
+        .filter(|n| n.is_multiple_of(3))
         .map(element)
         .collect::<Vec<_>>();
     let emails = (0..IDENTITIES)
-        .filter(|n| n % 3 != 0)
+        .filter(|n| !n.is_multiple_of(3))
         .map(element)
         .collect::<Vec<_>>();
     serde_json::json!({

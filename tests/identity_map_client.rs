@@ -62,7 +62,7 @@ fn phone(text: &str) -> (IdentityType, IdentityHash) {
 fn many(count: usize) -> Vec<(IdentityType, IdentityHash)> {
     (0..count)
         .map(|n| {
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 phone(&format!("+1555{n:07}"))
             } else {
                 email(&format!("user{n}@example.com"))

@@ -277,7 +277,7 @@ mod tests {
     fn identities(count: usize) -> Vec<(IdentityType, IdentityHash)> {
         (0..count)
             .map(|n| {
-                let kind = if n % 3 == 0 {
+                let kind = if n.is_multiple_of(3) {
                     IdentityType::Phone
                 } else {
                     IdentityType::Email
