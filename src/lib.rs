@@ -14,8 +14,11 @@
 //! Talking to the operator:
 //! - [`operator`]: the client: one transport for every operator endpoint
 //!   (envelope per attempt, HTTP, error kinds, retries), the options the
-//!   configuration maps onto, and one module per endpoint (today
-//!   `/v2/identity/buckets`).
+//!   configuration maps onto, and one module per endpoint:
+//!   `/v2/identity/buckets`, `/v3/identity/map` and the deprecated
+//!   `/v2/identity/map` (hashes only, every answer checked against its
+//!   request), plus batching of identity-map runs (size and body limits,
+//!   bounded concurrency, results in input order).
 //! - [`simulator`]: a faithful in-process operator with fault injection,
 //!   used by tests, `dev-operator` and `demo`.
 //!

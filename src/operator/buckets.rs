@@ -38,7 +38,7 @@ impl Endpoint for BucketsSince {
             .into_bytes()
     }
 
-    fn parse_answer(json: &str) -> Result<Self::Answer, Self::Problem> {
+    fn parse_answer(&self, json: &str) -> Result<Self::Answer, Self::Problem> {
         parse_buckets_json(json)
     }
 }
@@ -78,8 +78,7 @@ pub fn open_buckets_body(
     expected_nonce: &Nonce,
 ) -> Result<OpenedBuckets, BucketsError> {
     let opened = open_body(secret, body, encoding, expected_nonce).map_err(TransportError::from)?;
-    let rotations =
-        BucketsSince::parse_answer(opened.payload()).map_err(OperatorError::InvalidResponse)?;
+    let rotations = parse_buckets_json(opened.payload()).map_err(OperatorError::InvalidResponse)?;
     Ok(OpenedBuckets {
         rotations,
         server_time: from_millis(opened.server_time_ms()),

@@ -10,18 +10,37 @@
 //! - [`error`]: every outcome a caller acts on, with stable kind names.
 //! - [`buckets`]: `POST /v2/identity/buckets`: its path, request, answer
 //!   parser and errors.
+//! - [`map_v3`], [`map_v2`]: `POST /v3/identity/map` and the deprecated
+//!   `POST /v2/identity/map`: one request each, sending identity hashes
+//!   only, and the answer checked against what was sent.
+//! - [`map_answer`]: what both map answers are made of: raw UID2s, unmapped
+//!   reasons, and why an answer is refused.
+//! - [`batch`]: mapping any number of identities: requests of at most the
+//!   batch size and under 1 MiB, a bounded number in flight, results in
+//!   input order ([`map_v3()`], [`map_v2()`]).
 
+pub mod batch;
 pub mod body;
 pub mod buckets;
 pub mod error;
+pub mod map_answer;
+pub mod map_v2;
+pub mod map_v3;
 pub mod options;
 pub mod transport;
 
+pub use batch::{
+    MAX_BATCH_SIZE, MAX_CONCURRENCY, MAX_REQUEST_BODY_BYTES, MapCallError, MapError, MapLimits,
+    MapLimitsError, map_v2, map_v3,
+};
 pub use body::BodyEncoding;
 pub use buckets::{
     BUCKETS_PATH, BucketsError, BucketsResponse, BucketsSince, OpenedBuckets, ResponseError,
     RowProblem, open_buckets_body, parse_buckets_json,
 };
 pub use error::{OperatorError, TimeoutPhase, TransportError};
+pub use map_answer::{ElementProblem, MapAnswerError, RAW_UID2_LEN, RawUid2, UnmappedReason};
+pub use map_v2::{MAP_V2_PATH, MapV2Request, V2Result};
+pub use map_v3::{MAP_V3_PATH, MapV3Request, V3Mapping, V3Result};
 pub use options::{ClientOptions, ClientSetupError, RetryPolicy};
 pub use transport::{Endpoint, OperatorClient, Reply, RetryRecord};

@@ -54,8 +54,9 @@ pub trait Endpoint {
     /// The request's JSON, sealed afresh into every attempt's envelope.
     fn request_json(&self) -> Vec<u8>;
 
-    /// Reads and validates the decrypted JSON of a 200 answer.
-    fn parse_answer(json: &str) -> Result<Self::Answer, Self::Problem>;
+    /// Reads and validates the decrypted JSON of a 200 answer to this
+    /// request (an identity-map answer is checked against what was sent).
+    fn parse_answer(&self, json: &str) -> Result<Self::Answer, Self::Problem>;
 }
 
 /// A successful call.
@@ -185,7 +186,9 @@ impl OperatorClient {
             attempts,
             retries,
         } = self.exchange(E::PATH, &request.request_json()).await?;
-        let answer = E::parse_answer(payload.payload()).map_err(OperatorError::InvalidResponse)?;
+        let answer = request
+            .parse_answer(payload.payload())
+            .map_err(OperatorError::InvalidResponse)?;
         Ok(Reply {
             answer,
             server_time: from_millis(payload.server_time_ms()),
