@@ -51,6 +51,8 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Map a few emails, phones or hashes once and print the operator's answers; nothing is stored.
+    Map(MapArgs),
     /// Serve a simulated UID2 operator (`POST /v2/identity/buckets`) for development and tests.
     DevOperator(DevOperatorArgs),
     /// The whole flow offline: a simulated operator, the daemon and a consumer in one process.
@@ -134,6 +136,53 @@ pub enum QueueStateArg {
     Leased,
     Done,
     Dead,
+}
+
+/// `map`'s arguments. Its `Debug` leaves the identifiers out: they are
+/// personal data.
+#[derive(Args)]
+pub struct MapArgs {
+    /// Emails, phones (+ and 10 to 15 digits) or, with --hashed, their hashes. None, or `-`: one
+    /// per line on stdin, which keeps them out of the process list.
+    #[arg(value_name = "IDENTIFIER")]
+    pub identifiers: Vec<String>,
+    /// Which identity-map endpoint to call.
+    #[arg(long, value_enum, default_value = "v3")]
+    pub api: MapApiArg,
+    /// The identifiers are SHA-256 hashes (base64 or hex) of this type, not raw values.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub hashed: Option<HashedArg>,
+    /// One JSON object per identifier, in input order.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl std::fmt::Debug for MapArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapArgs")
+            .field(
+                "identifiers",
+                &format_args!("<{} redacted>", self.identifiers.len()),
+            )
+            .field("api", &self.api)
+            .field("hashed", &self.hashed)
+            .field("json", &self.json)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MapApiArg {
+    /// POST /v3/identity/map: UID2, previous UID2, refresh time.
+    V3,
+    /// POST /v2/identity/map (deprecated): UID2 and salt bucket.
+    V2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HashedArg {
+    Email,
+    Phone,
 }
 
 #[derive(Debug, Args)]

@@ -15,8 +15,7 @@ use super::Fault;
 use super::catalog::Mapping;
 use crate::identity::{IdentityHash, InvalidIdentity};
 
-pub const MAP_V2_PATH: &str = "/v2/identity/map";
-pub const MAP_V3_PATH: &str = "/v3/identity/map";
+pub use crate::operator::{MAP_V2_PATH, MAP_V3_PATH};
 
 /// Identities the operator treats specially, in every environment.
 const ALWAYS_OPTED_OUT: [(Key, &str); 2] = [
