@@ -306,6 +306,59 @@ def run_checks(binary, workdir):
             expect(by_hash.unmapped_identities["bad"].get_reason() == "invalid identifier",
                    by_hash.unmapped_identities["bad"].get_reason())
 
+        def our_map(api, identifiers):
+            """Runs this project's `map --json` against `static`; its lines keyed by identifier."""
+            config = os.path.join(workdir, "map.toml")
+            with open(config, "w") as file:
+                file.write(f'[operator]\nbase_url = "{static.base_url}"\n')
+            env = dict(os.environ, UID2_API_KEY=API_KEY, UID2_CLIENT_SECRET=SECRET)
+            env.pop("UID2_BUCKET_SYNC_CONFIG", None)
+            done = subprocess.run([binary, "--config", config, "map", "--json", "--api", api, "-"],
+                                  input="\n".join(identifiers) + "\n", capture_output=True,
+                                  text=True, env=env, timeout=60)
+            expect(done.returncode == 0, f"map --api {api} failed: {done.stderr.strip()}")
+            lines = [json.loads(line) for line in done.stdout.splitlines()]
+            expect([line["identifier"] for line in lines] == identifiers, "map answered out of order")
+            return {line["identifier"]: line for line in lines}
+
+        @check
+        def our_v3_client_gets_what_the_sdks_v3_client_gets():
+            emails = ["user@example.com", "JANE.SAOIRSE@gmail.com", "optout@example.com"]
+            phone_numbers = ["+12345678901", "+441234567890", "+00000000000"]
+            sdk = v3_client(static).generate_identity_map(
+                IdentityMapV3Input.from_emails(emails).with_phones(phone_numbers))
+            ours = our_map("v3", emails + phone_numbers)
+            for identifier in emails + phone_numbers:
+                line = ours[identifier]
+                if identifier in sdk.mapped_identities:
+                    identity = sdk.mapped_identities[identifier]
+                    expect(line["uid2"] == identity.current_raw_uid, f"{identifier}: u differs")
+                    expect(line["previous_uid2"] == identity.previous_raw_uid, f"{identifier}: p differs")
+                    ours_r = dt.datetime.fromisoformat(line["refresh_from"].replace("Z", "+00:00"))
+                    expect(ours_r == identity.refresh_from, f"{identifier}: r {ours_r} vs {identity.refresh_from}")
+                    expect(line["unmapped"] is None, f"{identifier}: {line['unmapped']}")
+                else:
+                    reason = sdk.unmapped_identities[identifier].raw_reason
+                    expect(line["uid2"] is None and line["unmapped"] == reason,
+                           f"{identifier}: ours {line['unmapped']}, the SDK's {reason}")
+            expect(len(sdk.mapped_identities) == 4, f"SDK mapped {sorted(sdk.mapped_identities)}")
+
+        @check
+        def our_v2_client_gets_what_the_sdks_v2_client_gets():
+            emails = ["user@example.com", "other@example.com", "optout@example.com"]
+            sdk = client(static).generate_identity_map(IdentityMapInput.from_emails(emails))
+            ours = our_map("v2", emails)
+            for email in emails:
+                line = ours[email]
+                if email in sdk.mapped_identities:
+                    identity = sdk.mapped_identities[email]
+                    expect(line["uid2"] == identity.get_raw_uid(), f"{email}: UID2 differs")
+                    expect(line["bucket_id"] == identity.get_bucket_id(), f"{email}: bucket differs")
+                else:
+                    reason = sdk.unmapped_identities[email].get_reason()
+                    expect(line["unmapped"] == reason, f"{email}: ours {line['unmapped']}, the SDK's {reason}")
+            expect(len(sdk.mapped_identities) == 2, f"SDK mapped {sorted(sdk.mapped_identities)}")
+
         @check
         def a_wrong_api_key_raises_on_both_map_clients():
             v3_input = IdentityMapV3Input.from_emails(["user@example.com"])
