@@ -81,9 +81,11 @@ async fn v3_answers_each_identifier_in_order_and_only_hashes_are_sent() {
     assert_eq!(lines[2]["uid2"], Value::Null);
     assert_eq!(lines[3]["unmapped"], "invalid identifier");
 
-    // The invalid one never left; the others went as hashes only.
+    // The invalid one never left; the others went as hashes only, as raw
+    // bytes although the configuration keeps base64 for the buckets.
     let requests = app.operator.map_requests();
     assert_eq!(requests.len(), 1);
+    assert!(requests[0].binary, "the map request was sent as base64");
     assert_eq!(
         requests[0].map_counts,
         Some(MapCounts {

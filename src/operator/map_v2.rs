@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::identity::{IdentityHash, IdentityType};
+use crate::operator::body::BodyEncoding;
 use crate::operator::map_answer::{
     ElementProblem, Fields, Json, MapAnswerError, RawUid2, UnmappedReason, array, element_fields,
     parse_document, raw_uid, reason, required, success_body, text,
@@ -61,6 +62,10 @@ impl MapV2Request {
 }
 
 impl Endpoint for MapV2Request {
+    fn encoding(_configured: BodyEncoding) -> BodyEncoding {
+        BodyEncoding::Binary
+    }
+
     const PATH: &'static str = MAP_V2_PATH;
     type Answer = Vec<V2Result>;
     type Problem = MapAnswerError;

@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::identity::{IdentityHash, IdentityType};
+use crate::operator::body::BodyEncoding;
 use crate::operator::map_answer::{
     ElementProblem, Json, MapAnswerError, RawUid2, UnmappedReason, array, element_fields, optional,
     parse_document, raw_uid, reason, refresh_from, required, success_body,
@@ -77,6 +78,10 @@ impl MapV3Request {
 }
 
 impl Endpoint for MapV3Request {
+    fn encoding(_configured: BodyEncoding) -> BodyEncoding {
+        BodyEncoding::Binary
+    }
+
     const PATH: &'static str = MAP_V3_PATH;
     type Answer = Vec<V3Result>;
     type Problem = MapAnswerError;

@@ -57,6 +57,13 @@ pub trait Endpoint {
     /// Reads and validates the decrypted JSON of a 200 answer to this
     /// request (an identity-map answer is checked against what was sent).
     fn parse_answer(&self, json: &str) -> Result<Self::Answer, Self::Problem>;
+
+    /// How this endpoint's requests travel, given `operator.binary_body`.
+    /// The buckets endpoint follows the setting; the identity-map endpoints
+    /// always send raw bytes, a quarter smaller, as the SDKs' map clients do.
+    fn encoding(configured: BodyEncoding) -> BodyEncoding {
+        configured
+    }
 }
 
 /// A successful call.
@@ -185,7 +192,13 @@ impl OperatorClient {
             body_bytes,
             attempts,
             retries,
-        } = self.exchange(E::PATH, &request.request_json()).await?;
+        } = self
+            .exchange(
+                E::PATH,
+                E::encoding(self.options.encoding),
+                &request.request_json(),
+            )
+            .await?;
         let answer = request
             .parse_answer(payload.payload())
             .map_err(OperatorError::InvalidResponse)?;
@@ -200,7 +213,12 @@ impl OperatorClient {
 
     /// The transport proper: posts `json` to `path` until an attempt
     /// succeeds or the retry policy gives up.
-    async fn exchange(&self, path: &'static str, json: &[u8]) -> Result<Exchanged, TransportError> {
+    async fn exchange(
+        &self,
+        path: &'static str,
+        encoding: BodyEncoding,
+        json: &[u8],
+    ) -> Result<Exchanged, TransportError> {
         let policy = &self.options.retry;
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
@@ -213,7 +231,7 @@ impl OperatorClient {
 
         let outcome = (|| async {
             attempts.fetch_add(1, Ordering::SeqCst);
-            self.attempt(path, json).await
+            self.attempt(path, encoding, json).await
         })
         .retry(backoff)
         .sleep(tokio::time::sleep)
@@ -257,11 +275,12 @@ impl OperatorClient {
     async fn attempt(
         &self,
         path: &'static str,
+        encoding: BodyEncoding,
         json: &[u8],
     ) -> Result<(OpenedResponse, u64), TransportError> {
         let params = RequestParams::fresh((self.clock)());
         let envelope = seal_request(&self.secret, &params, json);
-        let (body, content_type) = match self.options.encoding {
+        let (body, content_type) = match encoding {
             BodyEncoding::Binary => (envelope, OCTET_STREAM),
             BodyEncoding::Base64 => (encode_base64(&envelope).into_bytes(), TEXT_PLAIN),
         };
@@ -279,7 +298,7 @@ impl OperatorClient {
         if response.status() != StatusCode::OK {
             return Err(status_error(response, path).await);
         }
-        let encoding = reply_encoding(response.headers(), self.options.encoding);
+        let encoding = reply_encoding(response.headers(), encoding);
         let body = self.read_body(&mut response).await?;
         let body_bytes = body.len() as u64;
         let payload = open_body(&self.secret, body, encoding, &params.nonce)?;
