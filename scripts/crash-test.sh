@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CRASH_BUCKETS=${1:-1048576}
-exec cargo test --release --test crash_consistency -- --nocapture --test-threads 1
+exec cargo test --release --test it crash_consistency:: -- --nocapture --test-threads 1

@@ -3,7 +3,7 @@
 # end to end: each drains its own small database, filled through the
 # library by the `ingest_rss` example, and the queue must end all done.
 # Needs cargo, python3 and bash. The same checks, with a failing bucket,
-# run under `cargo test --test examples`.
+# run under `cargo test --test it examples::`.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

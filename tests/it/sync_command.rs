@@ -1,6 +1,6 @@
 //! `sync` as a user runs it: the real binary against the simulated operator.
 
-mod common;
+use crate::common;
 
 use common::app::{API_KEY, CLIENT_SECRET, spawn_app};
 

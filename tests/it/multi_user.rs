@@ -5,7 +5,7 @@
 //! as a login shell). Needs root to create throwaway users; anywhere else
 //! every test here says so loudly and passes without running.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -2,7 +2,7 @@
 //! hashed before they leave, answers come back in input order, and a
 //! refusal is one line without the identifiers.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Output, Stdio};

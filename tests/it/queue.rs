@@ -1,7 +1,7 @@
 //! The queue's promises (INTERFACE.md, "Queue semantics"), one or more
 //! tests each, on real database files.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;

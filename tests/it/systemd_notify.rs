@@ -2,7 +2,7 @@
 //! in for systemd: READY once the database is ready, STATUS after a cycle,
 //! WATCHDOG pings while running, STOPPING on SIGTERM, then exit 0.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;

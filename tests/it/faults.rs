@@ -9,7 +9,7 @@
 //! `print_fault_matrix` (`scripts/bench fault-matrix` writes it to
 //! `target/fault-matrix.md`).
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The database file and the ingest of operator responses, on real files.
 
-mod common;
+use crate::common;
 
 use common::{TempDb, ack_all, at, claim, lease_for, rotation};
 use rusqlite::Connection;
@@ -112,7 +112,7 @@ fn a_database_written_by_schema_version_1_is_carried_over() {
     let db = TempDb::new();
     {
         let conn = raw(&db.path);
-        conn.execute_batch(include_str!("../migrations/0001_initial.sql"))
+        conn.execute_batch(include_str!("../../migrations/0001_initial.sql"))
             .unwrap();
         conn.execute_batch(
             "PRAGMA user_version = 1;

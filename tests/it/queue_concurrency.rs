@@ -8,7 +8,7 @@
 //! carries the bucket's latest rotation, and no "database is locked" (or
 //! any other error) reached a caller.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! the real binary: every bucket is re-mapped and acked, and a bucket whose
 //! re-mapping keeps failing ends up dead after the configured attempts.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

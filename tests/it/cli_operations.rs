@@ -2,7 +2,7 @@
 //! endpoint, `--version`, `status` telling whether a daemon runs, one `run`
 //! per database, and `config check` for install scripts.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

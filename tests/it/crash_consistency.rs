@@ -9,7 +9,7 @@
 //! with the release build). Moments: `CRASH_SEED` (printed, so a failure
 //! can be replayed).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! secrets kept out of every line they print, and configuration mistakes
 //! refused at start with the file, the key and the reason.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

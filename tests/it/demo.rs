@@ -1,7 +1,7 @@
 //! `demo` as a newcomer runs it: the real binary, offline, narrating the
 //! first sync, rotations being queued and the consumer acking them.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

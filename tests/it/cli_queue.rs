@@ -1,7 +1,7 @@
 //! `queue …` and `status` as batch jobs run them: the real binary on a real
 //! database file, checking output and exit codes (INTERFACE.md).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

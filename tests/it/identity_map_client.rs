@@ -3,7 +3,7 @@
 //! malformed answer the simulator can produce refused with its own error,
 //! retries with a fresh envelope, and batching (count, type split, order).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

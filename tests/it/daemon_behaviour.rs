@@ -1,7 +1,7 @@
 //! The daemon in-process against the simulated operator on port 0: what it
 //! promises about scheduling, catch-up, stopping and recovering.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,31 @@
+//! Every integration test in one binary: each module was once its own test
+//! binary, and each of those linked the whole crate. Modules share the
+//! helpers in `common`.
+
+mod common;
+
+mod cli_map;
+mod cli_operations;
+mod cli_queue;
+mod cli_run;
+mod config;
+mod crash_consistency;
+mod daemon_behaviour;
+mod decode_fuzz;
+mod demo;
+mod dev_operator;
+mod envelope_properties;
+mod examples;
+mod faults;
+mod identity_map_client;
+mod install;
+mod multi_user;
+mod operator_client;
+mod queue;
+mod queue_concurrency;
+mod readme;
+mod simulator;
+mod store;
+mod sync_command;
+mod systemd_notify;
+mod systemd_units;
