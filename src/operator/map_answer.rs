@@ -448,6 +448,25 @@ pub(crate) fn refresh_from(value: &Json<'_>) -> Result<DateTime<Utc>, ElementPro
     DateTime::from_timestamp_millis(millis).ok_or_else(implausible)
 }
 
+/// Distinct, recognisable values for the endpoints' unit tests.
+#[cfg(test)]
+pub(crate) mod test_values {
+    use super::RawUid2;
+    use crate::identity::IdentityHash;
+
+    /// The hash whose 32 bytes are all `n`.
+    pub(crate) fn hash(n: u8) -> IdentityHash {
+        use base64::Engine;
+        IdentityHash::from_hash_text(&base64::engine::general_purpose::STANDARD.encode([n; 32]))
+            .unwrap()
+    }
+
+    /// The raw UID2 whose 32 bytes are all `n`.
+    pub(crate) fn uid(n: u8) -> RawUid2 {
+        RawUid2::from_bytes([n; 32])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,18 +159,9 @@ fn read_unmapped(element: &Json<'_>) -> Result<(IdentityHash, V2Result), Element
 
 #[cfg(test)]
 mod tests {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-
     use super::*;
 
-    fn hash(n: u8) -> IdentityHash {
-        IdentityHash::from_hash_text(&STANDARD.encode([n; 32])).unwrap()
-    }
-
-    fn uid(n: u8) -> RawUid2 {
-        RawUid2::from_bytes([n; 32])
-    }
+    use crate::operator::map_answer::test_values::{hash, uid};
 
     fn mapped(n: u8) -> String {
         format!(

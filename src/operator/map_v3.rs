@@ -174,13 +174,7 @@ mod tests {
     use super::*;
     use crate::identity::IdentityType::{Email, Phone};
 
-    fn hash(n: u8) -> IdentityHash {
-        IdentityHash::from_hash_text(&STANDARD.encode([n; 32])).unwrap()
-    }
-
-    fn uid(n: u8) -> RawUid2 {
-        RawUid2::from_bytes([n; 32])
-    }
+    use crate::operator::map_answer::test_values::{hash, uid};
 
     /// 2026-09-01T00:00:00Z.
     const R: i64 = 1_788_220_800;
