@@ -24,15 +24,21 @@ pub fn init(settings: &LogSettings) {
     };
 }
 
-/// The scheduler logs its own start-up at INFO ("Uninited", "Job creator
-/// created"), which means nothing to whoever reads the daemon's log. Quiet
-/// it unless the configured filter names it.
+/// Libraries whose INFO lines mean nothing to whoever reads the daemon's
+/// log: the scheduler's start-up ("Uninited", "Job creator created") and
+/// the migration library's "Database migrated to version 2" (the store
+/// says what it created or migrated, naming the file).
+const QUIET_DEPENDENCIES: [&str; 2] = ["tokio_cron_scheduler", "rusqlite_migration"];
+
+/// `level`, with each quiet dependency at WARN unless the filter names it.
 fn with_quiet_dependencies(level: &str) -> String {
-    if level.contains("tokio_cron_scheduler") {
-        level.to_owned()
-    } else {
-        format!("{level},tokio_cron_scheduler=warn")
+    let mut filter = level.to_owned();
+    for dependency in QUIET_DEPENDENCIES {
+        if !level.contains(dependency) {
+            filter.push_str(&format!(",{dependency}=warn"));
+        }
     }
+    filter
 }
 
 #[cfg(test)]
@@ -40,14 +46,14 @@ mod tests {
     use super::with_quiet_dependencies;
 
     #[test]
-    fn the_scheduler_is_quieted_unless_the_filter_names_it() {
+    fn quiet_dependencies_are_at_warn_unless_the_filter_names_them() {
         assert_eq!(
             with_quiet_dependencies("info"),
-            "info,tokio_cron_scheduler=warn"
+            "info,tokio_cron_scheduler=warn,rusqlite_migration=warn"
         );
         assert_eq!(
             with_quiet_dependencies("debug,tokio_cron_scheduler=trace"),
-            "debug,tokio_cron_scheduler=trace"
+            "debug,tokio_cron_scheduler=trace,rusqlite_migration=warn"
         );
     }
 }

@@ -190,6 +190,18 @@ fn migrate(conn: &mut Connection, path: &Path, created_by: Option<&str>) -> Resu
         Ok(())
     });
     conn.set_transaction_behavior(TransactionBehavior::Deferred);
+    if outcome.is_ok() {
+        match created_by {
+            Some(_) => tracing::info!(
+                "created the database {} (schema version {SCHEMA_VERSION})",
+                path.display()
+            ),
+            None => tracing::info!(
+                "migrated the database {} to schema version {SCHEMA_VERSION}",
+                path.display()
+            ),
+        }
+    }
     if let Err(source) = outcome {
         // Two processes may open an old or new file at once: the one that
         // waited for the write lock finds the work done.
