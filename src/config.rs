@@ -20,19 +20,19 @@ use crate::operator::{BodyEncoding, ClientOptions, ClientSetupError, OperatorCli
 use crate::timestamp;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/uid2-bucket-sync/config.toml";
-pub const DEFAULT_DATABASE_PATH: &str = "/var/lib/uid2-bucket-sync/buckets.db";
-pub const API_KEY_ENV: &str = "UID2_API_KEY";
-pub const CLIENT_SECRET_ENV: &str = "UID2_CLIENT_SECRET";
-pub const BASE_URL_ENV: &str = "UID2_BUCKET_SYNC_BASE_URL";
-pub const DATABASE_ENV: &str = "UID2_BUCKET_SYNC_DATABASE";
-pub const LOG_ENV: &str = "UID2_BUCKET_SYNC_LOG";
+pub(crate) const DEFAULT_DATABASE_PATH: &str = "/var/lib/uid2-bucket-sync/buckets.db";
+pub(crate) const API_KEY_ENV: &str = "UID2_API_KEY";
+pub(crate) const CLIENT_SECRET_ENV: &str = "UID2_CLIENT_SECRET";
+pub(crate) const BASE_URL_ENV: &str = "UID2_BUCKET_SYNC_BASE_URL";
+pub(crate) const DATABASE_ENV: &str = "UID2_BUCKET_SYNC_DATABASE";
+pub(crate) const LOG_ENV: &str = "UID2_BUCKET_SYNC_LOG";
 /// Names of the systemd credentials (`LoadCredential=`) looked up in
 /// `$CREDENTIALS_DIRECTORY` when nothing else provides them.
-pub const API_KEY_CREDENTIAL: &str = "api_key";
-pub const CLIENT_SECRET_CREDENTIAL: &str = "client_secret";
+pub(crate) const API_KEY_CREDENTIAL: &str = "api_key";
+pub(crate) const CLIENT_SECRET_CREDENTIAL: &str = "client_secret";
 
 /// The operator deployments, as named in the configuration.
-pub const ENVIRONMENTS: &[(&str, &str)] = &[
+pub(crate) const ENVIRONMENTS: &[(&str, &str)] = &[
     ("uid2-integ", "https://operator-integ.uidapi.com"),
     ("uid2-prod", "https://prod.uidapi.com"),
     ("uid2-global", "https://global.prod.uidapi.com"),
@@ -85,13 +85,13 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The file that was read, if any.
-    pub source: Option<PathBuf>,
+    pub(crate) source: Option<PathBuf>,
     pub operator: OperatorSettings,
     pub sync: SyncSettings,
     pub database: DatabaseSettings,
     pub queue: QueueSettings,
     pub log: LogSettings,
-    pub metrics: MetricsSettings,
+    pub(crate) metrics: MetricsSettings,
     /// Things worth telling the user that don't stop the program (for
     /// example a world-readable secret). Logged once logging is set up.
     pub warnings: Vec<String>,
@@ -103,7 +103,7 @@ pub struct OperatorSettings {
     /// `sync` and `run` need it.
     pub base_url: Option<String>,
     /// Time limits, body encoding (`binary_body`) and retries.
-    pub client: ClientOptions,
+    pub(crate) client: ClientOptions,
     credentials: CredentialSources,
     origin: String,
 }
@@ -117,7 +117,7 @@ pub enum Schedule {
 
 /// The longest `sync.interval`: the scheduler works in whole seconds of a
 /// `chrono` duration, and a poll less often than yearly is surely a typo.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A cron expression parsed once, at load, the way the scheduler reads it
 /// (six fields, seconds first; day-of-month and weekday must both match),
@@ -147,22 +147,22 @@ impl CronSchedule {
     }
 
     /// The expression as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.0.as_str()
     }
 
     /// The parsed expression, for the scheduler.
-    pub fn cron(&self) -> &croner::Cron {
+    pub(crate) fn cron(&self) -> &croner::Cron {
         &self.0
     }
 
     /// The first tick strictly after `time`.
-    pub fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.0.find_next_occurrence(&time, false).ok()
     }
 
     /// The last tick at or before `time`.
-    pub fn previous_at_or_before(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn previous_at_or_before(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.0.find_previous_occurrence(&time, true).ok()
     }
 }
@@ -185,9 +185,9 @@ impl std::fmt::Display for CronSchedule {
 pub struct SyncSettings {
     pub schedule: Schedule,
     /// `since_timestamp` for a database with no high-water mark yet.
-    pub initial_since: Option<DateTime<Utc>>,
+    pub(crate) initial_since: Option<DateTime<Utc>>,
     /// Re-read this much before the mark, in case the operator publishes late.
-    pub overlap: Duration,
+    pub(crate) overlap: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -217,22 +217,22 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing `EnvFilter` directive such as `info` or `uid2_bucket_sync=debug`.
-    pub level: String,
+    pub(crate) level: String,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct MetricsSettings {
+pub(crate) struct MetricsSettings {
     /// Where to serve Prometheus text; off when `None`.
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// The credentials and endpoint `sync` and `run` need, fully resolved.
 #[derive(Debug, Clone)]
 pub struct OperatorConnection {
-    pub base_url: String,
+    pub(crate) base_url: String,
     pub api_key: ApiKey,
-    pub client_secret: ClientSecret,
-    pub client: ClientOptions,
+    pub(crate) client_secret: ClientSecret,
+    pub(crate) client: ClientOptions,
     /// Where each credential was read from, for hints.
     pub credentials: CredentialOrigins,
     /// Which source won where more than one provides a credential, and
@@ -243,7 +243,7 @@ pub struct OperatorConnection {
 impl OperatorConnection {
     /// Builds the operator client `sync`, `run` and `config check` use. It
     /// sends nothing.
-    pub fn client(&self) -> Result<OperatorClient, ClientSetupError> {
+    pub(crate) fn client(&self) -> Result<OperatorClient, ClientSetupError> {
         OperatorClient::new(
             &self.base_url,
             self.api_key.clone(),
@@ -724,7 +724,7 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
 /// The scheduler counts repeat intervals in whole seconds: `1500ms` would
 /// silently become 1 s and anything under a second would never tick; past
 /// [`MAX_INTERVAL`] its time arithmetic overflows.
-pub fn validate_interval(interval: Duration) -> Result<Duration, String> {
+pub(crate) fn validate_interval(interval: Duration) -> Result<Duration, String> {
     if interval < Duration::from_secs(1) || interval.subsec_nanos() != 0 {
         return Err(format!(
             "{} is not a whole number of seconds of at least 1s; the scheduler counts in seconds",
