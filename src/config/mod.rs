@@ -25,7 +25,7 @@ use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins};
 use crate::operator::{BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, RetryPolicy};
 use crate::timestamp;
 use schema::{RawDatabase, RawFile, RawLog, RawOperator, RawSync, parse_file};
-use secrets::{CredentialSources, warn_if_world_readable};
+use secrets::{ConfiguredSecret, CredentialSources, warn_if_world_readable};
 pub use validate::CronSchedule;
 pub(crate) use validate::validate_interval;
 use validate::{duration, nonzero, parse_duration, positive, retry_delay, validate_base_url};
@@ -417,10 +417,14 @@ fn build_operator(
         base_url,
         client,
         credentials: CredentialSources {
-            api_key: raw.api_key,
-            api_key_file: raw.api_key_file,
-            client_secret: raw.client_secret,
-            client_secret_file: raw.client_secret_file,
+            api_key: ConfiguredSecret {
+                inline: raw.api_key,
+                file: raw.api_key_file,
+            },
+            client_secret: ConfiguredSecret {
+                inline: raw.client_secret,
+                file: raw.client_secret_file,
+            },
         },
         origin: origin.to_owned(),
     })
@@ -576,6 +580,22 @@ mod tests {
                 ..ClientOptions::default()
             }
         );
+    }
+
+    #[test]
+    fn debug_output_of_the_settings_never_shows_an_inline_secret() {
+        let settings = operator_settings(
+            "[operator]\napi_key = \"inline-key-5c1d\"\n\
+             client_secret = \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAwMDA=\"\n",
+        )
+        .unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("inline-key-5c1d"), "{debug}");
+        assert!(
+            !debug.contains("c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAwMDA="),
+            "{debug}"
+        );
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The configuration file as written: every key optional, unknown keys
 //! refused. Values are checked and defaults applied when the settings are
-//! built from it.
+//! built from it. No `Debug`: `[operator]` may hold a secret inline.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFile {
     #[serde(default)]
@@ -25,7 +25,7 @@ pub(super) struct RawFile {
     pub(super) metrics: RawMetrics,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOperator {
     pub(super) environment: Option<String>,
@@ -41,7 +41,7 @@ pub(super) struct RawOperator {
     pub(super) retry: RawRetry,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRetry {
     pub(super) max_attempts: Option<u32>,
@@ -50,7 +50,7 @@ pub(super) struct RawRetry {
     pub(super) max_elapsed: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSync {
     pub(super) schedule: Option<String>,
@@ -59,14 +59,14 @@ pub(super) struct RawSync {
     pub(super) overlap: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDatabase {
     pub(super) path: Option<PathBuf>,
     pub(super) busy_timeout: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawQueue {
     pub(super) max_attempts: Option<u32>,
@@ -75,14 +75,14 @@ pub(super) struct RawQueue {
     pub(super) max_retry_backoff: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     pub(super) format: Option<String>,
     pub(super) level: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Option<String>,

@@ -22,29 +22,28 @@ const CLIENT_SECRET: SecretSpec = SecretSpec {
     credential_name: "client_secret",
 };
 
+/// What the configuration file says about the two credentials.
 #[derive(Debug, Clone, Default)]
 pub(super) struct CredentialSources {
-    pub(super) api_key: Option<String>,
-    pub(super) api_key_file: Option<PathBuf>,
-    pub(super) client_secret: Option<String>,
-    pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) api_key: ConfiguredSecret,
+    pub(super) client_secret: ConfiguredSecret,
 }
 
-impl CredentialSources {
-    fn api_key<'a>(&'a self, origin: &'a str) -> Configured<'a> {
-        Configured {
-            origin,
-            inline: self.api_key.as_deref(),
-            file: self.api_key_file.as_deref(),
-        }
-    }
+/// One credential as the file gives it: the value itself (`api_key`), or
+/// the path of a file holding it (`api_key_file`).
+#[derive(Clone, Default)]
+pub(super) struct ConfiguredSecret {
+    pub(super) inline: Option<String>,
+    pub(super) file: Option<PathBuf>,
+}
 
-    fn client_secret<'a>(&'a self, origin: &'a str) -> Configured<'a> {
-        Configured {
-            origin,
-            inline: self.client_secret.as_deref(),
-            file: self.client_secret_file.as_deref(),
-        }
+/// Shows whether a value is set, never the value.
+impl std::fmt::Debug for ConfiguredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfiguredSecret")
+            .field("inline", &self.inline.as_ref().map(|_| "<redacted>"))
+            .field("file", &self.file)
+            .finish()
     }
 }
 
@@ -68,7 +67,8 @@ impl Settings {
         let mut findings = Findings::default();
         let api_key_text = resolve_secret(
             &API_KEY,
-            op.credentials.api_key(&op.origin),
+            &op.origin,
+            &op.credentials.api_key,
             env,
             &mut findings,
         )?;
@@ -76,7 +76,8 @@ impl Settings {
             ApiKey::new(&api_key_text.text).map_err(|e| api_key_text.invalid(e.to_string()))?;
         let secret_text = resolve_secret(
             &CLIENT_SECRET,
-            op.credentials.client_secret(&op.origin),
+            &op.origin,
+            &op.credentials.client_secret,
             env,
             &mut findings,
         )?;
@@ -105,14 +106,6 @@ struct SecretSpec {
     key: &'static str,
     env_name: &'static str,
     credential_name: &'static str,
-}
-
-/// What the configuration says about one credential.
-struct Configured<'a> {
-    /// The file the settings came from, or "built-in defaults".
-    origin: &'a str,
-    inline: Option<&'a str>,
-    file: Option<&'a Path>,
 }
 
 /// What resolving the credentials has to tell besides the values: how
@@ -155,7 +148,8 @@ fn refuse_credential(source: &CredentialSource, reason: String) -> ConfigError {
 /// When several are present, says in the notes which one won.
 fn resolve_secret(
     spec: &SecretSpec,
-    configured: Configured<'_>,
+    origin: &str,
+    configured: &ConfiguredSecret,
     env: &dyn Fn(&str) -> Option<String>,
     findings: &mut Findings,
 ) -> Result<ResolvedSecret, ConfigError> {
@@ -165,11 +159,8 @@ fn resolve_secret(
         env_name,
         credential_name,
     } = spec;
-    let Configured {
-        origin,
-        inline,
-        file,
-    } = configured;
+    let inline = configured.inline.as_deref();
+    let file = configured.file.as_deref();
     let from_env = env(env_name);
     let mut present = Vec::new();
     if from_env.is_some() {
