@@ -7,7 +7,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const COMMIT: &str = env!("UID2_BUCKET_SYNC_COMMIT");
 
 /// `--version`'s text after the program name: `0.1.0 (commit abc123def456)`.
-pub const VERSION_LINE: &str = concat!(
+pub(crate) const VERSION_LINE: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("UID2_BUCKET_SYNC_COMMIT"),

@@ -24,18 +24,18 @@ pub struct Cli {
         value_name = "FILE",
         env = "UID2_BUCKET_SYNC_CONFIG"
     )]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// Database file; overrides `database.path` from the configuration.
     #[arg(long, global = true, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    pub(crate) db: Option<PathBuf>,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon: poll on the schedule until SIGTERM or SIGINT.
     Run,
     /// Run one poll cycle now, print a summary line and exit.
@@ -60,7 +60,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum QueueCommand {
+pub(crate) enum QueueCommand {
     /// Lease up to N pending items that are due to the caller.
     Claim {
         /// At most this many items, 1 to 100000.
@@ -124,14 +124,14 @@ pub enum QueueCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Validate the configuration and credentials the way `run` does, without
     /// contacting the operator or creating anything; print a summary.
     Check,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum QueueStateArg {
+pub(crate) enum QueueStateArg {
     Pending,
     Leased,
     Done,
@@ -141,20 +141,20 @@ pub enum QueueStateArg {
 /// `map`'s arguments. Its `Debug` leaves the identifiers out: they are
 /// personal data.
 #[derive(Args)]
-pub struct MapArgs {
+pub(crate) struct MapArgs {
     /// Emails, phones (+ and 10 to 15 digits) or, with --hashed, their hashes. None, or `-`: one
     /// per line on stdin, which keeps them out of the process list.
     #[arg(value_name = "IDENTIFIER")]
-    pub identifiers: Vec<String>,
+    pub(crate) identifiers: Vec<String>,
     /// Which identity-map endpoint to call.
     #[arg(long, value_enum, default_value = "v3")]
-    pub api: MapApiArg,
+    pub(crate) api: MapApiArg,
     /// The identifiers are SHA-256 hashes (base64 or hex) of this type, not raw values.
     #[arg(long, value_enum, value_name = "TYPE")]
-    pub hashed: Option<HashedArg>,
+    pub(crate) hashed: Option<HashedArg>,
     /// One JSON object per identifier, in input order.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 impl std::fmt::Debug for MapArgs {
@@ -172,7 +172,7 @@ impl std::fmt::Debug for MapArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MapApiArg {
+pub(crate) enum MapApiArg {
     /// POST /v3/identity/map: UID2, previous UID2, refresh time.
     V3,
     /// POST /v2/identity/map (deprecated): UID2 and salt bucket.
@@ -180,18 +180,18 @@ pub enum MapApiArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HashedArg {
+pub(crate) enum HashedArg {
     Email,
     Phone,
 }
 
 #[derive(Debug, Args)]
-pub struct DevOperatorArgs {
+pub(crate) struct DevOperatorArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
+    pub(crate) listen: std::net::SocketAddr,
     /// The API key clients must present. Prefer the environment variable: arguments are visible to other users.
     #[arg(long, value_name = "K", env = "UID2_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    pub(crate) api_key: String,
     /// Base64 of 32 bytes. Prefer the environment variable: arguments are visible to other users.
     #[arg(
         long,
@@ -199,7 +199,7 @@ pub struct DevOperatorArgs {
         env = "UID2_CLIENT_SECRET",
         hide_env_values = true
     )]
-    pub client_secret: String,
+    pub(crate) client_secret: String,
     #[arg(
         long,
         value_name = "N",
@@ -207,26 +207,26 @@ pub struct DevOperatorArgs {
         value_parser = bucket_count(crate::simulator::MAX_BUCKETS),
         help = bucket_count_help("Number of salt buckets to serve", crate::simulator::MAX_BUCKETS)
     )]
-    pub buckets: u32,
+    pub(crate) buckets: u32,
     /// Rotate some buckets this often, e.g. 30s.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "rotate_count")]
-    pub rotate_every: Option<Duration>,
+    pub(crate) rotate_every: Option<Duration>,
     /// How many buckets each rotation touches.
     #[arg(long, value_name = "K", requires = "rotate_every")]
-    pub rotate_count: Option<u32>,
+    pub(crate) rotate_count: Option<u32>,
     /// Seed for the bucket ids, their initial times and which buckets rotate.
     #[arg(long, value_name = "N", default_value_t = crate::simulator::DEFAULT_SEED)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Before listening, write the table to FILE: one `bucket_id<TAB>last_updated` line per bucket.
     #[arg(long, value_name = "FILE")]
-    pub dump: Option<PathBuf>,
+    pub(crate) dump: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Stop by itself after this long, e.g. 20s. Without it, runs until Ctrl-C.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     #[arg(
         long,
         value_name = "N",
@@ -234,16 +234,16 @@ pub struct DemoArgs {
         value_parser = bucket_count(DEMO_MAX_BUCKETS),
         help = bucket_count_help("Number of simulated salt buckets", DEMO_MAX_BUCKETS)
     )]
-    pub buckets: u32,
+    pub(crate) buckets: u32,
     /// How often the simulated operator rotates buckets.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "4s")]
-    pub rotate_every: Duration,
+    pub(crate) rotate_every: Duration,
     /// How many buckets each simulated rotation touches.
     #[arg(long, value_name = "K", default_value_t = 25)]
-    pub rotate_count: u32,
+    pub(crate) rotate_count: u32,
     /// How often the daemon polls the simulated operator.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "2s")]
-    pub sync_every: Duration,
+    pub(crate) sync_every: Duration,
 }
 
 /// The most buckets the demo simulates: the production table's size.
@@ -260,7 +260,7 @@ fn bucket_count_help(what: &str, max: u32) -> String {
 }
 
 /// Durations as people write them: `30s`, `10m`, `1h`, `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration like 30s, 10m or 1h: {e}"))
 }

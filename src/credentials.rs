@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 /// Length in bytes of a decoded client secret (AES-256 key).
-pub const CLIENT_SECRET_LEN: usize = 32;
+pub(crate) const CLIENT_SECRET_LEN: usize = 32;
 
 /// Why a client secret was refused. Never carries the secret itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +45,7 @@ impl ApiKey {
     }
 
     /// Constant-time comparison, used by the simulated operator.
-    pub fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         let expected = self.0.expose_secret().as_bytes();
         let presented = presented.as_bytes();
         expected.len() == presented.len()
@@ -140,12 +140,12 @@ pub struct CredentialOrigins {
 
 impl CredentialOrigins {
     /// "the API key (from …)", for hints.
-    pub fn api_key_phrase(&self) -> String {
+    pub(crate) fn api_key_phrase(&self) -> String {
         phrase("the API key", self.api_key.as_ref())
     }
 
     /// "the client_secret (from …)", for hints.
-    pub fn client_secret_phrase(&self) -> String {
+    pub(crate) fn client_secret_phrase(&self) -> String {
         phrase("the client_secret", self.client_secret.as_ref())
     }
 }

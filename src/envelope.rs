@@ -16,15 +16,15 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::credentials::ClientSecret;
 
-pub const REQUEST_VERSION: u8 = 1;
-pub const IV_LEN: usize = 12;
-pub const TAG_LEN: usize = 16;
-pub const TIMESTAMP_LEN: usize = 8;
-pub const NONCE_LEN: usize = 8;
+pub(crate) const REQUEST_VERSION: u8 = 1;
+pub(crate) const IV_LEN: usize = 12;
+pub(crate) const TAG_LEN: usize = 16;
+pub(crate) const TIMESTAMP_LEN: usize = 8;
+pub(crate) const NONCE_LEN: usize = 8;
 /// Plaintext header: time in ms, then the nonce.
 const HEADER_LEN: usize = TIMESTAMP_LEN + NONCE_LEN;
-pub const MIN_RESPONSE_LEN: usize = IV_LEN + HEADER_LEN + TAG_LEN;
-pub const MIN_REQUEST_LEN: usize = 1 + MIN_RESPONSE_LEN;
+pub(crate) const MIN_RESPONSE_LEN: usize = IV_LEN + HEADER_LEN + TAG_LEN;
+pub(crate) const MIN_REQUEST_LEN: usize = 1 + MIN_RESPONSE_LEN;
 
 /// The random value a client sends and the operator echoes back.
 pub type Nonce = [u8; NONCE_LEN];

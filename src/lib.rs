@@ -33,7 +33,7 @@
 //! - [`sync`]: one poll cycle: fetch, validate, ingest, record.
 //! - [`daemon`]: scheduler, signals, systemd notify, housekeeping, and the
 //!   lock that keeps one daemon per database.
-//! - [`metrics`], [`telemetry`]: Prometheus listener and logging.
+//! - `metrics`, `telemetry`: Prometheus listener and logging.
 //! - [`build_info`]: the version and git commit this binary was built from.
 //! - [`cli`], `commands`: the command line and one handler per command.
 
@@ -45,12 +45,12 @@ pub mod credentials;
 pub mod daemon;
 pub mod envelope;
 pub mod identity;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod operator;
 pub mod queue;
 pub mod rotation;
 pub mod simulator;
 pub mod store;
 pub mod sync;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod timestamp;

@@ -25,18 +25,18 @@ use metrics::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-pub const CYCLES: &str = "uid2_bucket_sync_cycles_total";
-pub const ROWS_RECEIVED: &str = "uid2_bucket_sync_rows_received_total";
-pub const QUEUED: &str = "uid2_bucket_sync_queued_total";
-pub const TICKS_SKIPPED: &str = "uid2_bucket_sync_ticks_skipped_total";
-pub const CYCLE_DURATION: &str = "uid2_bucket_sync_cycle_duration_seconds";
-pub const LAST_SUCCESS: &str = "uid2_bucket_sync_last_success_timestamp_seconds";
-pub const QUEUE_ITEMS: &str = "uid2_bucket_sync_queue_items";
-pub const OLDEST_PENDING_AGE: &str = "uid2_bucket_sync_oldest_pending_age_seconds";
-pub const BUILD_INFO: &str = "uid2_bucket_sync_build_info";
+pub(crate) const CYCLES: &str = "uid2_bucket_sync_cycles_total";
+pub(crate) const ROWS_RECEIVED: &str = "uid2_bucket_sync_rows_received_total";
+pub(crate) const QUEUED: &str = "uid2_bucket_sync_queued_total";
+pub(crate) const TICKS_SKIPPED: &str = "uid2_bucket_sync_ticks_skipped_total";
+pub(crate) const CYCLE_DURATION: &str = "uid2_bucket_sync_cycle_duration_seconds";
+pub(crate) const LAST_SUCCESS: &str = "uid2_bucket_sync_last_success_timestamp_seconds";
+pub(crate) const QUEUE_ITEMS: &str = "uid2_bucket_sync_queue_items";
+pub(crate) const OLDEST_PENDING_AGE: &str = "uid2_bucket_sync_oldest_pending_age_seconds";
+pub(crate) const BUILD_INFO: &str = "uid2_bucket_sync_build_info";
 
 /// The one path served.
-pub const PATH: &str = "/metrics";
+pub(crate) const PATH: &str = "/metrics";
 
 const QUEUE_STATES: [&str; 4] = ["pending", "leased", "done", "dead"];
 const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -49,7 +49,7 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {listen}: {reason}")]
-pub struct MetricsError {
+pub(crate) struct MetricsError {
     listen: SocketAddr,
     reason: String,
 }
@@ -57,7 +57,7 @@ pub struct MetricsError {
 /// Binds the listener, installs the global recorder, describes every
 /// series and publishes its starting value, then serves `GET /metrics`
 /// from a task on the current tokio runtime.
-pub async fn install(listen: SocketAddr) -> Result<(), MetricsError> {
+pub(crate) async fn install(listen: SocketAddr) -> Result<(), MetricsError> {
     let error = |reason: String| MetricsError { listen, reason };
     let listener = TcpListener::bind(listen)
         .await
@@ -199,7 +199,12 @@ async fn upkeep(handle: PrometheusHandle) {
 }
 
 /// One finished cycle. `outcome` is `success` or an error kind.
-pub fn record_cycle(outcome: &'static str, rows_received: u64, queued: u64, duration: Duration) {
+pub(crate) fn record_cycle(
+    outcome: &'static str,
+    rows_received: u64,
+    queued: u64,
+    duration: Duration,
+) {
     counter!(CYCLES, "outcome" => outcome).increment(1);
     counter!(ROWS_RECEIVED).increment(rows_received);
     counter!(QUEUED).increment(queued);
@@ -211,17 +216,17 @@ pub fn record_cycle(outcome: &'static str, rows_received: u64, queued: u64, dura
 
 /// The time of the last successful cycle: now after a cycle, or the one
 /// the database remembers when the daemon starts.
-pub fn record_last_success(at: DateTime<Utc>) {
+pub(crate) fn record_last_success(at: DateTime<Utc>) {
     gauge!(LAST_SUCCESS).set(at.timestamp_millis() as f64 / 1000.0);
 }
 
 /// A scheduled tick that found the previous cycle still running.
-pub fn record_tick_skipped() {
+pub(crate) fn record_tick_skipped() {
     counter!(TICKS_SKIPPED).increment(1);
 }
 
 /// Queue depth by state, and the age of the oldest pending item.
-pub fn record_queue(
+pub(crate) fn record_queue(
     pending: u64,
     leased: u64,
     done: u64,

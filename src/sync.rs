@@ -31,7 +31,7 @@ pub struct SyncPlan {
 
 impl SyncPlan {
     /// The `since_timestamp` for a database whose mark is `mark`.
-    pub fn since(&self, mark: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, SyncError> {
+    pub(crate) fn since(&self, mark: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, SyncError> {
         match (mark, self.initial_since) {
             (Some(mark), _) => {
                 let overlap =
@@ -51,18 +51,18 @@ impl SyncPlan {
 /// What a successful cycle did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CycleReport {
-    pub since: DateTime<Utc>,
+    pub(crate) since: DateTime<Utc>,
     pub ingest: IngestSummary,
     /// HTTP attempts, 1 when the first one succeeded.
     pub attempts: u32,
     /// Size of the response body as received.
-    pub body_bytes: u64,
-    pub duration: Duration,
+    pub(crate) body_bytes: u64,
+    pub(crate) duration: Duration,
 }
 
 impl CycleReport {
     /// The one line `sync` prints and the daemon logs.
-    pub fn summary_line(&self) -> String {
+    pub(crate) fn summary_line(&self) -> String {
         let mark = |m: Option<DateTime<Utc>>| m.map_or_else(|| "none".to_owned(), format_utc);
         let ingest = &self.ingest;
         let mut line = format!(
@@ -122,7 +122,7 @@ impl SyncError {
     /// What the person running the daemon should do about it, when the
     /// error text alone doesn't say. Hints about a credential name where
     /// it was read from (`credentials`), never its value.
-    pub fn hint(&self, credentials: &CredentialOrigins) -> Option<String> {
+    pub(crate) fn hint(&self, credentials: &CredentialOrigins) -> Option<String> {
         match self {
             SyncError::Operator(OperatorError::Transport(error)) => {
                 transport_hint(error, credentials)
@@ -235,7 +235,7 @@ impl SyncCycle {
     }
 
     /// Where the client's credentials came from, named in failure hints.
-    pub fn with_credential_origins(mut self, credentials: CredentialOrigins) -> Self {
+    pub(crate) fn with_credential_origins(mut self, credentials: CredentialOrigins) -> Self {
         self.credentials = Arc::new(credentials);
         self
     }
@@ -244,16 +244,16 @@ impl SyncCycle {
         &self.credentials
     }
 
-    pub fn store(&self) -> &SharedStore {
+    pub(crate) fn store(&self) -> &SharedStore {
         &self.store
     }
 
-    pub fn plan(&self) -> &SyncPlan {
+    pub(crate) fn plan(&self) -> &SyncPlan {
         &self.plan
     }
 
     /// The operator URL this cycle polls.
-    pub fn endpoint(&self) -> reqwest::Url {
+    pub(crate) fn endpoint(&self) -> reqwest::Url {
         self.client.url(BUCKETS_PATH)
     }
 
@@ -328,7 +328,7 @@ impl SyncCycle {
     }
 
     /// Runs SQLite work on the blocking pool (see [`with_store`]).
-    pub async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

@@ -9,7 +9,7 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. A second call (tests running several
 /// commands in one process) keeps the first subscriber.
-pub fn init(settings: &LogSettings) {
+pub(crate) fn init(settings: &LogSettings) {
     // The filter was validated when the settings were loaded.
     let filter = EnvFilter::try_new(with_quiet_dependencies(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

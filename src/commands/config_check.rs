@@ -19,7 +19,7 @@ use crate::sync::SyncError;
 /// The first bytes of every SQLite 3 database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     let env = |name: &str| std::env::var(name).ok();
     let (connection, secret_warnings) = settings.operator_connection_with_env(&env)?;

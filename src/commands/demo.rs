@@ -52,7 +52,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long the daemon keeps done entries.
 const DONE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     check(args)?;
     let database = cli
         .db

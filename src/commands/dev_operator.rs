@@ -23,7 +23,7 @@ use crate::rotation::BucketRotation;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
 use crate::timestamp::format_operator;
 
-pub async fn run(args: &DevOperatorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: &DevOperatorArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(&LogSettings {
         format: LogFormat::Text,
         level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),

@@ -22,7 +22,7 @@ use crate::timestamp::format_utc;
 /// Requests in flight for one `map` call; a probe maps a few identifiers.
 const CONCURRENCY: usize = 4;
 
-pub async fn run(cli: &Cli, args: &MapArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cli: &Cli, args: &MapArgs) -> anyhow::Result<ExitCode> {
     let identifiers = identifiers_from(&args.identifiers)?;
     if identifiers.is_empty() {
         anyhow::bail!("no identifiers: give them as arguments, or one per line on stdin");

@@ -30,9 +30,9 @@ use crate::store::OpenMode;
 use crate::timestamp::{format_utc, truncate_to_millis};
 
 /// Some lease ids given to `ack` or `fail` were refused.
-pub const EXIT_LEASES_REFUSED: u8 = 3;
+pub(crate) const EXIT_LEASES_REFUSED: u8 = 3;
 
-pub fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     let store = super::open_store(&settings, OpenMode::MustExist)?;
     let queue = store.queue(QueueOptions::from(&settings.queue));
@@ -408,14 +408,14 @@ fn entry_row(entry: &QueueEntry, now: DateTime<Utc>) -> Vec<String> {
 /// `queue stats --json`, and the `queue` object of `status --json`.
 #[derive(Serialize)]
 pub(super) struct StatsJson {
-    pub pending: u64,
-    pub retry_waiting: u64,
-    pub leased: u64,
-    pub done: u64,
-    pub dead: u64,
-    pub expired_leases: u64,
-    pub oldest_pending_due_at: Option<String>,
-    pub oldest_pending_age_seconds: Option<i64>,
+    pub(crate) pending: u64,
+    pub(crate) retry_waiting: u64,
+    pub(crate) leased: u64,
+    pub(crate) done: u64,
+    pub(crate) dead: u64,
+    pub(crate) expired_leases: u64,
+    pub(crate) oldest_pending_due_at: Option<String>,
+    pub(crate) oldest_pending_age_seconds: Option<i64>,
 }
 
 impl StatsJson {

@@ -11,7 +11,7 @@ use crate::daemon::Daemon;
 use crate::daemon::instance_lock::InstanceLock;
 use crate::daemon::shutdown::cancel_on_signal;
 
-pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     crate::telemetry::init(&settings.log);
     let cycle = super::configured_cycle(&settings)?;

@@ -19,7 +19,7 @@ use crate::daemon::schedule::{describe, next_poll};
 use crate::store::{OpenMode, StoreStatus};
 use crate::timestamp::{format_utc, truncate_to_millis};
 
-pub fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     // Before the database is opened: the probe closes its own handle,
     // which must not happen under an open SQLite connection.

@@ -16,7 +16,7 @@ use crate::sync::SyncError;
 /// The conventional code for "stopped by a signal" (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
 
-pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     crate::telemetry::init(&settings.log);
     let cycle = super::configured_cycle(&settings)?;

@@ -16,7 +16,7 @@ const BLOCK_ROWS: usize = 1024;
 /// cell seen so far, so a table of any length takes memory for one block;
 /// a wider cell in a later block moves that block's columns to the right.
 /// Every cell goes through [`printable`].
-pub struct Table<W: Write> {
+pub(crate) struct Table<W: Write> {
     out: W,
     header: Vec<&'static str>,
     widths: Vec<usize>,
@@ -25,7 +25,7 @@ pub struct Table<W: Write> {
 }
 
 impl<W: Write> Table<W> {
-    pub fn new(out: W, header: Vec<&'static str>) -> Self {
+    pub(crate) fn new(out: W, header: Vec<&'static str>) -> Self {
         Self {
             out,
             widths: header.iter().map(|h| h.chars().count()).collect(),
@@ -35,7 +35,7 @@ impl<W: Write> Table<W> {
         }
     }
 
-    pub fn push(&mut self, row: Vec<String>) -> io::Result<()> {
+    pub(crate) fn push(&mut self, row: Vec<String>) -> io::Result<()> {
         debug_assert_eq!(row.len(), self.header.len());
         let row: Vec<String> = row
             .into_iter()
@@ -56,7 +56,7 @@ impl<W: Write> Table<W> {
 
     /// Writes the rows still held; a table without rows writes nothing,
     /// not even its header.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.write_block()?;
         Ok(self.out)
     }
@@ -98,7 +98,7 @@ impl<W: Write> Table<W> {
 /// newlines…) and the invisible bidirectional overrides are written as Rust
 /// escapes (`\u{1b}`, `\r`), so text stored by anyone (error messages,
 /// worker names) can neither drive the terminal nor fake a line.
-pub fn printable(text: &str) -> Cow<'_, str> {
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     fn hostile(c: char) -> bool {
         c.is_control()
             || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -118,7 +118,7 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 }
 
 /// `key  value` lines with the values aligned, values made [`printable`].
-pub fn key_values(pairs: &[(&str, String)]) -> String {
+pub(crate) fn key_values(pairs: &[(&str, String)]) -> String {
     let width = pairs
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -131,12 +131,12 @@ pub fn key_values(pairs: &[(&str, String)]) -> String {
 }
 
 /// `2025-06-01T00:00:00.000Z (3h 2m ago)`.
-pub fn time_and_age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(crate) fn time_and_age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!("{} ({})", crate::timestamp::format_utc(at), age(at, now))
 }
 
 /// `3h 2m ago`, `in 5m`, to the second.
-pub fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(crate) fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let seconds = (now - at).num_seconds();
     let span = humantime::format_duration(std::time::Duration::from_secs(seconds.unsigned_abs()));
     match seconds {

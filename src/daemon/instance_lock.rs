@@ -22,7 +22,7 @@ const ACQUIRE_ATTEMPTS: u32 = 10;
 const ACQUIRE_PAUSE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
-pub enum InstanceLockError {
+pub(crate) enum InstanceLockError {
     #[error("another uid2-bucket-sync run is already polling {}", .0.display())]
     AlreadyRunning(PathBuf),
     #[error("cannot lock {}: {source}", path.display())]
@@ -31,14 +31,14 @@ pub enum InstanceLockError {
 
 /// Held by the running daemon; released when dropped or at exit.
 #[derive(Debug)]
-pub struct InstanceLock {
+pub(crate) struct InstanceLock {
     _file: File,
 }
 
 impl InstanceLock {
     /// Takes the exclusive lock on the (existing) database file, or says
     /// that another daemon holds it.
-    pub fn acquire(database: &Path) -> Result<Self, InstanceLockError> {
+    pub(crate) fn acquire(database: &Path) -> Result<Self, InstanceLockError> {
         let io_error = |source| InstanceLockError::Io {
             path: database.to_owned(),
             source,
@@ -61,7 +61,7 @@ impl InstanceLock {
 /// Whether a daemon holds the lock on `database`. Opens and closes a handle
 /// of its own: call it while no SQLite connection of this process is open
 /// on the file.
-pub fn daemon_running(database: &Path) -> io::Result<bool> {
+pub(crate) fn daemon_running(database: &Path) -> io::Result<bool> {
     let file = File::open(database)?;
     match file.try_lock_shared() {
         Ok(()) => Ok(false),

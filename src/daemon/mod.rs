@@ -1,9 +1,10 @@
 //! The long-running service: scheduler, signals, systemd notify, housekeeping.
 
-pub mod instance_lock;
-pub mod notify;
-pub mod schedule;
+pub(crate) mod instance_lock;
+pub(crate) mod notify;
+pub(crate) mod schedule;
 mod service;
-pub mod shutdown;
+pub(crate) mod shutdown;
 
-pub use service::{CycleObserver, Daemon, DaemonError};
+pub(crate) use service::CycleObserver;
+pub use service::{Daemon, DaemonError};

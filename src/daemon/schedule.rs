@@ -17,7 +17,7 @@ use tokio_cron_scheduler::{Job, JobBuilder, JobScheduler, JobSchedulerError};
 use crate::config::{Schedule, validate_interval};
 
 /// A cycle as the scheduler sees it: started, awaited, nothing returned.
-pub type CycleFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub(crate) type CycleFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("scheduler: {0}")]
@@ -30,14 +30,14 @@ impl From<JobSchedulerError> for ScheduleError {
 }
 
 /// A running scheduler with its overlap guard.
-pub struct Ticker {
+pub(crate) struct Ticker {
     scheduler: JobScheduler,
     guard: Arc<Mutex<()>>,
     cycle: CycleFn,
 }
 
 impl Ticker {
-    pub async fn start(schedule: &Schedule, cycle: CycleFn) -> Result<Self, ScheduleError> {
+    pub(crate) async fn start(schedule: &Schedule, cycle: CycleFn) -> Result<Self, ScheduleError> {
         let guard = Arc::new(Mutex::new(()));
         let scheduler = JobScheduler::new().await?;
         let on_tick = {
@@ -73,13 +73,13 @@ impl Ticker {
     }
 
     /// Runs one cycle now, outside the schedule, unless one is running.
-    pub async fn run_now(&self, reason: &'static str) {
+    pub(crate) async fn run_now(&self, reason: &'static str) {
         run_guarded(&self.guard, &self.cycle, reason).await;
     }
 
     /// Stops ticking, then waits for a running cycle to finish (cycles watch
     /// the shutdown token and abandon their work before committing).
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Err(error) = self.scheduler.shutdown().await {
             tracing::warn!(%error, "scheduler did not shut down cleanly");
         }
@@ -102,7 +102,7 @@ async fn run_guarded(guard: &Arc<Mutex<()>>, cycle: &CycleFn, reason: &'static s
 
 /// Whether the daemon should sync at once on start: never synced, or the
 /// last success is older than one period (a tick was missed while down).
-pub fn is_overdue(
+pub(crate) fn is_overdue(
     schedule: &Schedule,
     last_success: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -122,7 +122,7 @@ pub fn is_overdue(
 }
 
 /// The schedule as people read it: `cron 0 5 * * * * (UTC)`, `every 1h`.
-pub fn describe(schedule: &Schedule) -> String {
+pub(crate) fn describe(schedule: &Schedule) -> String {
     match schedule {
         Schedule::Cron(expression) => format!("cron {expression} (UTC)"),
         Schedule::Interval(period) => format!("every {}", humantime::format_duration(*period)),
@@ -134,7 +134,7 @@ pub fn describe(schedule: &Schedule) -> String {
 /// from the daemon's start, so one period after the last attempt is right
 /// while the daemon's own ticks are the attempts; once that time has passed
 /// without an attempt (a restart without catch-up) it is unknown: `None`.
-pub fn next_poll(
+pub(crate) fn next_poll(
     schedule: &Schedule,
     last_attempt: Option<DateTime<Utc>>,
     now: DateTime<Utc>,

@@ -21,7 +21,7 @@ use crate::timestamp::{format_utc, truncate_to_millis};
 
 /// Called after every cycle with its outcome and the queue as it then is
 /// (`None` when the queue could not be read). `demo` narrates with it.
-pub type CycleObserver =
+pub(crate) type CycleObserver =
     Arc<dyn Fn(&Result<CycleReport, SyncError>, Option<&QueueStats>) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]

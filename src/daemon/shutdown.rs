@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` on the first SIGTERM or SIGINT. Returns once it has,
 /// or once `token` was cancelled by someone else.
-pub async fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
+pub(crate) async fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {

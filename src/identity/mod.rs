@@ -8,10 +8,8 @@
 
 mod normalize;
 
-pub use normalize::{
-    EmailFault, HashFault, HashText, IdentityHash, InvalidIdentity, PhoneFault, normalize_email,
-    validate_phone,
-};
+pub(crate) use normalize::InvalidIdentity;
+pub use normalize::{IdentityHash, normalize_email};
 
 /// The two kinds of identifier the operator maps. A hash does not say which
 /// kind it came from: the request's array (`email_hash`, `phone_hash`) does.

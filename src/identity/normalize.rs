@@ -21,6 +21,7 @@ use base64::alphabet;
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
 use super::IdentityType;
 
 /// Length of a SHA-256 digest.
@@ -186,7 +187,7 @@ pub fn normalize_email(input: &str, out: &mut String) -> Result<(), InvalidIdent
 
 /// Checks a phone number. Phones are never normalized: a valid one is
 /// already `+` and 10–15 ASCII digits, and anything else is refused.
-pub fn validate_phone(input: &str) -> Result<(), InvalidIdentity> {
+pub(crate) fn validate_phone(input: &str) -> Result<(), InvalidIdentity> {
     let digits = input
         .strip_prefix('+')
         .ok_or(InvalidIdentity::Phone(PhoneFault::NoPlus))?;
@@ -219,7 +220,8 @@ impl IdentityHash {
         Ok(Self(Sha256::digest(input.as_bytes()).into()))
     }
 
-    pub fn of(kind: IdentityType, input: &str) -> Result<Self, InvalidIdentity> {
+    #[cfg(test)]
+    pub(crate) fn of(kind: IdentityType, input: &str) -> Result<Self, InvalidIdentity> {
         match kind {
             IdentityType::Email => Self::of_email(input),
             IdentityType::Phone => Self::of_phone(input),
@@ -229,7 +231,7 @@ impl IdentityHash {
     /// Reads a hash given as text: 44 base64 characters that decode to 32
     /// bytes, or 64 hex digits in either case. Nothing is trimmed, as the
     /// operator trims nothing.
-    pub fn from_hash_text(input: &str) -> Result<Self, InvalidIdentity> {
+    pub(crate) fn from_hash_text(input: &str) -> Result<Self, InvalidIdentity> {
         let mut bytes = [0u8; HASH_LEN];
         match input.len() {
             HASH_BASE64_LEN => match BASE64.decode_slice(input, &mut bytes) {

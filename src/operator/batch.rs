@@ -21,11 +21,11 @@ use crate::operator::map_v3::{MapV3Request, V3Result};
 use crate::operator::transport::{Endpoint, OperatorClient};
 
 /// The most identities per request the operator's docs allow.
-pub const MAX_BATCH_SIZE: usize = 5_000;
+pub(crate) const MAX_BATCH_SIZE: usize = 5_000;
 /// The most requests in flight the operator's docs allow.
-pub const MAX_CONCURRENCY: usize = 20;
+pub(crate) const MAX_CONCURRENCY: usize = 20;
 /// The operator refuses request bodies above this (413).
-pub const MAX_REQUEST_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_REQUEST_BODY_BYTES: usize = 1 << 20;
 
 /// JSON bytes per hash: 44 base64 characters, two quotes, a comma.
 const JSON_BYTES_PER_HASH: usize = 47;
@@ -65,23 +65,25 @@ impl MapLimits {
         })
     }
 
-    pub fn batch_size(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn batch_size(&self) -> usize {
         self.batch_size
     }
 
-    pub fn concurrency(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn concurrency(&self) -> usize {
         self.concurrency
     }
 
     /// Identities per request: the batch size, unless the body would
     /// reach the operator's limit first.
-    pub fn identities_per_request(&self) -> usize {
+    pub(crate) fn identities_per_request(&self) -> usize {
         identities_per_request(self.batch_size, MAX_REQUEST_BODY_BYTES)
     }
 }
 
 /// How one identity-map call of a batched run can fail.
-pub type MapCallError = OperatorError<MapAnswerError>;
+pub(crate) type MapCallError = OperatorError<MapAnswerError>;
 
 /// A batched run failed: which request, and why. Results of the other
 /// requests are dropped, since a caller stores a run's results together.

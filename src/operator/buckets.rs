@@ -25,7 +25,7 @@ pub const BUCKETS_PATH: &str = "/v2/identity/buckets";
 
 /// A buckets request: every rotation with `last_updated >= since`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BucketsSince(pub DateTime<Utc>);
+pub(crate) struct BucketsSince(pub(crate) DateTime<Utc>);
 
 impl Endpoint for BucketsSince {
     const PATH: &'static str = BUCKETS_PATH;
@@ -48,7 +48,7 @@ pub type BucketsError = OperatorError<ResponseError>;
 
 /// A successful buckets call: every row of the answer, validated, in the
 /// operator's order.
-pub type BucketsResponse = Reply<Vec<BucketRotation>>;
+pub(crate) type BucketsResponse = Reply<Vec<BucketRotation>>;
 
 impl OperatorClient {
     /// Fetches every rotation with `last_updated >= since`, retrying
@@ -66,7 +66,7 @@ impl OperatorClient {
 pub struct OpenedBuckets {
     pub rotations: Vec<BucketRotation>,
     /// The operator's clock when it answered, from the envelope.
-    pub server_time: DateTime<Utc>,
+    pub(crate) server_time: DateTime<Utc>,
 }
 
 /// Turns a complete 200 body into rotations through the same two steps a

@@ -97,7 +97,7 @@ pub enum TransportError {
 impl TransportError {
     /// A stable snake_case name, recorded in the sync state and used as a
     /// metrics label. Renaming one is a breaking change.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             TransportError::BadRequest { .. } => "bad_request",
             TransportError::Unauthorized => "unauthorized",
@@ -116,7 +116,7 @@ impl TransportError {
     /// Whether trying again later can succeed without anyone changing
     /// anything. A 400, a refused key or a wrong secret would fail the same
     /// way again.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             TransportError::RateLimited { .. }
             | TransportError::ServerError { .. }
@@ -133,7 +133,7 @@ impl TransportError {
     }
 
     /// The wait the operator asked for with `Retry-After`, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             TransportError::RateLimited { retry_after }
             | TransportError::ServerError { retry_after, .. } => *retry_after,

@@ -25,7 +25,7 @@ const REASON_OPTOUT: &str = "optout";
 const REASON_INVALID: &str = "invalid identifier";
 
 /// Bytes in a raw UID2 (and an EUID).
-pub const RAW_UID2_LEN: usize = 32;
+pub(crate) const RAW_UID2_LEN: usize = 32;
 
 /// `r` values above this are milliseconds: the docs said milliseconds until
 /// 2026-04 and third-party copies still do. As seconds it is the year 5138.
@@ -42,16 +42,13 @@ const LATEST_REFRESH_S: i64 = 4_102_444_800;
 pub struct RawUid2([u8; RAW_UID2_LEN]);
 
 impl RawUid2 {
-    pub fn from_bytes(bytes: [u8; RAW_UID2_LEN]) -> Self {
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: [u8; RAW_UID2_LEN]) -> Self {
         Self(bytes)
     }
 
-    pub fn as_bytes(&self) -> &[u8; RAW_UID2_LEN] {
-        &self.0
-    }
-
     /// The operator's spelling: standard padded base64.
-    pub fn to_base64(&self) -> String {
+    pub(crate) fn to_base64(self) -> String {
         STANDARD.encode(self.0)
     }
 }

@@ -41,16 +41,12 @@ pub struct MapV2Request {
 }
 
 impl MapV2Request {
-    pub fn new(kind: IdentityType, hashes: Vec<IdentityHash>) -> Self {
+    pub(crate) fn new(kind: IdentityType, hashes: Vec<IdentityHash>) -> Self {
         Self { kind, hashes }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.hashes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
     }
 
     fn array_name(&self) -> &'static str {

@@ -61,12 +61,8 @@ impl MapV3Request {
         Self { identities }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.identities.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.identities.is_empty()
     }
 
     fn hashes(&self, kind: IdentityType) -> impl Iterator<Item = &IdentityHash> {

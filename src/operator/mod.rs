@@ -19,28 +19,27 @@
 //!   batch size and under 1 MiB, a bounded number in flight, results in
 //!   input order ([`map_v3()`], [`map_v2()`]).
 
-pub mod batch;
+pub(crate) mod batch;
 pub mod body;
-pub mod buckets;
-pub mod error;
-pub mod map_answer;
+pub(crate) mod buckets;
+pub(crate) mod error;
+pub(crate) mod map_answer;
 pub mod map_v2;
 pub mod map_v3;
-pub mod options;
-pub mod transport;
+pub(crate) mod options;
+pub(crate) mod transport;
 
-pub use batch::{
-    MAX_BATCH_SIZE, MAX_CONCURRENCY, MAX_REQUEST_BODY_BYTES, MapCallError, MapError, MapLimits,
-    MapLimitsError, map_v2, map_v3,
-};
+pub(crate) use batch::MAX_BATCH_SIZE;
+pub use batch::{MapError, MapLimits, map_v2, map_v3};
 pub use body::BodyEncoding;
 pub use buckets::{
-    BUCKETS_PATH, BucketsError, BucketsResponse, BucketsSince, OpenedBuckets, ResponseError,
-    RowProblem, open_buckets_body, parse_buckets_json,
+    BUCKETS_PATH, BucketsError, OpenedBuckets, ResponseError, RowProblem, open_buckets_body,
+    parse_buckets_json,
 };
-pub use error::{OperatorError, TimeoutPhase, TransportError};
-pub use map_answer::{ElementProblem, MapAnswerError, RAW_UID2_LEN, RawUid2, UnmappedReason};
-pub use map_v2::{MAP_V2_PATH, MapV2Request, V2Result};
+pub use error::{OperatorError, TransportError};
+pub use map_answer::{ElementProblem, MapAnswerError, UnmappedReason};
+pub use map_v2::{MAP_V2_PATH, V2Result};
 pub use map_v3::{MAP_V3_PATH, MapV3Request, V3Mapping, V3Result};
-pub use options::{ClientOptions, ClientSetupError, RetryPolicy};
-pub use transport::{Endpoint, OperatorClient, Reply, RetryRecord};
+pub(crate) use options::ClientSetupError;
+pub use options::{ClientOptions, RetryPolicy};
+pub use transport::{Endpoint, OperatorClient};

@@ -98,7 +98,7 @@ pub enum ClientSetupError {
 /// Checks an operator base URL: https, or plain http to a loopback address
 /// (local simulators and tests), so credentials and rotations never cross a
 /// network in clear; no user name, password, query or fragment.
-pub fn check_base_url(base_url: &str) -> Result<Url, ClientSetupError> {
+pub(crate) fn check_base_url(base_url: &str) -> Result<Url, ClientSetupError> {
     let url = shown_url(base_url);
     let invalid = |reason: String| ClientSetupError::InvalidBaseUrl {
         url: url.clone(),
@@ -122,7 +122,7 @@ pub fn check_base_url(base_url: &str) -> Result<Url, ClientSetupError> {
 /// A base URL as it may appear in a message: without anything up to an `@`
 /// (a user name or password) and without a query or fragment (tokens).
 /// Works on text that is not a valid URL too.
-pub fn shown_url(text: &str) -> String {
+pub(crate) fn shown_url(text: &str) -> String {
     let text = text.trim();
     let text = &text[..text.find(['?', '#']).unwrap_or(text.len())];
     let (scheme, rest) = match text.split_once("://") {

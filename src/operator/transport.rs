@@ -35,11 +35,11 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Called as the body arrives with the bytes received so far and the total
 /// from `Content-Length`, when the operator sent one.
-pub type ProgressObserver = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+pub(crate) type ProgressObserver = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 
 /// The client's idea of "now" in ms since the epoch, stamped into every
 /// request envelope.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// One operator endpoint: where it lives, what a request to it says and how
 /// its answer reads. A value of the type is one request.
@@ -72,7 +72,7 @@ pub struct Reply<A> {
     /// The endpoint's answer.
     pub answer: A,
     /// The operator's clock when it answered.
-    pub server_time: DateTime<Utc>,
+    pub(crate) server_time: DateTime<Utc>,
     /// Size of the HTTP body as received.
     pub body_bytes: u64,
     /// Attempts made, this successful one included.
@@ -175,7 +175,7 @@ impl OperatorClient {
 
     /// The full URL requests to `path` go to: the base URL's path, then
     /// `path`.
-    pub fn url(&self, path: &str) -> Url {
+    pub(crate) fn url(&self, path: &str) -> Url {
         let mut url = self.base.clone();
         url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
         url
@@ -183,7 +183,7 @@ impl OperatorClient {
 
     /// Sends `request` to its endpoint, retrying transient failures
     /// according to the retry policy, and reads the answer.
-    pub async fn call<E: Endpoint>(
+    pub(crate) async fn call<E: Endpoint>(
         &self,
         request: &E,
     ) -> Result<Reply<E::Answer>, OperatorError<E::Problem>> {

@@ -13,7 +13,7 @@ use super::QueueError;
 
 /// The longest lease or retry delay. Times are stored as milliseconds in an
 /// `i64`, so this also keeps `now + span` far from overflowing.
-pub const MAX_SPAN: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+pub(crate) const MAX_SPAN: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// The most items one claim leases.
 pub const MAX_CLAIM_LIMIT: u32 = 100_000;
@@ -24,7 +24,7 @@ pub const MAX_WORKER_BYTES: usize = 128;
 /// The longest stored error text, in bytes of UTF-8; longer text is cut.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
-pub fn check_lease(lease: Duration) -> Result<Duration, QueueError> {
+pub(crate) fn check_lease(lease: Duration) -> Result<Duration, QueueError> {
     if lease < Duration::from_millis(1) || lease > MAX_SPAN {
         return Err(QueueError::InvalidLease(lease));
     }
@@ -32,7 +32,7 @@ pub fn check_lease(lease: Duration) -> Result<Duration, QueueError> {
 }
 
 /// A delay before a failed item may be claimed again; zero is allowed.
-pub fn check_retry_delay(delay: Duration) -> Result<Duration, QueueError> {
+pub(crate) fn check_retry_delay(delay: Duration) -> Result<Duration, QueueError> {
     if delay > MAX_SPAN {
         return Err(QueueError::InvalidRetryDelay(delay));
     }
@@ -48,7 +48,7 @@ pub(crate) fn check_claim_limit(limit: u32) -> Result<u32, QueueError> {
 
 /// A worker name is shown in `queue list` and the `remap_queue` view: it
 /// must be short and must not be able to drive a terminal.
-pub fn check_worker(name: &str) -> Result<&str, QueueError> {
+pub(crate) fn check_worker(name: &str) -> Result<&str, QueueError> {
     let reason = if name.is_empty() {
         "must not be empty".to_owned()
     } else if name.len() > MAX_WORKER_BYTES {

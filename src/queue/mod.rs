@@ -35,20 +35,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 
-pub use limits::{
-    MAX_CLAIM_LIMIT, MAX_ERROR_BYTES, MAX_WORKER_BYTES, check_lease, check_retry_delay,
-    check_worker,
-};
-pub use sqlite::{SqliteEnqueuer, SqliteQueue};
+pub use limits::{MAX_CLAIM_LIMIT, MAX_ERROR_BYTES, MAX_WORKER_BYTES};
+pub(crate) use limits::{check_lease, check_retry_delay, check_worker};
+pub(crate) use sqlite::{SqliteEnqueuer, SqliteQueue};
 pub(crate) use sqlite::{enqueue_new_from_query, stats_in as sqlite_stats};
 
 /// The subject kind of a salt bucket; its key is the bucket id.
-pub const BUCKET_KIND: &str = "bucket";
+pub(crate) const BUCKET_KIND: &str = "bucket";
 
 /// What needs re-mapping: a kind and a key unique within the kind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Subject {
-    pub kind: CompactString,
+    pub(crate) kind: CompactString,
     pub key: CompactString,
 }
 
@@ -78,9 +76,9 @@ pub enum QueueState {
 }
 
 impl QueueState {
-    pub const ALL: [QueueState; 4] = [Self::Pending, Self::Leased, Self::Done, Self::Dead];
+    pub(crate) const ALL: [QueueState; 4] = [Self::Pending, Self::Leased, Self::Done, Self::Dead];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Leased => "leased",
@@ -109,16 +107,16 @@ impl FromStr for QueueState {
 
 /// A subject that became due from `version` on, noticed at `due_at`.
 #[derive(Debug, Clone, Copy)]
-pub struct DueItem<'a> {
-    pub kind: &'a str,
-    pub key: &'a str,
-    pub version: DateTime<Utc>,
-    pub due_at: DateTime<Utc>,
+pub(crate) struct DueItem<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) version: DateTime<Utc>,
+    pub(crate) due_at: DateTime<Utc>,
 }
 
 /// What [`Enqueue::enqueue`] did with an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnqueueOutcome {
+pub(crate) enum EnqueueOutcome {
     /// A new entry, pending.
     Queued,
     /// A done or dead entry made pending again as a new generation.
@@ -133,7 +131,7 @@ pub enum EnqueueOutcome {
 }
 
 /// The producers' side: adds due items inside the producer's transaction.
-pub trait Enqueue {
+pub(crate) trait Enqueue {
     fn enqueue(&mut self, item: &DueItem<'_>) -> Result<EnqueueOutcome, QueueError>;
 }
 
@@ -191,7 +189,7 @@ pub struct Lease {
     /// 1 for the first claim of this generation.
     pub attempt: u32,
     pub generation: u32,
-    pub due_at: DateTime<Utc>,
+    pub(crate) due_at: DateTime<Utc>,
 }
 
 /// Why a lease id was not accepted.
@@ -244,7 +242,7 @@ pub enum FailOutcome {
 }
 
 impl FailOutcome {
-    pub fn is_refused(self) -> bool {
+    pub(crate) fn is_refused(self) -> bool {
         matches!(self, Self::Refused(_))
     }
 }
@@ -260,12 +258,12 @@ pub struct QueueEntry {
     pub generation: u32,
     pub attempts: u32,
     pub due_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
     /// Set while leased.
-    pub lease_id: Option<String>,
-    pub leased_by: Option<String>,
-    pub leased_at: Option<DateTime<Utc>>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub(crate) lease_id: Option<String>,
+    pub(crate) leased_by: Option<String>,
+    pub(crate) leased_at: Option<DateTime<Utc>>,
+    pub(crate) lease_expires_at: Option<DateTime<Utc>>,
     pub done_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
 }
@@ -295,7 +293,7 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
-    pub fn count(&self, state: QueueState) -> u64 {
+    pub(crate) fn count(&self, state: QueueState) -> u64 {
         match state {
             QueueState::Pending => self.pending,
             QueueState::Leased => self.leased,

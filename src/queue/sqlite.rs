@@ -505,7 +505,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
 }
 
 /// [`Enqueue`] inside an open SQLite write transaction.
-pub struct SqliteEnqueuer<'c> {
+pub(crate) struct SqliteEnqueuer<'c> {
     find: CachedStatement<'c>,
     insert: CachedStatement<'c>,
     coalesce: CachedStatement<'c>,

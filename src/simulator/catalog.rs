@@ -28,9 +28,9 @@ use crate::rotation::BucketRotation;
 use crate::timestamp::{format_operator, from_millis, to_millis};
 
 /// Length of every generated bucket id (what production ids look like).
-pub const BUCKET_ID_LEN: usize = 10;
+pub(crate) const BUCKET_ID_LEN: usize = 10;
 /// How far back initial `last_updated` values reach, in days.
-pub const HISTORY_DAYS: i64 = 365;
+pub(crate) const HISTORY_DAYS: i64 = 365;
 
 const PREFIX: &[u8] = b"{\"body\":[";
 const SUFFIX: &[u8] = b"],\"status\":\"success\"}";

@@ -51,7 +51,7 @@ impl Endpoint {
         }
     }
 
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Self::Buckets => super::BUCKETS_PATH,
             Self::MapV2 => MAP_V2_PATH,

@@ -37,28 +37,26 @@ use crate::timestamp::format_operator;
 /// are in `identity_map.rs`.
 pub use crate::operator::BUCKETS_PATH;
 use catalog::Catalog;
-pub use catalog::{BUCKET_ID_LEN, HISTORY_DAYS};
 pub use faults::Fault;
 use faults::FaultQueue;
 use identity_map::OptOuts;
 pub use identity_map::{Endpoint, MAP_V2_PATH, MAP_V3_PATH, MapCounts};
-pub use server::{MAX_BODY_BYTES, MAX_CLOCK_DRIFT};
 
 /// The seed [`SimulatorConfig::new`] uses.
-pub const DEFAULT_SEED: u64 = 0x5eed_0000_0002_b0c4;
+pub(crate) const DEFAULT_SEED: u64 = 0x5eed_0000_0002_b0c4;
 /// The most buckets `dev-operator` serves: 16 times production; beyond
 /// that the table alone needs gigabytes.
-pub const MAX_BUCKETS: u32 = 1 << 24;
+pub(crate) const MAX_BUCKETS: u32 = 1 << 24;
 /// How many requests [`SimulatedOperator::requests`] remembers; older ones
 /// are forgotten first, so a long-running `dev-operator` stays small.
-pub const REQUEST_LOG_CAPACITY: usize = 100_000;
+pub(crate) const REQUEST_LOG_CAPACITY: usize = 100_000;
 
 /// What the simulated operator serves and with which credentials.
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
-    pub api_key: ApiKey,
-    pub client_secret: ClientSecret,
-    pub buckets: u32,
+    pub(crate) api_key: ApiKey,
+    pub(crate) client_secret: ClientSecret,
+    pub(crate) buckets: u32,
     /// Every this often, `rotate_count` random buckets are stamped with the
     /// current time. `None` (or a zero `rotate_count`) means no rotations.
     pub rotate_every: Option<Duration>,
@@ -218,7 +216,7 @@ impl SimulatedOperator {
     /// # Panics
     ///
     /// If `period` is zero, as [`tokio::time::interval`] does.
-    pub async fn rotate_periodically(
+    pub(crate) async fn rotate_periodically(
         &self,
         period: Duration,
         count: u32,

@@ -46,9 +46,9 @@ use crate::envelope::{
 use crate::timestamp::{parse_iso_local, to_millis};
 
 /// Larger request bodies are refused with 413, as the operator's body handler does.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 /// Request times further than this from the server clock, either way, are refused.
-pub const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(60);
 
 const OCTET_STREAM: &str = "application/octet-stream";
 const TEXT_PLAIN: &str = "text/plain";

@@ -31,13 +31,13 @@ const SETGID: u32 = 0o2000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessProblem {
     /// What could not be done, e.g. "cannot write the database file".
-    pub what: &'static str,
-    pub path: PathBuf,
+    pub(crate) what: &'static str,
+    pub(crate) path: PathBuf,
     /// Owner, group and mode of `path`, e.g. "owner uid2-bucket-sync, group
     /// uid2-bucket-sync, mode 0640".
-    pub found: String,
+    pub(crate) found: String,
     /// This process: user and groups.
-    pub running_as: String,
+    pub(crate) running_as: String,
 }
 
 impl fmt::Display for AccessProblem {

@@ -30,7 +30,7 @@ pub struct IngestSummary {
     /// dead one due again.
     pub newly_queued: u64,
     /// Of `newly_queued`, the done or dead entries made pending again.
-    pub reopened: u64,
+    pub(crate) reopened: u64,
     /// New rotations folded into an entry that was already pending.
     pub coalesced: u64,
     /// New rotations of leased entries; pending again when the lease ends.

@@ -17,8 +17,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
-pub use access::AccessProblem;
-pub use ingest::IngestSummary;
+pub(crate) use access::AccessProblem;
+pub(crate) use ingest::IngestSummary;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use crate::queue::{QueueError, QueueOptions, QueueStats, SqliteQueue};
@@ -125,7 +125,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Another connection held a lock longer than the busy timeout.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         match self {
             Self::Busy { .. } => true,
             Self::Open { source, .. } | Self::Sqlite { source, .. } => is_busy_error(source),
@@ -162,7 +162,7 @@ pub type SharedStore = Arc<Mutex<Store>>;
 /// Runs `work` against the shared store on the blocking pool, so the
 /// scheduler, the signal handler and the watchdog keep running during a
 /// 2^20-row ingest.
-pub async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     store: &SharedStore,
     work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -238,7 +238,7 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 

@@ -6,33 +6,38 @@
 //! read access to the secrets. Every error names where the bad value came
 //! from (file or variable), the key, and the reason, and never the value of
 //! a secret.
+//!
+//! Layout: the settings and how they are assembled here; the TOML file's
+//! shape in `schema`; credential resolution in `secrets`; the checks on
+//! durations, URLs, cron expressions and intervals in `validate`.
+
+mod schema;
+mod secrets;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
-use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins, CredentialSource};
-use crate::operator::options::check_base_url;
+use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins};
 use crate::operator::{BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, RetryPolicy};
 use crate::timestamp;
+use schema::{RawDatabase, RawFile, RawLog, RawOperator, RawSync, parse_file};
+use secrets::{ConfiguredSecret, CredentialSources, warn_if_world_readable};
+pub use validate::CronSchedule;
+pub(crate) use validate::validate_interval;
+use validate::{duration, nonzero, parse_duration, positive, retry_delay, validate_base_url};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/uid2-bucket-sync/config.toml";
-pub const DEFAULT_DATABASE_PATH: &str = "/var/lib/uid2-bucket-sync/buckets.db";
-pub const API_KEY_ENV: &str = "UID2_API_KEY";
-pub const CLIENT_SECRET_ENV: &str = "UID2_CLIENT_SECRET";
-pub const BASE_URL_ENV: &str = "UID2_BUCKET_SYNC_BASE_URL";
-pub const DATABASE_ENV: &str = "UID2_BUCKET_SYNC_DATABASE";
-pub const LOG_ENV: &str = "UID2_BUCKET_SYNC_LOG";
-/// Names of the systemd credentials (`LoadCredential=`) looked up in
-/// `$CREDENTIALS_DIRECTORY` when nothing else provides them.
-pub const API_KEY_CREDENTIAL: &str = "api_key";
-pub const CLIENT_SECRET_CREDENTIAL: &str = "client_secret";
+pub(crate) const DEFAULT_DATABASE_PATH: &str = "/var/lib/uid2-bucket-sync/buckets.db";
+pub(crate) const BASE_URL_ENV: &str = "UID2_BUCKET_SYNC_BASE_URL";
+pub(crate) const DATABASE_ENV: &str = "UID2_BUCKET_SYNC_DATABASE";
+pub(crate) const LOG_ENV: &str = "UID2_BUCKET_SYNC_LOG";
 
 /// The operator deployments, as named in the configuration.
-pub const ENVIRONMENTS: &[(&str, &str)] = &[
+pub(crate) const ENVIRONMENTS: &[(&str, &str)] = &[
     ("uid2-integ", "https://operator-integ.uidapi.com"),
     ("uid2-prod", "https://prod.uidapi.com"),
     ("uid2-global", "https://global.prod.uidapi.com"),
@@ -85,13 +90,13 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The file that was read, if any.
-    pub source: Option<PathBuf>,
+    pub(crate) source: Option<PathBuf>,
     pub operator: OperatorSettings,
     pub sync: SyncSettings,
     pub database: DatabaseSettings,
     pub queue: QueueSettings,
     pub log: LogSettings,
-    pub metrics: MetricsSettings,
+    pub(crate) metrics: MetricsSettings,
     /// Things worth telling the user that don't stop the program (for
     /// example a world-readable secret). Logged once logging is set up.
     pub warnings: Vec<String>,
@@ -103,7 +108,7 @@ pub struct OperatorSettings {
     /// `sync` and `run` need it.
     pub base_url: Option<String>,
     /// Time limits, body encoding (`binary_body`) and retries.
-    pub client: ClientOptions,
+    pub(crate) client: ClientOptions,
     credentials: CredentialSources,
     origin: String,
 }
@@ -115,79 +120,13 @@ pub enum Schedule {
     Interval(Duration),
 }
 
-/// The longest `sync.interval`: the scheduler works in whole seconds of a
-/// `chrono` duration, and a poll less often than yearly is surely a typo.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
-
-/// A cron expression parsed once, at load, the way the scheduler reads it
-/// (six fields, seconds first; day-of-month and weekday must both match),
-/// and known to fire at least once more. Boxed: a parsed pattern is large.
-#[derive(Debug, Clone)]
-pub struct CronSchedule(Box<croner::Cron>);
-
-impl CronSchedule {
-    pub fn parse(expression: &str) -> Result<Self, String> {
-        let cron = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Required)
-            .dom_and_dow(true)
-            .build()
-            .parse(expression)
-            .map_err(|e| {
-                format!(
-                    "{expression:?} is not a cron expression with six fields (sec min hour day month weekday): {e}"
-                )
-            })?;
-        let schedule = Self(Box::new(cron));
-        if schedule.next_after(Utc::now()).is_none() {
-            return Err(format!(
-                "{expression:?} never fires: no date matches it (for example February 30)"
-            ));
-        }
-        Ok(schedule)
-    }
-
-    /// The expression as written.
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-
-    /// The parsed expression, for the scheduler.
-    pub fn cron(&self) -> &croner::Cron {
-        &self.0
-    }
-
-    /// The first tick strictly after `time`.
-    pub fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.0.find_next_occurrence(&time, false).ok()
-    }
-
-    /// The last tick at or before `time`.
-    pub fn previous_at_or_before(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.0.find_previous_occurrence(&time, true).ok()
-    }
-}
-
-impl PartialEq for CronSchedule {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for CronSchedule {}
-
-impl std::fmt::Display for CronSchedule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
     pub schedule: Schedule,
     /// `since_timestamp` for a database with no high-water mark yet.
-    pub initial_since: Option<DateTime<Utc>>,
+    pub(crate) initial_since: Option<DateTime<Utc>>,
     /// Re-read this much before the mark, in case the operator publishes late.
-    pub overlap: Duration,
+    pub(crate) overlap: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -217,22 +156,22 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing `EnvFilter` directive such as `info` or `uid2_bucket_sync=debug`.
-    pub level: String,
+    pub(crate) level: String,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct MetricsSettings {
+pub(crate) struct MetricsSettings {
     /// Where to serve Prometheus text; off when `None`.
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// The credentials and endpoint `sync` and `run` need, fully resolved.
 #[derive(Debug, Clone)]
 pub struct OperatorConnection {
-    pub base_url: String,
+    pub(crate) base_url: String,
     pub api_key: ApiKey,
-    pub client_secret: ClientSecret,
-    pub client: ClientOptions,
+    pub(crate) client_secret: ClientSecret,
+    pub(crate) client: ClientOptions,
     /// Where each credential was read from, for hints.
     pub credentials: CredentialOrigins,
     /// Which source won where more than one provides a credential, and
@@ -243,7 +182,7 @@ pub struct OperatorConnection {
 impl OperatorConnection {
     /// Builds the operator client `sync`, `run` and `config check` use. It
     /// sends nothing.
-    pub fn client(&self) -> Result<OperatorClient, ClientSetupError> {
+    pub(crate) fn client(&self) -> Result<OperatorClient, ClientSetupError> {
         OperatorClient::new(
             &self.base_url,
             self.api_key.clone(),
@@ -251,96 +190,6 @@ impl OperatorConnection {
             self.client.clone(),
         )
     }
-}
-
-#[derive(Debug, Clone, Default)]
-struct CredentialSources {
-    api_key: Option<String>,
-    api_key_file: Option<PathBuf>,
-    client_secret: Option<String>,
-    client_secret_file: Option<PathBuf>,
-}
-
-// ---- the file as written -------------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    operator: RawOperator,
-    #[serde(default)]
-    sync: RawSync,
-    #[serde(default)]
-    database: RawDatabase,
-    #[serde(default)]
-    queue: RawQueue,
-    #[serde(default)]
-    log: RawLog,
-    #[serde(default)]
-    metrics: RawMetrics,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOperator {
-    environment: Option<String>,
-    base_url: Option<String>,
-    api_key: Option<String>,
-    api_key_file: Option<PathBuf>,
-    client_secret: Option<String>,
-    client_secret_file: Option<PathBuf>,
-    connect_timeout: Option<String>,
-    request_timeout: Option<String>,
-    binary_body: Option<bool>,
-    #[serde(default)]
-    retry: RawRetry,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    max_attempts: Option<u32>,
-    initial_backoff: Option<String>,
-    max_backoff: Option<String>,
-    max_elapsed: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSync {
-    schedule: Option<String>,
-    interval: Option<String>,
-    initial_since: Option<String>,
-    overlap: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDatabase {
-    path: Option<PathBuf>,
-    busy_timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQueue {
-    max_attempts: Option<u32>,
-    done_retention: Option<String>,
-    retry_backoff: Option<String>,
-    max_retry_backoff: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    format: Option<String>,
-    level: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    listen: Option<String>,
 }
 
 impl Settings {
@@ -397,21 +246,21 @@ impl Settings {
                 &origin,
                 "queue.max_attempts",
             )?,
-            done_retention: duration_or(
+            done_retention: duration(
                 raw.queue.done_retention,
-                "7d",
+                Duration::from_secs(7 * 24 * 3600),
                 &origin,
                 "queue.done_retention",
             )?,
             retry_backoff: retry_delay(
                 raw.queue.retry_backoff,
-                "30s",
+                Duration::from_secs(30),
                 &origin,
                 "queue.retry_backoff",
             )?,
             max_retry_backoff: retry_delay(
                 raw.queue.max_retry_backoff,
-                "1h",
+                Duration::from_secs(3600),
                 &origin,
                 "queue.max_retry_backoff",
             )?,
@@ -454,94 +303,6 @@ impl Settings {
             warnings,
         })
     }
-
-    /// Resolves the endpoint and both credentials, reading environment
-    /// variables through `env`; also returns warnings about how secrets are
-    /// stored. `sync` and `run` call this at start so a bad secret stops
-    /// them before any work.
-    pub fn operator_connection_with_env(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(OperatorConnection, Vec<String>), ConfigError> {
-        let op = &self.operator;
-        let base_url = op.base_url.clone().ok_or_else(|| {
-            ConfigError::invalid(
-                &op.origin,
-                "operator.environment",
-                "not set: name an environment (e.g. uid2-integ) or set operator.base_url",
-            )
-        })?;
-        let mut warnings = Vec::new();
-        let mut notes = Vec::new();
-        let api_key_text = resolve_secret(
-            SecretSpec {
-                what: "API key",
-                key: "operator.api_key",
-                env_name: API_KEY_ENV,
-                credential_name: API_KEY_CREDENTIAL,
-            },
-            &op.origin,
-            op.credentials.api_key.as_deref(),
-            op.credentials.api_key_file.as_deref(),
-            env,
-            &mut warnings,
-            &mut notes,
-        )?;
-        let api_key =
-            ApiKey::new(&api_key_text.text).map_err(|e| api_key_text.invalid(e.to_string()))?;
-        let secret_text = resolve_secret(
-            SecretSpec {
-                what: "client secret",
-                key: "operator.client_secret",
-                env_name: CLIENT_SECRET_ENV,
-                credential_name: CLIENT_SECRET_CREDENTIAL,
-            },
-            &op.origin,
-            op.credentials.client_secret.as_deref(),
-            op.credentials.client_secret_file.as_deref(),
-            env,
-            &mut warnings,
-            &mut notes,
-        )?;
-        let client_secret = ClientSecret::from_base64(&secret_text.text)
-            .map_err(|e| secret_text.invalid(e.to_string()))?;
-        Ok((
-            OperatorConnection {
-                base_url,
-                api_key,
-                client_secret,
-                client: op.client.clone(),
-                credentials: CredentialOrigins {
-                    api_key: Some(api_key_text.source),
-                    client_secret: Some(secret_text.source),
-                },
-                credential_notes: notes,
-            },
-            warnings,
-        ))
-    }
-}
-
-fn parse_file(path: &Path, text: &str) -> Result<RawFile, ConfigError> {
-    let origin = path.display().to_string();
-    let deserializer =
-        toml::Deserializer::parse(text).map_err(|e| toml_error(&origin, text, &e, ""))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
-        toml_error(&origin, text, e.inner(), if key == "." { "" } else { &key })
-    })
-}
-
-fn toml_error(origin: &str, text: &str, error: &toml::de::Error, key: &str) -> ConfigError {
-    let line = error
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let origin = match line {
-        Some(line) => format!("{origin}:{line}"),
-        None => origin.to_owned(),
-    };
-    let key = if key.is_empty() { "(file)" } else { key };
-    ConfigError::invalid(&origin, key, error.message().trim().replace('\n', " "))
 }
 
 fn build_operator(
@@ -597,19 +358,19 @@ fn build_operator(
             origin,
             "operator.retry.max_attempts",
         )?,
-        initial_backoff: duration_or_default(
+        initial_backoff: duration(
             raw.retry.initial_backoff,
             defaults.retry.initial_backoff,
             origin,
             "operator.retry.initial_backoff",
         )?,
-        max_backoff: duration_or_default(
+        max_backoff: duration(
             raw.retry.max_backoff,
             defaults.retry.max_backoff,
             origin,
             "operator.retry.max_backoff",
         )?,
-        max_elapsed: duration_or_default(
+        max_elapsed: duration(
             raw.retry.max_elapsed,
             defaults.retry.max_elapsed,
             origin,
@@ -625,7 +386,7 @@ fn build_operator(
     }
     let client = ClientOptions {
         connect_timeout: nonzero(
-            duration_or_default(
+            duration(
                 raw.connect_timeout,
                 defaults.connect_timeout,
                 origin,
@@ -635,7 +396,7 @@ fn build_operator(
             "operator.connect_timeout",
         )?,
         request_timeout: nonzero(
-            duration_or_default(
+            duration(
                 raw.request_timeout,
                 defaults.request_timeout,
                 origin,
@@ -656,22 +417,17 @@ fn build_operator(
         base_url,
         client,
         credentials: CredentialSources {
-            api_key: raw.api_key,
-            api_key_file: raw.api_key_file,
-            client_secret: raw.client_secret,
-            client_secret_file: raw.client_secret_file,
+            api_key: ConfiguredSecret {
+                inline: raw.api_key,
+                file: raw.api_key_file,
+            },
+            client_secret: ConfiguredSecret {
+                inline: raw.client_secret,
+                file: raw.client_secret_file,
+            },
         },
         origin: origin.to_owned(),
     })
-}
-
-/// The operator client's own rules (https, or http to loopback; nothing
-/// that could carry a credential), checked at load so a bad URL is refused
-/// with the file and key. The message never shows a user name, password or
-/// query.
-fn validate_base_url(url: &str, origin: &str, key: &str) -> Result<String, ConfigError> {
-    check_base_url(url).map_err(|e| ConfigError::invalid(origin, key, e.to_string()))?;
-    Ok(url.trim().trim_end_matches('/').to_owned())
 }
 
 fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
@@ -717,27 +473,8 @@ fn build_sync(raw: RawSync, origin: &str) -> Result<SyncSettings, ConfigError> {
     Ok(SyncSettings {
         schedule,
         initial_since,
-        overlap: duration_or(raw.overlap, "0s", origin, "sync.overlap")?,
+        overlap: duration(raw.overlap, Duration::ZERO, origin, "sync.overlap")?,
     })
-}
-
-/// The scheduler counts repeat intervals in whole seconds: `1500ms` would
-/// silently become 1 s and anything under a second would never tick; past
-/// [`MAX_INTERVAL`] its time arithmetic overflows.
-pub fn validate_interval(interval: Duration) -> Result<Duration, String> {
-    if interval < Duration::from_secs(1) || interval.subsec_nanos() != 0 {
-        return Err(format!(
-            "{} is not a whole number of seconds of at least 1s; the scheduler counts in seconds",
-            humantime::format_duration(interval)
-        ));
-    }
-    if interval > MAX_INTERVAL {
-        return Err(format!(
-            "{} is longer than the longest interval, 366 days",
-            humantime::format_duration(interval)
-        ));
-    }
-    Ok(interval)
 }
 
 fn build_database(
@@ -757,7 +494,12 @@ fn build_database(
     }
     Ok(DatabaseSettings {
         path,
-        busy_timeout: duration_or(raw.busy_timeout, "30s", origin, "database.busy_timeout")?,
+        busy_timeout: duration(
+            raw.busy_timeout,
+            Duration::from_secs(30),
+            origin,
+            "database.busy_timeout",
+        )?,
     })
 }
 
@@ -793,187 +535,6 @@ fn build_log(
         )
     })?;
     Ok(LogSettings { format, level })
-}
-
-/// One credential and the names it goes by.
-struct SecretSpec {
-    what: &'static str,
-    key: &'static str,
-    env_name: &'static str,
-    credential_name: &'static str,
-}
-
-struct ResolvedSecret {
-    text: String,
-    source: CredentialSource,
-}
-
-impl ResolvedSecret {
-    fn invalid(&self, reason: String) -> ConfigError {
-        refuse_credential(&self.source, reason)
-    }
-}
-
-/// A refusal of a credential, naming where it came from (never its value).
-fn refuse_credential(source: &CredentialSource, reason: String) -> ConfigError {
-    let (origin, key) = match source {
-        CredentialSource::Environment(name) => ((*name).to_owned(), "value".to_owned()),
-        CredentialSource::ConfigValue { file, key } => (file.clone(), key.clone()),
-        CredentialSource::ConfigFile { file, key, path } => {
-            (format!("{file} ({})", path.display()), key.clone())
-        }
-        CredentialSource::SystemdCredential { name, path } => (
-            format!("systemd credentials ({})", path.display()),
-            (*name).to_owned(),
-        ),
-    };
-    ConfigError::invalid(&origin, &key, reason)
-}
-
-/// Precedence: environment variable, then the configuration (inline value
-/// or `*_file`), then the systemd credential of the conventional name.
-/// When several are present, says in `notes` which one won.
-fn resolve_secret(
-    spec: SecretSpec,
-    origin: &str,
-    inline: Option<&str>,
-    file: Option<&Path>,
-    env: &dyn Fn(&str) -> Option<String>,
-    warnings: &mut Vec<String>,
-    notes: &mut Vec<String>,
-) -> Result<ResolvedSecret, ConfigError> {
-    let SecretSpec {
-        what,
-        key,
-        env_name,
-        credential_name,
-    } = spec;
-    let from_env = env(env_name);
-    let mut present = Vec::new();
-    if from_env.is_some() {
-        present.push(CredentialSource::Environment(env_name));
-    }
-    if inline.is_some() {
-        present.push(CredentialSource::ConfigValue {
-            file: origin.to_owned(),
-            key: key.to_owned(),
-        });
-    }
-    if let Some(path) = file {
-        present.push(CredentialSource::ConfigFile {
-            file: origin.to_owned(),
-            key: format!("{key}_file"),
-            path: path.to_path_buf(),
-        });
-    }
-    if let Some(path) = env("CREDENTIALS_DIRECTORY")
-        .map(|dir| Path::new(&dir).join(credential_name))
-        .filter(|path| path.exists())
-    {
-        present.push(CredentialSource::SystemdCredential {
-            name: credential_name,
-            path,
-        });
-    }
-    let mut present = present.into_iter();
-    let Some(source) = present.next() else {
-        return Err(ConfigError::invalid(
-            origin,
-            key,
-            format!(
-                "not set: set {key}_file (or {key}), the environment variable {env_name}, \
-                 or a systemd credential named {credential_name}"
-            ),
-        ));
-    };
-    let ignored: Vec<String> = present.map(|source| source.to_string()).collect();
-    if !ignored.is_empty() {
-        notes.push(format!(
-            "{what}: using {source}; ignoring {}",
-            ignored.join(", ")
-        ));
-    }
-    let text = match &source {
-        CredentialSource::Environment(_) => from_env.unwrap_or_default(),
-        CredentialSource::ConfigValue { .. } => inline.unwrap_or_default().to_owned(),
-        CredentialSource::ConfigFile { path, .. }
-        | CredentialSource::SystemdCredential { path, .. } => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| refuse_credential(&source, format!("cannot read: {e}")))?;
-            warn_if_world_readable(path, "this file holds a secret and", warnings);
-            text
-        }
-    };
-    Ok(ResolvedSecret { text, source })
-}
-
-fn warn_if_world_readable(path: &Path, what: &str, warnings: &mut Vec<String>) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(metadata) = std::fs::metadata(path)
-        && metadata.permissions().mode() & 0o004 != 0
-    {
-        warnings.push(format!(
-            "{}: {what} is readable by every user on this machine; chmod o-r it",
-            path.display()
-        ));
-    }
-}
-
-fn parse_duration(text: &str, origin: &str, key: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text).map_err(|e| {
-        ConfigError::invalid(
-            origin,
-            key,
-            format!("{text:?} is not a duration like 30s, 10m or 1h: {e}"),
-        )
-    })
-}
-
-fn duration_or(
-    text: Option<String>,
-    default: &str,
-    origin: &str,
-    key: &str,
-) -> Result<Duration, ConfigError> {
-    parse_duration(text.as_deref().unwrap_or(default), origin, key)
-}
-
-/// As [`duration_or`], for a default that lives with the type it configures.
-fn duration_or_default(
-    text: Option<String>,
-    default: Duration,
-    origin: &str,
-    key: &str,
-) -> Result<Duration, ConfigError> {
-    text.map_or(Ok(default), |text| parse_duration(&text, origin, key))
-}
-
-fn retry_delay(
-    text: Option<String>,
-    default: &str,
-    origin: &str,
-    key: &str,
-) -> Result<Duration, ConfigError> {
-    crate::queue::check_retry_delay(duration_or(text, default, origin, key)?)
-        .map_err(|error| ConfigError::invalid(origin, key, error.to_string()))
-}
-
-fn nonzero(value: Duration, origin: &str, key: &str) -> Result<Duration, ConfigError> {
-    if value.is_zero() {
-        return Err(ConfigError::invalid(
-            origin,
-            key,
-            "must be longer than zero",
-        ));
-    }
-    Ok(value)
-}
-
-fn positive(value: u32, origin: &str, key: &str) -> Result<u32, ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::invalid(origin, key, "must be at least 1"));
-    }
-    Ok(value)
 }
 
 #[cfg(test)]
@@ -1019,6 +580,22 @@ mod tests {
                 ..ClientOptions::default()
             }
         );
+    }
+
+    #[test]
+    fn debug_output_of_the_settings_never_shows_an_inline_secret() {
+        let settings = operator_settings(
+            "[operator]\napi_key = \"inline-key-5c1d\"\n\
+             client_secret = \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAwMDA=\"\n",
+        )
+        .unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("inline-key-5c1d"), "{debug}");
+        assert!(
+            !debug.contains("c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAwMDA="),
+            "{debug}"
+        );
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 
     #[test]
