@@ -7,6 +7,7 @@
 //! file and is reached through [`Store::queue`].
 
 mod access;
+mod identities;
 mod ingest;
 mod schema;
 
@@ -18,6 +19,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 pub use access::AccessProblem;
+pub use identities::{IdentityCounts, IdentityStatus, ImportCounts};
+pub(crate) use identities::{IdentityImport, IdentityRecord, Staged};
 pub use ingest::IngestSummary;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
