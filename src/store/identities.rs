@@ -71,6 +71,9 @@ pub struct ImportCounts {
 /// An import in progress: one write transaction. Dropping it without
 /// [`IdentityImport::commit`] changes nothing.
 pub(crate) struct IdentityImport<'a> {
+    // Declared before `tx`: a statement must be finalized before the
+    // transaction it ran in ends.
+    insert: rusqlite::Statement<'a>,
     tx: Option<Transaction<'a>>,
     conn: &'a Connection,
     now_ms: i64,
@@ -97,7 +100,16 @@ impl Store {
              ) WITHOUT ROWID",
         )
         .map_err(sql_error(IMPORT))?;
+        // Prepared once, not looked up in the cache for every record.
+        let insert = self
+            .conn
+            .prepare(
+                "INSERT INTO temp.identity_stage (id, identity_type, hash, line)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
+            )
+            .map_err(sql_error(IMPORT))?;
         Ok(IdentityImport {
+            insert,
             tx: Some(tx),
             conn: &self.conn,
             now_ms: to_millis(now),
@@ -248,25 +260,20 @@ impl IdentityImport<'_> {
         id: &str,
         value: Option<(IdentityType, &IdentityHash)>,
     ) -> Result<Staged, StoreError> {
-        let tx = self.tx();
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO temp.identity_stage (id, identity_type, hash, line)
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
-            )
-            .and_then(|mut insert| {
-                insert.execute(params![
-                    id,
-                    value.map(|(kind, _)| type_name(kind)),
-                    value.map(|(_, hash)| &hash.as_bytes()[..]),
-                    line as i64
-                ])
-            })
+        let inserted = self
+            .insert
+            .execute(params![
+                id,
+                value.map(|(kind, _)| type_name(kind)),
+                value.map(|(_, hash)| &hash.as_bytes()[..]),
+                line as i64
+            ])
             .map_err(sql_error(IMPORT))?;
         if inserted == 1 {
             return Ok(Staged::Ok);
         }
-        let first_line: i64 = tx
+        let first_line: i64 = self
+            .tx()
             .prepare_cached("SELECT line FROM temp.identity_stage WHERE id = ?1")
             .and_then(|mut select| select.query_row([id], |row| row.get(0)))
             .map_err(sql_error(IMPORT))?;
