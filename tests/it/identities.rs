@@ -388,3 +388,28 @@ fn a_schema_2_database_is_migrated_with_its_data_and_gains_the_identity_views() 
         .unwrap();
     assert_eq!(feed, 0);
 }
+
+/// The queries the re-map worker will run stay index lookups at any size.
+#[test]
+fn due_and_bucket_queries_are_answered_from_indexes() {
+    let db = seeded();
+    let conn = Connection::open(&db.path).unwrap();
+    let plan = |sql: &str| -> String {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("; ")
+    };
+    let due = plan(
+        "SELECT id FROM identity WHERE status = 'unmapped'
+         UNION ALL SELECT id FROM identity WHERE refresh_from_ms <= 1000",
+    );
+    assert!(due.contains("INDEX identity_unmapped"), "{due}");
+    assert!(due.contains("INDEX identity_refresh"), "{due}");
+    assert!(!due.contains("SCAN identity"), "{due}");
+    let bucket = plan("SELECT id FROM identity WHERE bucket_id = 'b1' AND mapped_at_ms < 5");
+    assert!(bucket.contains("INDEX identity_bucket"), "{bucket}");
+}
