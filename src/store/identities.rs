@@ -62,7 +62,7 @@ pub(crate) enum Staged {
 
 /// What a committed import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImportCounts {
+pub(crate) struct ImportCounts {
     pub added: u64,
     pub updated: u64,
     pub unchanged: u64,
@@ -166,7 +166,7 @@ impl Store {
     }
 
     /// The counts `status` shows. Due: never mapped, or past its refresh time.
-    pub fn identity_counts(&self, now: DateTime<Utc>) -> Result<IdentityCounts, StoreError> {
+    pub(crate) fn identity_counts(&self, now: DateTime<Utc>) -> Result<IdentityCounts, StoreError> {
         identity_counts_in(&self.conn, now).map_err(sql_error(COUNT))
     }
 
@@ -207,7 +207,7 @@ pub(super) fn identity_counts_in(
 
 /// Identity counts by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IdentityCounts {
+pub(crate) struct IdentityCounts {
     pub total: u64,
     pub mapped: u64,
     pub unmapped: u64,

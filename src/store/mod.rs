@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 pub use access::AccessProblem;
-pub use identities::{IdentityCounts, IdentityStatus, ImportCounts};
+pub(crate) use identities::IdentityCounts;
+pub use identities::IdentityStatus;
 pub(crate) use identities::{IdentityImport, IdentityRecord, Staged};
 pub use ingest::IngestSummary;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
