@@ -51,12 +51,47 @@ pub(crate) enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Import, remove or export the identities the daemon keeps mapped.
+    #[command(subcommand)]
+    Identities(IdentitiesCommand),
     /// Map a few emails, phones or hashes once and print the operator's answers; nothing is stored.
     Map(MapArgs),
     /// Serve a simulated UID2 operator (`POST /v2/identity/buckets`) for development and tests.
     DevOperator(DevOperatorArgs),
     /// The whole flow offline: a simulated operator, the daemon and a consumer in one process.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IdentitiesCommand {
+    /// Add or update identities from a CSV (with a header) or JSON-lines file, or stdin.
+    /// Each record: `id` and exactly one of `email`, `phone`, `email_hash`, `phone_hash`.
+    Import {
+        /// The file; `-` or none reads stdin.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Default: from the file's extension (`.csv`, `.jsonl`); required for stdin.
+        #[arg(long, value_enum)]
+        format: Option<RecordFormat>,
+    },
+    /// Forget identities. With no ids, or `-`, reads them from stdin, one per line.
+    Remove {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Print the current mapping, one record per identity.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: RecordFormat,
+        #[arg(long, value_enum, value_name = "S")]
+        status: Option<crate::store::IdentityStatus>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RecordFormat {
+    Csv,
+    Jsonl,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 mod config_check;
 mod demo;
 mod dev_operator;
+mod identities;
 mod map;
 mod queue;
 mod run;
@@ -37,6 +38,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Status { json } => status::run(&cli, *json),
             Command::Queue(command) => queue::run(&cli, command),
             Command::Config(ConfigCommand::Check) => config_check::run(&cli),
+            Command::Identities(command) => identities::run(&cli, command),
             Command::Map(args) => map::run(&cli, args).await,
             Command::DevOperator(args) => dev_operator::run(args).await,
             Command::Demo(args) => demo::run(&cli, args).await,

@@ -16,7 +16,7 @@ use crate::cli::Cli;
 use crate::config::{Schedule, Settings};
 use crate::daemon::instance_lock::daemon_running;
 use crate::daemon::schedule::{describe, next_poll};
-use crate::store::{OpenMode, StoreStatus};
+use crate::store::{IdentityCounts, OpenMode, StoreStatus};
 use crate::timestamp::{format_utc, truncate_to_millis};
 
 pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -30,14 +30,18 @@ pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&settings, OpenMode::MustExist)?;
     let now = truncate_to_millis(Utc::now());
     let status = store.status(now)?;
+    let identities = store.identity_counts(now)?;
     let database = store.path().display().to_string();
     let setup = Setup::new(&settings, daemon, status.sync.last_attempt_at, now);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        serde_json::to_writer(&mut out, &StatusJson::new(&status, &database, &setup, now))?;
+        serde_json::to_writer(
+            &mut out,
+            &StatusJson::new(&status, &database, &setup, now).with(identities),
+        )?;
         out.write_all(b"\n")?;
     } else {
-        out.write_all(render(&status, &database, &setup, now).as_bytes())?;
+        out.write_all(render(&status, &database, &setup, now, &identities).as_bytes())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -163,6 +167,17 @@ struct StatusJson<'a> {
     /// `null` when the lock could not be probed.
     daemon_running: Option<bool>,
     next_poll: Option<String>,
+    identities: Option<IdentitiesJson>,
+}
+
+#[derive(Serialize)]
+struct IdentitiesJson {
+    total: u64,
+    mapped: u64,
+    unmapped: u64,
+    due: u64,
+    optout: u64,
+    invalid: u64,
 }
 
 #[derive(Serialize)]
@@ -210,11 +225,32 @@ impl<'a> StatusJson<'a> {
             schedule: setup.schedule.as_ref().map(ScheduleJson::new),
             daemon_running: setup.daemon_running(),
             next_poll: setup.next_poll.map(format_utc),
+            identities: None,
+        }
+    }
+
+    fn with(self, counts: IdentityCounts) -> Self {
+        Self {
+            identities: Some(IdentitiesJson {
+                total: counts.total,
+                mapped: counts.mapped,
+                unmapped: counts.unmapped,
+                due: counts.due,
+                optout: counts.optout,
+                invalid: counts.invalid,
+            }),
+            ..self
         }
     }
 }
 
-fn render(status: &StoreStatus, database: &str, setup: &Setup, now: DateTime<Utc>) -> String {
+fn render(
+    status: &StoreStatus,
+    database: &str,
+    setup: &Setup,
+    now: DateTime<Utc>,
+    identities: &IdentityCounts,
+) -> String {
     let sync = &status.sync;
     let never = || "never".to_owned();
     let last_success = match (sync.last_success_at, sync.last_cycle) {
@@ -265,5 +301,17 @@ fn render(status: &StoreStatus, database: &str, setup: &Setup, now: DateTime<Utc
     lines.extend(setup.schedule.as_ref().map(|s| ("schedule", describe(s))));
     lines.push(("daemon", setup.daemon_line()));
     lines.extend(setup.next_poll_line(now).map(|line| ("next poll", line)));
+    lines.push((
+        "identities",
+        format!(
+            "{} in all: {} mapped, {} unmapped, {} due, {} opted out, {} invalid",
+            identities.total,
+            identities.mapped,
+            identities.unmapped,
+            identities.due,
+            identities.optout,
+            identities.invalid
+        ),
+    ));
     key_values(&lines)
 }

@@ -7,6 +7,7 @@
 //! file and is reached through [`Store::queue`].
 
 mod access;
+mod identities;
 mod ingest;
 mod schema;
 
@@ -18,6 +19,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 pub(crate) use access::AccessProblem;
+pub(crate) use identities::IdentityCounts;
+pub use identities::IdentityStatus;
+pub(crate) use identities::{IdentityImport, IdentityRecord, Staged};
 pub(crate) use ingest::IngestSummary;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 

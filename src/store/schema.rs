@@ -14,6 +14,7 @@ use super::{OpenMode, StoreError, StoreOptions, access};
 const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_database_meta.sql"),
+    include_str!("../../migrations/0003_identities.sql"),
 ];
 
 /// `PRAGMA application_id` of our files: "UID2" in ASCII.

@@ -17,6 +17,7 @@ mod dev_operator;
 mod envelope_properties;
 mod examples;
 mod faults;
+mod identities;
 mod identity_map_client;
 mod install;
 mod multi_user;
