@@ -4,30 +4,16 @@
 
 use crate::common;
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use common::app::{TestApp, spawn_app};
+use common::process::output_with_stdin;
 use serde_json::Value;
 use uid2_bucket_sync::identity::IdentityHash;
 use uid2_bucket_sync::simulator::MapCounts;
 
 fn map(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = app
-        .command()
-        .arg("map")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    output_with_stdin(app.command().arg("map").args(args), stdin.unwrap_or(""))
 }
 
 fn json_lines(output: &Output) -> Vec<Value> {

@@ -2,9 +2,9 @@
 //! binary on a real database file (INTERFACE.md, "Identity mapping").
 
 use crate::common::TempDb;
+use crate::common::process::output_with_stdin;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use rusqlite::Connection;
 use serde_json::Value;
@@ -15,20 +15,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_uid2-bucket-sync");
 const SECRET_EMAIL: &str = "Jane.Doe+News@Example.com";
 
 fn run(db: &TempDb, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--db")
-        .arg(&db.path)
-        .args(args)
-        .env_remove("UID2_BUCKET_SYNC_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
+    output_with_stdin(
+        Command::new(BIN)
+            .arg("--db")
+            .arg(&db.path)
+            .args(args)
+            .env_remove("UID2_BUCKET_SYNC_CONFIG"),
+        stdin.unwrap_or(""),
+    )
 }
 
 fn stdout(output: &Output) -> String {

@@ -7,13 +7,14 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use chrono::Utc;
 use common::app::{TestApp, spawn_app};
+use common::process::output_with_stdin;
 
 const BUCKETS: u32 = 64;
 
@@ -201,21 +202,11 @@ fn claim_and_ack(user: &str, db: &Path) -> usize {
             value["lease_id"].as_str().unwrap().to_owned()
         })
         .collect();
-    let mut ack = as_user(user, "0022", binary(), &["--db", db, "queue", "ack"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    ack.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", ids.join("\n")).as_bytes())
-        .unwrap();
-    assert_success(
-        &format!("queue ack as {user}"),
-        &ack.wait_with_output().unwrap(),
+    let ack = output_with_stdin(
+        &mut as_user(user, "0022", binary(), &["--db", db, "queue", "ack"]),
+        &format!("{}\n", ids.join("\n")),
     );
+    assert_success(&format!("queue ack as {user}"), &ack);
     ids.len()
 }
 

@@ -11,14 +11,14 @@
 use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use common::process::output_with_stdin;
 use common::{TempDb, rotation};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -46,25 +46,16 @@ struct Held {
 }
 
 fn run(config: &Path, db: &Path, args: &[&str], stdin: Option<String>) -> Output {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("--config")
         .arg(config)
         .arg("--db")
         .arg(db)
         .args(args)
         .env_remove("UID2_BUCKET_SYNC_CONFIG")
-        .env_remove("UID2_BUCKET_SYNC_DATABASE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        pipe.write_all(text.as_bytes()).unwrap();
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
+        .env_remove("UID2_BUCKET_SYNC_DATABASE");
+    output_with_stdin(&mut command, stdin.as_deref().unwrap_or(""))
 }
 
 /// Every process must succeed silently on stderr: a busy database that

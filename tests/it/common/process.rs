@@ -1,11 +1,26 @@
 //! Driving the real binary as a process: signals, bounded waits, its
 //! output as text, and the check that no credential ever appears in it.
 
-use std::io::Read;
-use std::process::{Child, Output};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::app::{API_KEY, CLIENT_SECRET};
+
+/// Runs `command` with `stdin` as its standard input (closed after it) and
+/// collects its output.
+pub fn output_with_stdin(command: &mut Command, stdin: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.as_bytes()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
 
 /// Sends SIGTERM, as systemd does to stop the service.
 pub fn terminate(child: &Child) {
