@@ -19,6 +19,8 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
+use crate::operator::DocumentError;
+
 /// The only `status` that carries mappings.
 const STATUS_SUCCESS: &str = "success";
 const REASON_OPTOUT: &str = "optout";
@@ -96,24 +98,8 @@ impl fmt::Display for UnmappedReason {
 /// holds a UID2 or an identity hash.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapAnswerError {
-    #[error("response is not valid JSON: {0}")]
-    NotJson(String),
-    #[error("response JSON is {found}, expected an object")]
-    NotAnObject { found: String },
-    #[error("response JSON has the key {0:?} more than once")]
-    DuplicateKey(&'static str),
-    #[error("response has no \"status\" field")]
-    MissingStatus,
-    #[error(
-        "operator answered status {status}{}",
-        message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-    )]
-    StatusNotSuccess {
-        status: String,
-        message: Option<String>,
-    },
-    #[error("response has status \"success\" but no \"body\" field")]
-    MissingBody,
+    #[error(transparent)]
+    Document(#[from] DocumentError),
     #[error("response \"body\" is {found}, expected an object")]
     BodyNotAnObject { found: String },
     #[error("response \"body\" has no {0:?} array")]
@@ -282,7 +268,8 @@ pub(crate) fn field<'f, 'a>(
 /// Parses the answer and checks its envelope fields: an object with
 /// `status` `"success"` and an object `body`, whose fields are returned.
 pub(crate) fn parse_document(json: &str) -> Result<Json<'_>, MapAnswerError> {
-    serde_json::from_str(json).map_err(|error| MapAnswerError::NotJson(error.to_string()))
+    serde_json::from_str(json)
+        .map_err(|error| MapAnswerError::Document(DocumentError::NotJson(error.to_string())))
 }
 
 /// The fields of a parsed answer's `body`, after the `status` check.
@@ -290,15 +277,15 @@ pub(crate) fn success_body<'f, 'a>(
     document: &'f Json<'a>,
 ) -> Result<&'f Fields<'a>, MapAnswerError> {
     let Json::Object(top) = document else {
-        return Err(MapAnswerError::NotAnObject {
+        return Err(MapAnswerError::Document(DocumentError::NotAnObject {
             found: document.describe(),
-        });
+        }));
     };
-    let status = field(top, "status").map_err(MapAnswerError::DuplicateKey)?;
-    let message = field(top, "message").map_err(MapAnswerError::DuplicateKey)?;
-    let body = field(top, "body").map_err(MapAnswerError::DuplicateKey)?;
+    let status = field(top, "status").map_err(DocumentError::DuplicateKey)?;
+    let message = field(top, "message").map_err(DocumentError::DuplicateKey)?;
+    let body = field(top, "body").map_err(DocumentError::DuplicateKey)?;
     match status {
-        None => return Err(MapAnswerError::MissingStatus),
+        None => return Err(MapAnswerError::Document(DocumentError::MissingStatus)),
         Some(Json::Text(status)) if status == STATUS_SUCCESS => {}
         Some(other) => {
             let shown = |value: &Json| match value {
@@ -306,14 +293,14 @@ pub(crate) fn success_body<'f, 'a>(
                 Json::Text(text) => super::error::clip_detail(text),
                 other => other.describe(),
             };
-            return Err(MapAnswerError::StatusNotSuccess {
+            return Err(MapAnswerError::Document(DocumentError::StatusNotSuccess {
                 status: shown(other),
                 message: message.map(shown),
-            });
+            }));
         }
     }
     match body {
-        None => Err(MapAnswerError::MissingBody),
+        None => Err(MapAnswerError::Document(DocumentError::MissingBody)),
         Some(Json::Object(fields)) => Ok(fields),
         Some(other) => Err(MapAnswerError::BodyNotAnObject {
             found: other.describe(),
@@ -326,7 +313,7 @@ pub(crate) fn array<'f, 'a>(
     body: &'f Fields<'a>,
     name: &'static str,
 ) -> Result<Option<&'f [Json<'a>]>, MapAnswerError> {
-    match field(body, name).map_err(MapAnswerError::DuplicateKey)? {
+    match field(body, name).map_err(DocumentError::DuplicateKey)? {
         None => Ok(None),
         Some(Json::Array(elements)) => Ok(Some(elements)),
         Some(other) => Err(MapAnswerError::NotAnArray {
@@ -514,10 +501,10 @@ mod tests {
         let document = parsed(r#"{"status":"client_error","message":"Invalid body"}"#);
         assert_eq!(
             success_body(&document).unwrap_err(),
-            MapAnswerError::StatusNotSuccess {
+            MapAnswerError::Document(DocumentError::StatusNotSuccess {
                 status: "client_error".to_owned(),
                 message: Some("Invalid body".to_owned()),
-            }
+            })
         );
         let document = parsed(r#"{"status":7,"body":{}}"#);
         assert_eq!(
@@ -531,12 +518,18 @@ mod tests {
         for (json, error) in [
             (
                 "[]",
-                MapAnswerError::NotAnObject {
+                MapAnswerError::Document(DocumentError::NotAnObject {
                     found: "an array".to_owned(),
-                },
+                }),
             ),
-            (r#"{"body":{}}"#, MapAnswerError::MissingStatus),
-            (r#"{"status":"success"}"#, MapAnswerError::MissingBody),
+            (
+                r#"{"body":{}}"#,
+                MapAnswerError::Document(DocumentError::MissingStatus),
+            ),
+            (
+                r#"{"status":"success"}"#,
+                MapAnswerError::Document(DocumentError::MissingBody),
+            ),
             (
                 r#"{"status":"success","body":[]}"#,
                 MapAnswerError::BodyNotAnObject {
@@ -545,14 +538,14 @@ mod tests {
             ),
             (
                 r#"{"status":"success","status":"success","body":{}}"#,
-                MapAnswerError::DuplicateKey("status"),
+                MapAnswerError::Document(DocumentError::DuplicateKey("status")),
             ),
         ] {
             assert_eq!(success_body(&parsed(json)).unwrap_err(), error, "{json}");
         }
         assert!(matches!(
             parse_document(r#"{"status":"#).unwrap_err(),
-            MapAnswerError::NotJson(_)
+            MapAnswerError::Document(DocumentError::NotJson(_))
         ));
     }
 

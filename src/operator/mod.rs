@@ -22,6 +22,7 @@
 pub(crate) mod batch;
 pub mod body;
 pub(crate) mod buckets;
+pub(crate) mod document;
 pub(crate) mod error;
 pub(crate) mod map_answer;
 pub mod map_v2;
@@ -36,6 +37,7 @@ pub use buckets::{
     BUCKETS_PATH, BucketsError, OpenedBuckets, ResponseError, RowProblem, open_buckets_body,
     parse_buckets_json,
 };
+pub use document::DocumentError;
 pub use error::{OperatorError, TransportError};
 pub use map_answer::{ElementProblem, MapAnswerError, UnmappedReason};
 pub use map_v2::{MAP_V2_PATH, V2Result};

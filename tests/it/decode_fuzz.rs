@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use uid2_bucket_sync::credentials::ClientSecret;
 use uid2_bucket_sync::envelope::{Iv, Nonce, encode_base64, seal_response};
 use uid2_bucket_sync::operator::{
-    BodyEncoding, BucketsError, OpenedBuckets, OperatorError, ResponseError, RowProblem,
-    open_buckets_body, parse_buckets_json,
+    BodyEncoding, BucketsError, DocumentError, OpenedBuckets, OperatorError, ResponseError,
+    RowProblem, open_buckets_body, parse_buckets_json,
 };
 use uid2_bucket_sync::rotation::BucketRotation;
 use uid2_bucket_sync::timestamp::{format_operator, parse_iso_local, truncate_to_millis};
@@ -109,7 +109,7 @@ fn agrees_with_value_reading(payload: &[u8], parsed: Verdict) -> Result<(), Test
         (Err(_), None) => Ok(()),
         (
             Err(Some(
-                ResponseError::DuplicateKey(_)
+                ResponseError::Document(DocumentError::DuplicateKey(_))
                 | ResponseError::InvalidRow {
                     problem: RowProblem::DuplicateKey(_),
                     ..

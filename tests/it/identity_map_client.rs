@@ -13,9 +13,9 @@ use common::app::{API_KEY, CLIENT_SECRET, TestApp, spawn_app};
 use uid2_bucket_sync::credentials::{ApiKey, ClientSecret};
 use uid2_bucket_sync::identity::{IdentityHash, IdentityType};
 use uid2_bucket_sync::operator::{
-    ClientOptions, ElementProblem, MapAnswerError, MapError, MapLimits, OperatorClient,
-    OperatorError, RetryPolicy, TransportError, UnmappedReason, V2Result, V3Mapping, V3Result,
-    map_v2, map_v3,
+    ClientOptions, DocumentError, ElementProblem, MapAnswerError, MapError, MapLimits,
+    OperatorClient, OperatorError, RetryPolicy, TransportError, UnmappedReason, V2Result,
+    V3Mapping, V3Result, map_v2, map_v3,
 };
 use uid2_bucket_sync::simulator::{Endpoint, Fault, SimulatedOperator};
 
@@ -313,7 +313,7 @@ async fn a_malformed_v2_uid_is_refused_naming_the_element() {
 async fn a_failure_status_inside_the_envelope_is_refused() {
     assert!(matches!(
         answer_problem(error_under(Fault::ClientErrorStatus, true).await),
-        MapAnswerError::StatusNotSuccess { status, .. } if status == "client_error"
+        MapAnswerError::Document(DocumentError::StatusNotSuccess { status, .. }) if status == "client_error"
     ));
 }
 

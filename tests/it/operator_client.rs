@@ -11,8 +11,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use uid2_bucket_sync::credentials::{ApiKey, ClientSecret};
 use uid2_bucket_sync::envelope::EnvelopeError;
 use uid2_bucket_sync::operator::{
-    BodyEncoding, BucketsError, ClientOptions, OperatorClient, OperatorError, ResponseError,
-    RetryPolicy, RowProblem, TransportError,
+    BodyEncoding, BucketsError, ClientOptions, DocumentError, OperatorClient, OperatorError,
+    ResponseError, RetryPolicy, RowProblem, TransportError,
 };
 use uid2_bucket_sync::rotation::BucketRotation;
 use uid2_bucket_sync::simulator::{Fault, SimulatedOperator, SimulatorConfig};
@@ -238,7 +238,7 @@ async fn fault_errors_carry_what_went_wrong() {
     );
     assert!(matches!(
         single_attempt_error(Fault::BadJson, no_retry.clone()).await,
-        OperatorError::InvalidResponse(ResponseError::NotJson(_))
+        OperatorError::InvalidResponse(ResponseError::Document(DocumentError::NotJson(_)))
     ));
     assert!(matches!(
         single_attempt_error(Fault::UnparsableLastUpdated, no_retry.clone()).await,

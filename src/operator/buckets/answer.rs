@@ -19,6 +19,7 @@ use std::fmt;
 use compact_str::CompactString;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::operator::DocumentError;
 use crate::rotation::BucketRotation;
 use crate::timestamp::{TimestampError, parse_iso_local};
 
@@ -33,26 +34,8 @@ const JSON_BYTES_PER_ROW: usize = 64;
 /// Why a decrypted answer was refused as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
-    #[error("response is not valid JSON: {0}")]
-    NotJson(String),
-    #[error("response JSON is {found}, expected an object")]
-    NotAnObject { found: String },
-    #[error("response JSON has the key {0:?} more than once")]
-    DuplicateKey(&'static str),
-    #[error("response has no \"status\" field")]
-    MissingStatus,
-    #[error(
-        "operator answered status {status}{}",
-        message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-    )]
-    StatusNotSuccess {
-        /// The status as received: a JSON string's text, or the rendering of
-        /// whatever else was there.
-        status: String,
-        message: Option<String>,
-    },
-    #[error("response has status \"success\" but no \"body\" field")]
-    MissingBody,
+    #[error(transparent)]
+    Document(#[from] DocumentError),
     #[error("response \"body\" is {found}, expected an array of rows")]
     BodyNotArray { found: String },
     #[error("response row {index}: {problem}")]
@@ -92,7 +75,7 @@ pub fn parse_buckets_json(json: &str) -> Result<Vec<BucketRotation>, ResponseErr
     }
     .deserialize(&mut deserializer)
     .and_then(|document| deserializer.end().map(|()| document))
-    .map_err(|error| ResponseError::NotJson(error.to_string()))?;
+    .map_err(|error| ResponseError::Document(DocumentError::NotJson(error.to_string())))?;
     document.into_rotations()
 }
 
@@ -230,12 +213,12 @@ impl Document<'_> {
     fn into_rotations(self) -> Result<Vec<BucketRotation>, ResponseError> {
         let fields = self
             .shape
-            .map_err(|found| ResponseError::NotAnObject { found })?;
+            .map_err(|found| ResponseError::Document(DocumentError::NotAnObject { found }))?;
         if let Some(key) = fields.duplicate {
-            return Err(ResponseError::DuplicateKey(key));
+            return Err(ResponseError::Document(DocumentError::DuplicateKey(key)));
         }
         match fields.status {
-            None => return Err(ResponseError::MissingStatus),
+            None => return Err(ResponseError::Document(DocumentError::MissingStatus)),
             Some(Scalar::Text(status)) if status == STATUS_SUCCESS => {}
             Some(other) => {
                 let status = match other {
@@ -246,11 +229,14 @@ impl Document<'_> {
                     Scalar::Text(text) => text.into_owned(),
                     Scalar::Other(rendering) => rendering,
                 });
-                return Err(ResponseError::StatusNotSuccess { status, message });
+                return Err(ResponseError::Document(DocumentError::StatusNotSuccess {
+                    status,
+                    message,
+                }));
             }
         }
         match fields.body {
-            None => Err(ResponseError::MissingBody),
+            None => Err(ResponseError::Document(DocumentError::MissingBody)),
             Some(Body::Rows(rows)) => Ok(rows),
             Some(Body::NotArray(found)) => Err(ResponseError::BodyNotArray { found }),
             Some(Body::BadRow(index, problem)) => Err(ResponseError::InvalidRow { index, problem }),
@@ -635,10 +621,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             error,
-            ResponseError::StatusNotSuccess {
+            ResponseError::Document(DocumentError::StatusNotSuccess {
                 status: "client_error".to_owned(),
                 message: Some("invalid date, must conform to ISO 8601".to_owned()),
-            }
+            })
         );
         assert_eq!(
             error.to_string(),
@@ -647,17 +633,17 @@ mod tests {
         // The status decides even when the body is present and well-formed.
         assert_eq!(
             parse_buckets_json(r#"{"body":[],"status":"error"}"#).unwrap_err(),
-            ResponseError::StatusNotSuccess {
+            ResponseError::Document(DocumentError::StatusNotSuccess {
                 status: "error".to_owned(),
                 message: None
-            }
+            })
         );
         assert_eq!(
             parse_buckets_json(r#"{"body":[],"status":1}"#).unwrap_err(),
-            ResponseError::StatusNotSuccess {
+            ResponseError::Document(DocumentError::StatusNotSuccess {
                 status: "the number 1".to_owned(),
                 message: None
-            }
+            })
         );
     }
 
@@ -666,10 +652,10 @@ mod tests {
         // A failure status wins over row problems: it says why the rows are odd.
         assert_eq!(
             parse_buckets_json(r#"{"body":[{"bucket_id":""}],"status":"error"}"#).unwrap_err(),
-            ResponseError::StatusNotSuccess {
+            ResponseError::Document(DocumentError::StatusNotSuccess {
                 status: "error".to_owned(),
                 message: None
-            }
+            })
         );
     }
 
@@ -677,31 +663,31 @@ mod tests {
     fn document_level_rejections_each_have_their_own_error() {
         assert!(matches!(
             parse_buckets_json(r#"{"body":["#).unwrap_err(),
-            ResponseError::NotJson(_)
+            ResponseError::Document(DocumentError::NotJson(_))
         ));
         assert!(matches!(
             parse_buckets_json(r#"{"body":[],"status":"success"} trailing"#).unwrap_err(),
-            ResponseError::NotJson(_)
+            ResponseError::Document(DocumentError::NotJson(_))
         ));
         assert_eq!(
             parse_buckets_json(r#"[{"bucket_id":"a"}]"#).unwrap_err(),
-            ResponseError::NotAnObject {
+            ResponseError::Document(DocumentError::NotAnObject {
                 found: "an array".to_owned()
-            }
+            })
         );
         assert_eq!(
             parse_buckets_json(r#""success""#).unwrap_err(),
-            ResponseError::NotAnObject {
+            ResponseError::Document(DocumentError::NotAnObject {
                 found: "the string \"success\"".to_owned()
-            }
+            })
         );
         assert_eq!(
             parse_buckets_json(r#"{"body":[]}"#).unwrap_err(),
-            ResponseError::MissingStatus
+            ResponseError::Document(DocumentError::MissingStatus)
         );
         assert_eq!(
             parse_buckets_json(r#"{"status":"success"}"#).unwrap_err(),
-            ResponseError::MissingBody
+            ResponseError::Document(DocumentError::MissingBody)
         );
         assert_eq!(
             parse_buckets_json(r#"{"status":"success","body":{"a":1}}"#).unwrap_err(),
@@ -717,11 +703,11 @@ mod tests {
         );
         assert_eq!(
             parse_buckets_json(r#"{"status":"success","body":[],"body":[]}"#).unwrap_err(),
-            ResponseError::DuplicateKey("body")
+            ResponseError::Document(DocumentError::DuplicateKey("body"))
         );
         assert_eq!(
             parse_buckets_json(r#"{"status":"error","body":[],"status":"success"}"#).unwrap_err(),
-            ResponseError::DuplicateKey("status")
+            ResponseError::Document(DocumentError::DuplicateKey("status"))
         );
     }
 
@@ -818,7 +804,7 @@ mod tests {
         let broken_after = r#"{"status":"success","body":[{"bucket_id":""},{"bucket_id":5]}"#;
         assert!(matches!(
             parse_buckets_json(broken_after).unwrap_err(),
-            ResponseError::NotJson(_)
+            ResponseError::Document(DocumentError::NotJson(_))
         ));
     }
 }
