@@ -126,8 +126,14 @@ fn as_user(user: &str, umask: &str, program: &Path, args: &[&str]) -> Command {
     command
 }
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"))
+/// A copy of the binary in the test's world-traversable directory: the
+/// build's own may sit below a directory other users cannot enter (a clone
+/// in a `mktemp -d`).
+fn shared_binary(app: &TestApp) -> PathBuf {
+    let copy = app.dir.path().join("uid2-bucket-sync");
+    std::fs::copy(env!("CARGO_BIN_EXE_uid2-bucket-sync"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
 }
 
 /// A state directory as systemd's `StateDirectory=` with
@@ -158,11 +164,11 @@ fn service_config(app: &TestApp, db: &Path) -> PathBuf {
     path
 }
 
-fn sync_as_service(users: &Users, config: &Path) -> Output {
+fn sync_as_service(binary: &Path, users: &Users, config: &Path) -> Output {
     as_user(
         &users.service,
         "0007",
-        binary(),
+        binary,
         &["--config", config.to_str().unwrap(), "sync"],
     )
     .output()
@@ -181,12 +187,12 @@ fn assert_success(what: &str, output: &Output) {
 
 /// Claims up to 5 items as `user` and acks them through stdin; returns
 /// how many were claimed.
-fn claim_and_ack(user: &str, db: &Path) -> usize {
+fn claim_and_ack(binary: &Path, user: &str, db: &Path) -> usize {
     let db = db.to_str().unwrap();
     let claim = as_user(
         user,
         "0022",
-        binary(),
+        binary,
         &[
             "--db", db, "queue", "claim", "--limit", "5", "--lease", "5m", "--json",
         ],
@@ -203,7 +209,7 @@ fn claim_and_ack(user: &str, db: &Path) -> usize {
         })
         .collect();
     let ack = output_with_stdin(
-        &mut as_user(user, "0022", binary(), &["--db", db, "queue", "ack"]),
+        &mut as_user(user, "0022", binary, &["--db", db, "queue", "ack"]),
         &format!("{}\n", ids.join("\n")),
     );
     assert_success(&format!("queue ack as {user}"), &ack);
@@ -267,6 +273,7 @@ fn gid_of(group: &str) -> u32 {
 struct Shared {
     users: Users,
     app: TestApp,
+    binary: PathBuf,
     state: PathBuf,
     db: PathBuf,
     config: PathBuf,
@@ -279,9 +286,11 @@ impl Shared {
         let state = state_dir(&app, &users, mode);
         let db = state.join("buckets.db");
         let config = service_config(&app, &db);
+        let binary = shared_binary(&app);
         let shared = Self {
             users,
             app,
+            binary,
             state,
             db,
             config,
@@ -291,14 +300,14 @@ impl Shared {
     }
 
     fn sync(&self) -> Output {
-        tokio::task::block_in_place(|| sync_as_service(&self.users, &self.config))
+        tokio::task::block_in_place(|| sync_as_service(&self.binary, &self.users, &self.config))
     }
 
     /// `uid2-bucket-sync --db DB args…` as `user`.
     fn consumer_command(&self, user: &str, args: &[&str]) -> Output {
         let mut all = vec!["--db", self.db.to_str().unwrap()];
         all.extend_from_slice(args);
-        tokio::task::block_in_place(|| as_user(user, "0022", binary(), &all).output().unwrap())
+        tokio::task::block_in_place(|| as_user(user, "0022", &self.binary, &all).output().unwrap())
     }
 }
 
@@ -336,7 +345,7 @@ async fn the_daemon_and_two_group_members_share_the_database_whoever_opens_it_fi
             &shared.sync(),
         );
         for consumer in &users.consumers {
-            claimed += tokio::task::block_in_place(|| claim_and_ack(consumer, db));
+            claimed += tokio::task::block_in_place(|| claim_and_ack(&shared.binary, consumer, db));
         }
         drop(holder);
     }
