@@ -56,6 +56,25 @@ pub(crate) enum Command {
     Identities(IdentitiesCommand),
     /// Map a few emails, phones or hashes once and print the operator's answers; nothing is stored.
     Map(MapArgs),
+    /// One re-map pass now: map every identity that is new or due, print one summary line, exit.
+    Remap {
+        /// Send at most N identities (1 or more); the rest stay due for the next pass.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+    /// The change feed: one record each time an identity's UID2 or status changed, in `seq` order.
+    Changes {
+        /// Only records after this `seq` (a consumer's saved position); 0: from the start.
+        #[arg(long, value_name = "SEQ", default_value_t = 0,
+              value_parser = clap::value_parser!(i64).range(0..))]
+        after: i64,
+        /// At most N records (1 or more).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve a simulated UID2 operator (`POST /v2/identity/buckets`) for development and tests.
     DevOperator(DevOperatorArgs),
     /// The whole flow offline: a simulated operator, the daemon and a consumer in one process.

@@ -48,6 +48,7 @@ pub mod identity;
 pub(crate) mod metrics;
 pub mod operator;
 pub mod queue;
+pub mod remap;
 pub mod rotation;
 pub mod simulator;
 pub mod store;

@@ -34,6 +34,13 @@ pub(crate) const LAST_SUCCESS: &str = "uid2_bucket_sync_last_success_timestamp_s
 pub(crate) const QUEUE_ITEMS: &str = "uid2_bucket_sync_queue_items";
 pub(crate) const OLDEST_PENDING_AGE: &str = "uid2_bucket_sync_oldest_pending_age_seconds";
 pub(crate) const BUILD_INFO: &str = "uid2_bucket_sync_build_info";
+pub(crate) const REMAP_PASSES: &str = "uid2_bucket_sync_remap_passes_total";
+pub(crate) const MAP_REQUESTS: &str = "uid2_bucket_sync_map_requests_total";
+pub(crate) const IDENTITIES_SENT: &str = "uid2_bucket_sync_identities_sent_total";
+pub(crate) const IDENTITIES_CHANGED: &str = "uid2_bucket_sync_identities_changed_total";
+pub(crate) const IDENTITIES_OPTED_OUT: &str = "uid2_bucket_sync_identities_opted_out_total";
+pub(crate) const IDENTITIES_INVALID: &str = "uid2_bucket_sync_identities_invalid_total";
+pub(crate) const CHANGES_PRUNED: &str = "uid2_bucket_sync_changes_pruned_total";
 
 /// The one path served.
 pub(crate) const PATH: &str = "/metrics";
@@ -112,6 +119,42 @@ fn describe() {
         Unit::Seconds,
         "How long the oldest pending queue entry has been waiting; 0 when none is."
     );
+    describe_counter!(
+        REMAP_PASSES,
+        Unit::Count,
+        "Finished re-map passes, by outcome: success or the error kind."
+    );
+    describe_counter!(
+        MAP_REQUESTS,
+        Unit::Count,
+        "Identity-map batches sent by the re-map worker (one request, or one per identity type \
+         with v2), by outcome after retries: success or the error kind."
+    );
+    describe_counter!(
+        IDENTITIES_SENT,
+        Unit::Count,
+        "Identities sent to the operator by the re-map worker."
+    );
+    describe_counter!(
+        IDENTITIES_CHANGED,
+        Unit::Count,
+        "Identities whose UID2 or status changed (one change record each)."
+    );
+    describe_counter!(
+        IDENTITIES_OPTED_OUT,
+        Unit::Count,
+        "Identities the operator newly answered as opted out."
+    );
+    describe_counter!(
+        IDENTITIES_INVALID,
+        Unit::Count,
+        "Identities the operator newly answered as invalid."
+    );
+    describe_counter!(
+        CHANGES_PRUNED,
+        Unit::Count,
+        "Change records deleted past mapping.change_retention."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the labels say which version and git commit is running."
@@ -131,6 +174,17 @@ fn publish_starting_values() {
     counter!(ROWS_RECEIVED).absolute(0);
     counter!(QUEUED).absolute(0);
     counter!(TICKS_SKIPPED).absolute(0);
+    counter!(REMAP_PASSES, "outcome" => "success").absolute(0);
+    counter!(MAP_REQUESTS, "outcome" => "success").absolute(0);
+    for name in [
+        IDENTITIES_SENT,
+        IDENTITIES_CHANGED,
+        IDENTITIES_OPTED_OUT,
+        IDENTITIES_INVALID,
+        CHANGES_PRUNED,
+    ] {
+        counter!(name).absolute(0);
+    }
     // Registering the histogram is enough for its buckets to be rendered.
     let _registered = histogram!(CYCLE_DURATION);
     gauge!(LAST_SUCCESS).set(0.0);
@@ -237,4 +291,27 @@ pub(crate) fn record_queue(
         gauge!(QUEUE_ITEMS, "state" => state).set(count as f64);
     }
     gauge!(OLDEST_PENDING_AGE).set(oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()));
+}
+
+/// One finished re-map pass. `outcome` is `success` or an error kind.
+pub(crate) fn record_remap_pass(outcome: &'static str, counts: &crate::store::PassCounts) {
+    counter!(REMAP_PASSES, "outcome" => outcome).increment(1);
+    counter!(IDENTITIES_SENT).increment(counts.sent);
+}
+
+/// One identity-map batch's outcome, after the transport's retries.
+pub(crate) fn record_map_request(outcome: &'static str) {
+    counter!(MAP_REQUESTS, "outcome" => outcome).increment(1);
+}
+
+/// One committed batch's changes.
+pub(crate) fn record_batch(counts: &crate::store::BatchCounts) {
+    counter!(IDENTITIES_CHANGED).increment(counts.changed);
+    counter!(IDENTITIES_OPTED_OUT).increment(counts.optout);
+    counter!(IDENTITIES_INVALID).increment(counts.invalid);
+}
+
+/// Change records pruned by the daemon.
+pub(crate) fn record_changes_pruned(count: u64) {
+    counter!(CHANGES_PRUNED).increment(count);
 }

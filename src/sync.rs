@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::CredentialOrigins;
-use crate::envelope::EnvelopeError;
+use crate::operator::hint::transport_hint;
 use crate::operator::{BUCKETS_PATH, BucketsError, OperatorClient, OperatorError, TransportError};
 use crate::store::{IngestSummary, SharedStore, Store, StoreError, with_store};
 use crate::timestamp::{format_utc, truncate_to_millis};
@@ -91,6 +91,8 @@ impl CycleReport {
     }
 }
 
+const TRANSIENT_HINT: &str = "transient; the next cycle tries again from the same high-water mark";
+
 /// Why a cycle failed. Each carries a stable [`kind`](SyncError::kind) that
 /// is recorded in the sync state and used as a metrics label.
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +126,12 @@ impl SyncError {
     /// it was read from (`credentials`), never its value.
     pub(crate) fn hint(&self, credentials: &CredentialOrigins) -> Option<String> {
         match self {
+            SyncError::Operator(OperatorError::Transport(TransportError::Timeout { .. })) => Some(
+                "a first sync downloads about 91 MiB; raise operator.request_timeout on slow links"
+                    .to_owned(),
+            ),
             SyncError::Operator(OperatorError::Transport(error)) => {
-                transport_hint(error, credentials)
+                transport_hint(error, credentials, TRANSIENT_HINT)
             }
             SyncError::Store(error) if error.is_busy() => Some(
                 "another process held the database write lock too long; raise \
@@ -145,76 +151,6 @@ impl SyncError {
     }
 }
 
-/// What to do about a failed exchange with the operator.
-fn transport_hint(error: &TransportError, credentials: &CredentialOrigins) -> Option<String> {
-    let api_key = credentials.api_key_phrase();
-    let secret = credentials.client_secret_phrase();
-    let wrong_secret = format!("{secret} is wrong or does not belong to {api_key}");
-    match error {
-        TransportError::Envelope(EnvelopeError::TagMismatch) => Some(format!(
-            "the response did not authenticate with {secret}; as the operator accepted \
-             the request, which needs the same secret, the body was most likely altered \
-             on the way (a proxy?)"
-        )),
-        TransportError::Envelope(_) => Some(
-            "the response is not a valid v2 envelope: check that base_url points at a UID2 \
-             or EUID operator"
-                .to_owned(),
-        ),
-        TransportError::Unauthorized => Some(format!(
-            "check {api_key} and that it matches operator.environment"
-        )),
-        TransportError::BadRequest { message } => Some(match BadRequestCause::of(message) {
-            BadRequestCause::Undecryptable => {
-                format!("the operator could not decrypt the request: {wrong_secret}")
-            }
-            BadRequestCause::ClockOff => "the operator says the request's time is off: \
-                this machine's clock is off by more than a minute; sync it (chrony, \
-                systemd-timesyncd)"
-                .to_owned(),
-            BadRequestCause::Other => format!(
-                "the operator rejected the request itself: if it is about decrypting, \
-                 {wrong_secret}; if it is about the time, this machine's clock is off \
-                 by more than a minute"
-            ),
-        }),
-        TransportError::Connect { .. } => Some(
-            "check operator.environment or operator.base_url and outbound HTTPS access".to_owned(),
-        ),
-        TransportError::Timeout { .. } => Some(
-            "a first sync downloads about 91 MiB; raise operator.request_timeout on slow links"
-                .to_owned(),
-        ),
-        error if error.is_transient() => {
-            Some("transient; the next cycle tries again from the same high-water mark".to_owned())
-        }
-        _ => None,
-    }
-}
-
-/// What a 400 from the operator is about, from the start of its message
-/// (the operator's code: the request envelope is decrypted with the API
-/// key's own secret first, and only then is its time checked).
-enum BadRequestCause {
-    /// `Invalid body: Check encryption key (ClientSecret)`.
-    Undecryptable,
-    /// `Invalid timestamp: Request too old or client time drift.`
-    ClockOff,
-    Other,
-}
-
-impl BadRequestCause {
-    fn of(message: &str) -> Self {
-        if message.starts_with("Invalid body: Check encryption key") {
-            BadRequestCause::Undecryptable
-        } else if message.starts_with("Invalid timestamp") {
-            BadRequestCause::ClockOff
-        } else {
-            BadRequestCause::Other
-        }
-    }
-}
-
 /// Everything a cycle needs; cheap to clone into scheduler jobs.
 #[derive(Clone)]
 pub struct SyncCycle {
@@ -225,9 +161,10 @@ pub struct SyncCycle {
 }
 
 impl SyncCycle {
-    pub fn new(client: OperatorClient, store: SharedStore, plan: SyncPlan) -> Self {
+    /// `client` may be shared with the re-map worker.
+    pub fn new(client: impl Into<Arc<OperatorClient>>, store: SharedStore, plan: SyncPlan) -> Self {
         Self {
-            client: Arc::new(client),
+            client: client.into(),
             store,
             plan,
             credentials: Arc::default(),
@@ -235,8 +172,8 @@ impl SyncCycle {
     }
 
     /// Where the client's credentials came from, named in failure hints.
-    pub(crate) fn with_credential_origins(mut self, credentials: CredentialOrigins) -> Self {
-        self.credentials = Arc::new(credentials);
+    pub(crate) fn with_credential_origins(mut self, credentials: Arc<CredentialOrigins>) -> Self {
+        self.credentials = credentials;
         self
     }
 
@@ -344,6 +281,7 @@ fn now() -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::EnvelopeError;
     use chrono::TimeZone;
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {

@@ -6,7 +6,15 @@
 //! - `sync`: the real daemon (scheduler, sync cycle, store) polling it;
 //! - `consumer`: a batch job driving this same binary's `queue claim --json`
 //!   and `queue ack` as separate processes, exactly as a data provider's
-//!   job would.
+//!   job would;
+//! - `worker`: the built-in re-map worker (v2, as buckets rotate in seconds
+//!   here), keeping the demo's identities mapped: it maps them all once,
+//!   then re-maps exactly those in the buckets that rotate;
+//! - `feed`: a downstream job reading the change feed with `changes
+//!   --after SEQ --json`, as a separate process, keeping its position.
+//!
+//! The identities are imported at the start with `identities import`, also
+//! as a separate process.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -22,17 +30,18 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, DemoArgs};
-use crate::config::{QueueSettings, Schedule};
+use crate::config::{MappingSettings, QueueSettings, Schedule};
 use crate::credentials::{ApiKey, ClientSecret};
 use crate::daemon::shutdown::cancel_on_signal;
-use crate::daemon::{CycleObserver, Daemon};
-use crate::operator::{ClientOptions, OperatorClient, RetryPolicy};
+use crate::daemon::{CycleObserver, Daemon, PassObserver};
+use crate::operator::{ClientOptions, MAX_BATCH_SIZE, MapLimits, OperatorClient, RetryPolicy};
 use crate::queue::QueueStats;
+use crate::remap::Remapper;
 use crate::rotation::BucketRotation;
 use crate::simulator::{SimulatedOperator, SimulatorConfig};
 use crate::store::{
-    CREATED_BY_DAEMON, IngestSummary, OpenMode, SharedStore, Store, StoreError, StoreOptions,
-    with_store,
+    CREATED_BY_DAEMON, IngestSummary, MapApi, OpenMode, SharedStore, Store, StoreError,
+    StoreOptions, with_store,
 };
 use crate::sync::{SyncCycle, SyncPlan};
 use crate::timestamp::{format_utc, parse_iso_local};
@@ -51,6 +60,9 @@ const PROGRESS_MIN_BYTES: u64 = 1 << 20;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long the daemon keeps done entries.
 const DONE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Identities the demo imports: enough that a rotation of a few dozen
+/// buckets out of 65,536 touches some of them.
+const DEMO_IDENTITIES: u64 = 20_000;
 
 pub(crate) async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     check(args)?;
@@ -81,8 +93,15 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> 
     let narrator = Narrator::new();
     narrator.banner(args, &operator, &database, existed);
 
-    let client = demo_client(&operator.base_url(), api_key, client_secret)?
-        .with_progress(download_progress(narrator.clone()));
+    let binary = std::env::current_exe().context("cannot find this program's own path")?;
+    import_identities(&binary, &database, &store, &narrator).await?;
+
+    let client = Arc::new(
+        demo_client(&operator.base_url(), api_key, client_secret)?
+            .with_progress(download_progress(narrator.clone())),
+    );
+    let limits = MapLimits::new(MAX_BATCH_SIZE, 4).expect("documented limits");
+    let remapper = Remapper::new(Arc::clone(&client), store.clone(), MapApi::V2, limits);
     let cycle = SyncCycle::new(
         client,
         store.clone(),
@@ -101,7 +120,19 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> 
             max_retry_backoff: Duration::from_secs(3600),
         },
     )
-    .on_cycle(narrate_cycle(narrator.clone()));
+    .on_cycle(narrate_cycle(narrator.clone()))
+    .with_mapping(
+        remapper,
+        MappingSettings {
+            enabled: true,
+            api: MapApi::V2,
+            limits,
+            interval: args.sync_every,
+            spread_over: Duration::ZERO,
+            change_retention: DONE_RETENTION,
+        },
+    )
+    .on_pass(narrate_pass(narrator.clone()));
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -123,7 +154,13 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> 
                 .await
         }
     });
-    let binary = std::env::current_exe().context("cannot find this program's own path")?;
+    let feed = tokio::spawn(follow_feed(
+        binary.clone(),
+        database.clone(),
+        narrator.clone(),
+        args.sync_every,
+        shutdown.clone(),
+    ));
     let consumer = tokio::spawn(consume(
         binary.clone(),
         database.clone(),
@@ -136,6 +173,7 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> 
     shutdown.cancel();
     let rotated = rotations.await.unwrap_or_default();
     let consumed = consumer.await.context("the consumer task failed")??;
+    let followed = feed.await.context("the change-feed task failed")??;
     let _ = signals.await;
     if let Some(operator) = Arc::into_inner(operator) {
         operator.shutdown().await;
@@ -162,12 +200,21 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> 
             DONE_RETENTION.as_secs() / 3600
         ),
     );
+    narrator.line(
+        "demo",
+        &format!(
+            "the change feed gave {} records this run; the next read starts after seq {}",
+            grouped(followed.records),
+            followed.position
+        ),
+    );
     let database = shell_word(&database);
     narrator.line(
         "demo",
         &format!(
-            "look inside: {} --db {database} status   (or: sqlite3 {database} 'SELECT * FROM remap_queue LIMIT 5')",
-            command_for(&binary),
+            "look inside: {command} --db {database} status   (or: {command} --db {database} \
+             changes --limit 5; sqlite3 {database} 'SELECT * FROM remap_queue LIMIT 5')",
+            command = command_for(&binary),
         ),
     );
     Ok(ExitCode::SUCCESS)
@@ -284,13 +331,17 @@ impl Narrator {
             "uid2-bucket-sync demo: everything offline, on this machine; {stop}\n\
              \x20 operator  simulated, {} salt buckets at {}, rotating {} every {}\n\
              \x20 sync      the daemon, polling every {} into {}{database_note}\n\
-             \x20 consumer  a batch job: `queue claim --limit {CONSUMER_BATCH} --lease {CONSUMER_LEASE} --json`, re-map, `queue ack`\n",
+             \x20 consumer  a batch job: `queue claim --limit {CONSUMER_BATCH} --lease {CONSUMER_LEASE} --json`, re-map, `queue ack`\n\
+             \x20 provider  imports {} customers' emails with `identities import`\n\
+             \x20 worker    the daemon's re-map worker (v2): maps them, then re-maps those in rotated buckets\n\
+             \x20 feed      a downstream job: `changes --after SEQ --json`, keeping its position\n",
             grouped(args.buckets.into()),
             operator.base_url(),
             args.rotate_count,
             humantime::format_duration(args.rotate_every),
             humantime::format_duration(args.sync_every),
             database.display(),
+            grouped(DEMO_IDENTITIES),
         ));
     }
 
@@ -429,6 +480,151 @@ fn narrate_rotation(narrator: &Narrator, rotated: &[BucketRotation]) {
             sample.join(", ")
         ),
     );
+}
+
+/// Imports the demo's identities through `identities import`, as a data
+/// provider would, unless an earlier run did.
+async fn import_identities(
+    binary: &Path,
+    database: &Path,
+    store: &SharedStore,
+    narrator: &Narrator,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let counts = with_store(store, move |store| store.identity_counts(MapApi::V2, now)).await?;
+    if counts.total > 0 {
+        narrator.line(
+            "provider",
+            &format!(
+                "{} identities from an earlier run: {} mapped",
+                grouped(counts.total),
+                grouped(counts.mapped)
+            ),
+        );
+        return Ok(());
+    }
+    let mut csv = String::from("id,email\n");
+    for n in 0..DEMO_IDENTITIES {
+        csv.push_str(&format!("customer-{n},person{n}@example.com\n"));
+    }
+    let mut import = tokio::process::Command::new(binary)
+        .arg("--db")
+        .arg(database)
+        .args(["identities", "import", "-", "--format", "csv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run `identities import`")?;
+    let mut stdin = import
+        .stdin
+        .take()
+        .context("`identities import` has no stdin")?;
+    stdin.write_all(csv.as_bytes()).await?;
+    drop(stdin);
+    let imported = import.wait_with_output().await?;
+    if !imported.status.success() {
+        bail!(
+            "`identities import` failed: {}",
+            String::from_utf8_lossy(&imported.stderr).trim()
+        );
+    }
+    narrator.line(
+        "provider",
+        &format!(
+            "imported {} customers' emails (person0@example.com …): {}; only their SHA-256 \
+             hashes are stored",
+            grouped(DEMO_IDENTITIES),
+            String::from_utf8_lossy(&imported.stdout).trim()
+        ),
+    );
+    Ok(())
+}
+
+/// The worker's line for a pass that sent something.
+fn narrate_pass(narrator: Narrator) -> PassObserver {
+    Arc::new(move |outcome| match outcome {
+        Ok(report) if report.counts.sent == 0 => {}
+        Ok(report) => narrator.line("worker", &format!("re-map pass: {}", report.summary_line())),
+        Err(error) => narrator.line(
+            "worker",
+            &format!("re-map pass failed ({}): {error}", error.kind()),
+        ),
+    })
+}
+
+/// What the change-feed reader saw in this run.
+#[derive(Debug, Default)]
+struct Followed {
+    records: u64,
+    position: i64,
+}
+
+/// The downstream job: reads the change feed after its saved position
+/// every `every`, through the CLI, and shows one record of each read.
+async fn follow_feed(
+    binary: PathBuf,
+    database: PathBuf,
+    narrator: Narrator,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Followed> {
+    let mut followed = Followed::default();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return Ok(followed),
+        }
+        let read = tokio::process::Command::new(&binary)
+            .arg("--db")
+            .arg(&database)
+            .args([
+                "changes",
+                "--json",
+                "--after",
+                &followed.position.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("cannot run `changes`")?;
+        if !read.status.success() {
+            bail!(
+                "`changes` failed: {}",
+                String::from_utf8_lossy(&read.stderr).trim()
+            );
+        }
+        let records: Vec<serde_json::Value> = String::from_utf8_lossy(&read.stdout)
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .context("`changes --json` printed a line that is not JSON")?;
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            continue;
+        };
+        let seq = |record: &serde_json::Value| record["seq"].as_i64().unwrap_or_default();
+        let short = |value: &serde_json::Value| match value.as_str() {
+            Some(uid2) => format!("{}…", &uid2[..uid2.len().min(10)]),
+            None => "none".to_owned(),
+        };
+        narrator.line(
+            "feed",
+            &format!(
+                "{} new change records (seq {}..{}), e.g. {}: {} {} (was {})",
+                grouped(records.len() as u64),
+                seq(first),
+                seq(last),
+                last["id"].as_str().unwrap_or("?"),
+                last["status"].as_str().unwrap_or("?"),
+                short(&last["uid2"]),
+                short(&last["previous_uid2"]),
+            ),
+        );
+        followed.records += records.len() as u64;
+        followed.position = seq(last);
+    }
 }
 
 /// What the consumer did in this run.

@@ -1,12 +1,14 @@
 //! One file per command: each loads what it needs, does its work and
 //! formats its output. Errors reach the user as one line on stderr.
 
+mod changes;
 mod config_check;
 mod demo;
 mod dev_operator;
 mod identities;
 mod map;
 mod queue;
+mod remap;
 mod run;
 mod status;
 mod sync;
@@ -17,7 +19,13 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::{ENVIRONMENTS, LoadOptions, OperatorConnection, Settings};
 use crate::store::{OpenMode, Store, StoreOptions};
+use std::sync::{Arc, Mutex};
+
+use crate::remap::Remapper;
 use crate::sync::{SyncCycle, SyncPlan};
+
+/// The conventional code for "stopped by a signal" (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs a parsed command line to completion and returns the exit code.
 pub fn execute(cli: Cli) -> ExitCode {
@@ -40,6 +48,8 @@ pub fn execute(cli: Cli) -> ExitCode {
             Command::Config(ConfigCommand::Check) => config_check::run(&cli),
             Command::Identities(command) => identities::run(&cli, command),
             Command::Map(args) => map::run(&cli, args).await,
+            Command::Remap { limit } => remap::run(&cli, *limit).await,
+            Command::Changes { after, limit, json } => changes::run(&cli, *after, *limit, *json),
             Command::DevOperator(args) => dev_operator::run(args).await,
             Command::Demo(args) => demo::run(&cli, args).await,
         }
@@ -103,21 +113,33 @@ fn operator_connection(settings: &Settings) -> anyhow::Result<OperatorConnection
     Ok(connection)
 }
 
-/// The cycle `sync` and `run` share: the configured operator and database
-/// (created if missing), starting from `sync.initial_since`.
-fn configured_cycle(settings: &Settings) -> anyhow::Result<SyncCycle> {
+/// What `sync`, `remap` and `run` work with, built from the settings in
+/// one place: one operator client and one database connection, shared by
+/// the sync cycle and the re-map worker.
+struct Configured {
+    cycle: SyncCycle,
+    remapper: Remapper,
+}
+
+/// The configured operator and database (created if missing): the cycle
+/// starts from `sync.initial_since`, the worker maps as `[mapping]` says.
+fn configured(settings: &Settings) -> anyhow::Result<Configured> {
     let connection = operator_connection(settings)?;
-    let client = connection.client()?;
-    let store = open_store(settings, OpenMode::CreateIfMissing)?;
-    Ok(SyncCycle::new(
-        client,
-        std::sync::Arc::new(std::sync::Mutex::new(store)),
+    let client = Arc::new(connection.client()?);
+    let store = Arc::new(Mutex::new(open_store(settings, OpenMode::CreateIfMissing)?));
+    let credentials = Arc::new(connection.credentials);
+    let cycle = SyncCycle::new(
+        Arc::clone(&client),
+        Arc::clone(&store),
         SyncPlan {
             initial_since: settings.sync.initial_since,
             overlap: settings.sync.overlap,
         },
     )
-    .with_credential_origins(connection.credentials))
+    .with_credential_origins(Arc::clone(&credentials));
+    let remapper = Remapper::new(client, store, settings.mapping.api, settings.mapping.limits)
+        .with_credential_origins(credentials);
+    Ok(Configured { cycle, remapper })
 }
 
 /// The name of the environment whose URL this is, if any.

@@ -1,6 +1,7 @@
 //! `run`: the daemon. Polls on the schedule until SIGTERM or SIGINT, then
-//! exits 0 once the running cycle has committed or been abandoned. Only one
-//! `run` polls a database at a time ([`InstanceLock`]).
+//! exits 0 once the running cycle has committed or been abandoned. With
+//! `mapping.enabled`, also runs the re-map worker's passes. Only one `run`
+//! works on a database at a time ([`InstanceLock`]).
 
 use anyhow::Context;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use crate::daemon::shutdown::cancel_on_signal;
 pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     crate::telemetry::init(&settings.log);
-    let cycle = super::configured_cycle(&settings)?;
+    let super::Configured { cycle, remapper } = super::configured(&settings)?;
     // Before the metrics listener, so a second daemon is refused for what
     // it is rather than for the address the first one already serves on.
     let _instance = InstanceLock::acquire(&settings.database.path)?;
@@ -27,11 +28,14 @@ pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         operator = %cycle.endpoint(),
         "configuration and database ready"
     );
-    let daemon = Daemon::new(
+    let mut daemon = Daemon::new(
         cycle,
         settings.sync.schedule.clone(),
         settings.queue.clone(),
     );
+    if settings.mapping.enabled {
+        daemon = daemon.with_mapping(remapper, settings.mapping.clone());
+    }
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));

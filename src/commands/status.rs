@@ -16,7 +16,7 @@ use crate::cli::Cli;
 use crate::config::{Schedule, Settings};
 use crate::daemon::instance_lock::daemon_running;
 use crate::daemon::schedule::{describe, next_poll};
-use crate::store::{IdentityCounts, OpenMode, StoreStatus};
+use crate::store::{IdentityCounts, MapApi, MappingState, OpenMode, StoreStatus};
 use crate::timestamp::{format_utc, truncate_to_millis};
 
 pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -30,17 +30,30 @@ pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&settings, OpenMode::MustExist)?;
     let now = truncate_to_millis(Utc::now());
     let status = store.status(now)?;
-    let identities = store.identity_counts(now)?;
+    let mapping = store.mapping_state()?;
+    // The configured API decides what is due; without a configuration, the
+    // one the last pass used.
+    let api = match (&settings.source, mapping.api.as_deref()) {
+        (None, Some("v2")) => MapApi::V2,
+        (None, _) => MapApi::V3,
+        (Some(_), _) => settings.mapping.api,
+    };
+    let identities = store.identity_counts(api, now)?;
     let database = store.path().display().to_string();
     let setup = Setup::new(&settings, daemon, status.sync.last_attempt_at, now);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         serde_json::to_writer(
             &mut out,
-            &StatusJson::new(&status, &database, &setup, now).with(identities),
+            &StatusJson::new(&status, &database, &setup, now).with(identities, &mapping, api),
         )?;
         out.write_all(b"\n")?;
     } else {
+        let identities = IdentitiesView {
+            counts: &identities,
+            mapping: &mapping,
+            api,
+        };
         out.write_all(render(&status, &database, &setup, now, &identities).as_bytes())?;
     }
     out.flush()?;
@@ -168,6 +181,28 @@ struct StatusJson<'a> {
     daemon_running: Option<bool>,
     next_poll: Option<String>,
     identities: Option<IdentitiesJson>,
+    mapping: Option<MappingJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct MappingJson<'a> {
+    /// The API `due` is counted for.
+    api: &'static str,
+    last_started_at: Option<String>,
+    last_finished_at: Option<String>,
+    last_success_at: Option<String>,
+    last_error: Option<ErrorJson<'a>>,
+    last_pass: Option<PassJson>,
+}
+
+#[derive(Serialize)]
+struct PassJson {
+    sent: u64,
+    changed: u64,
+    unchanged: u64,
+    optout: u64,
+    invalid: u64,
+    requests: u64,
 }
 
 #[derive(Serialize)]
@@ -226,11 +261,31 @@ impl<'a> StatusJson<'a> {
             daemon_running: setup.daemon_running(),
             next_poll: setup.next_poll.map(format_utc),
             identities: None,
+            mapping: None,
         }
     }
 
-    fn with(self, counts: IdentityCounts) -> Self {
+    fn with(self, counts: IdentityCounts, mapping: &'a MappingState, api: MapApi) -> Self {
         Self {
+            mapping: Some(MappingJson {
+                api: api.as_str(),
+                last_started_at: mapping.last_started_at.map(format_utc),
+                last_finished_at: mapping.last_finished_at.map(format_utc),
+                last_success_at: mapping.last_success_at.map(format_utc),
+                last_error: mapping.last_error.as_ref().map(|error| ErrorJson {
+                    at: format_utc(error.at),
+                    kind: &error.kind,
+                    message: &error.message,
+                }),
+                last_pass: mapping.last_pass.map(|pass| PassJson {
+                    sent: pass.sent,
+                    changed: pass.changed,
+                    unchanged: pass.unchanged,
+                    optout: pass.optout,
+                    invalid: pass.invalid,
+                    requests: pass.requests,
+                }),
+            }),
             identities: Some(IdentitiesJson {
                 total: counts.total,
                 mapped: counts.mapped,
@@ -249,7 +304,7 @@ fn render(
     database: &str,
     setup: &Setup,
     now: DateTime<Utc>,
-    identities: &IdentityCounts,
+    identities: &IdentitiesView<'_>,
 ) -> String {
     let sync = &status.sync;
     let never = || "never".to_owned();
@@ -301,17 +356,53 @@ fn render(
     lines.extend(setup.schedule.as_ref().map(|s| ("schedule", describe(s))));
     lines.push(("daemon", setup.daemon_line()));
     lines.extend(setup.next_poll_line(now).map(|line| ("next poll", line)));
+    let counts = identities.counts;
     lines.push((
         "identities",
         format!(
-            "{} in all: {} mapped, {} unmapped, {} due, {} opted out, {} invalid",
-            identities.total,
-            identities.mapped,
-            identities.unmapped,
-            identities.due,
-            identities.optout,
-            identities.invalid
+            "{} in all: {} mapped, {} unmapped, {} due ({}), {} opted out, {} invalid",
+            counts.total,
+            counts.mapped,
+            counts.unmapped,
+            counts.due,
+            identities.api.as_str(),
+            counts.optout,
+            counts.invalid
         ),
     ));
+    let mapping = identities.mapping;
+    let last_pass = match (mapping.last_finished_at, mapping.last_pass) {
+        (Some(at), Some(pass)) => format!(
+            "{}: {} sent, {} changed, {} unchanged, {} opted out, {} invalid, {} requests",
+            time_and_age(at, now),
+            pass.sent,
+            pass.changed,
+            pass.unchanged,
+            pass.optout,
+            pass.invalid,
+            pass.requests
+        ),
+        _ => never(),
+    };
+    lines.push(("last re-map pass", last_pass));
+    lines.push((
+        "last re-map error",
+        match &mapping.last_error {
+            Some(error) => format!(
+                "{}: {}: {}",
+                time_and_age(error.at, now),
+                error.kind,
+                error.message
+            ),
+            None => "none".to_owned(),
+        },
+    ));
     key_values(&lines)
+}
+
+/// What `status` shows about the identities and the re-map worker.
+struct IdentitiesView<'a> {
+    counts: &'a IdentityCounts,
+    mapping: &'a MappingState,
+    api: MapApi,
 }

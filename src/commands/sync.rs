@@ -13,13 +13,10 @@ use crate::cli::Cli;
 use crate::daemon::shutdown::cancel_on_signal;
 use crate::sync::SyncError;
 
-/// The conventional code for "stopped by a signal" (128 + SIGINT).
-const EXIT_INTERRUPTED: u8 = 130;
-
 pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     crate::telemetry::init(&settings.log);
-    let cycle = super::configured_cycle(&settings)?;
+    let cycle = super::configured(&settings)?.cycle;
 
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
@@ -34,7 +31,7 @@ pub(crate) async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Err(SyncError::Cancelled) => {
             eprintln!("sync: interrupted before anything was committed");
-            Ok(ExitCode::from(EXIT_INTERRUPTED))
+            Ok(ExitCode::from(super::EXIT_INTERRUPTED))
         }
         Err(error) => {
             eprintln!(

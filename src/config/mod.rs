@@ -23,8 +23,10 @@ use chrono::{DateTime, Utc};
 
 use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins};
 use crate::operator::{BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, RetryPolicy};
+use crate::operator::{MAX_BATCH_SIZE, MapLimits};
+use crate::store::MapApi;
 use crate::timestamp;
-use schema::{RawDatabase, RawFile, RawLog, RawOperator, RawSync, parse_file};
+use schema::{RawDatabase, RawFile, RawLog, RawMapping, RawOperator, RawSync, parse_file};
 use secrets::{ConfiguredSecret, CredentialSources, warn_if_world_readable};
 pub use validate::CronSchedule;
 pub(crate) use validate::validate_interval;
@@ -95,6 +97,7 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub database: DatabaseSettings,
     pub queue: QueueSettings,
+    pub mapping: MappingSettings,
     pub log: LogSettings,
     pub(crate) metrics: MetricsSettings,
     /// Things worth telling the user that don't stop the program (for
@@ -144,6 +147,23 @@ pub struct QueueSettings {
     pub retry_backoff: Duration,
     /// The longest such wait.
     pub max_retry_backoff: Duration,
+}
+
+/// The built-in re-map worker (`[mapping]`).
+#[derive(Debug, Clone)]
+pub struct MappingSettings {
+    /// Whether `run` also maps new identities and re-maps due ones.
+    pub enabled: bool,
+    pub api: MapApi,
+    /// Identities per request and requests in flight.
+    pub limits: MapLimits,
+    /// How often `run` starts a pass.
+    pub interval: Duration,
+    /// `run` spreads the re-maps that come due at a UTC midnight over this
+    /// much of the day; zero sends them all in the first pass.
+    pub spread_over: Duration,
+    /// Change records older than this are pruned by the daemon.
+    pub change_retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +296,7 @@ impl Settings {
                 ),
             ));
         }
+        let mapping = build_mapping(raw.mapping, &origin)?;
         let log = build_log(raw.log, &origin, env)?;
         let metrics = MetricsSettings {
             listen: raw
@@ -298,6 +319,7 @@ impl Settings {
             sync,
             database,
             queue,
+            mapping,
             log,
             metrics,
             warnings,
@@ -500,6 +522,78 @@ fn build_database(
             origin,
             "database.busy_timeout",
         )?,
+    })
+}
+
+fn build_mapping(raw: RawMapping, origin: &str) -> Result<MappingSettings, ConfigError> {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let api = match raw.api.as_deref() {
+        None | Some("v3") => MapApi::V3,
+        Some("v2") => MapApi::V2,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                origin,
+                "mapping.api",
+                format!("{other:?} is not one of v3, v2"),
+            ));
+        }
+    };
+    let batch_size = raw.batch_size.unwrap_or(MAX_BATCH_SIZE);
+    let concurrency = raw.concurrency.unwrap_or(4);
+    let limits = MapLimits::new(batch_size, concurrency).map_err(|error| {
+        let key = match error {
+            crate::operator::MapLimitsError::BatchSize(_) => "mapping.batch_size",
+            crate::operator::MapLimitsError::Concurrency(_) => "mapping.concurrency",
+        };
+        ConfigError::invalid(origin, key, error.to_string())
+    })?;
+    let interval = nonzero(
+        duration(
+            raw.interval,
+            Duration::from_secs(300),
+            origin,
+            "mapping.interval",
+        )?,
+        origin,
+        "mapping.interval",
+    )?;
+    if interval > DAY {
+        return Err(ConfigError::invalid(
+            origin,
+            "mapping.interval",
+            "is longer than a day; refresh times fall on every UTC midnight",
+        ));
+    }
+    let spread_over = duration(
+        raw.spread_over,
+        Duration::from_secs(20 * 3600),
+        origin,
+        "mapping.spread_over",
+    )?;
+    if spread_over > DAY {
+        return Err(ConfigError::invalid(
+            origin,
+            "mapping.spread_over",
+            "is longer than a day: the next day's re-maps would start before these end",
+        ));
+    }
+    let change_retention = nonzero(
+        duration(
+            raw.change_retention,
+            Duration::from_secs(90 * 24 * 3600),
+            origin,
+            "mapping.change_retention",
+        )?,
+        origin,
+        "mapping.change_retention",
+    )?;
+    Ok(MappingSettings {
+        enabled: raw.enabled.unwrap_or(false),
+        api,
+        limits,
+        interval,
+        spread_over,
+        change_retention,
     })
 }
 

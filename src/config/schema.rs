@@ -20,6 +20,8 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub(super) queue: RawQueue,
     #[serde(default)]
+    pub(super) mapping: RawMapping,
+    #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
@@ -73,6 +75,18 @@ pub(super) struct RawQueue {
     pub(super) done_retention: Option<String>,
     pub(super) retry_backoff: Option<String>,
     pub(super) max_retry_backoff: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMapping {
+    pub(super) enabled: Option<bool>,
+    pub(super) api: Option<String>,
+    pub(super) batch_size: Option<usize>,
+    pub(super) concurrency: Option<usize>,
+    pub(super) interval: Option<String>,
+    pub(super) spread_over: Option<String>,
+    pub(super) change_retention: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

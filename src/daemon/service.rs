@@ -12,9 +12,11 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::notify;
+use super::remapping::{PassObserver, remap_periodically};
 use super::schedule::{CycleFn, ScheduleError, Ticker, describe, is_overdue};
-use crate::config::{QueueSettings, Schedule};
+use crate::config::{MappingSettings, QueueSettings, Schedule};
 use crate::queue::{QueueOptions, QueueStats, RemapQueue};
+use crate::remap::Remapper;
 use crate::store::{StoreError, with_store};
 use crate::sync::{CycleReport, SyncCycle, SyncError};
 use crate::timestamp::{format_utc, truncate_to_millis};
@@ -41,6 +43,8 @@ pub struct Daemon {
     schedule: Schedule,
     queue: QueueSettings,
     observer: Option<CycleObserver>,
+    mapping: Option<(Remapper, MappingSettings)>,
+    pass_observer: Option<PassObserver>,
 }
 
 impl Daemon {
@@ -50,7 +54,20 @@ impl Daemon {
             schedule,
             queue,
             observer: None,
+            mapping: None,
+            pass_observer: None,
         }
+    }
+
+    /// Also runs the re-map worker's passes, as `[mapping]` says.
+    pub fn with_mapping(mut self, remapper: Remapper, settings: MappingSettings) -> Self {
+        self.mapping = Some((remapper, settings));
+        self
+    }
+
+    pub(crate) fn on_pass(mut self, observer: PassObserver) -> Self {
+        self.pass_observer = Some(observer);
+        self
     }
 
     pub fn on_cycle(mut self, observer: CycleObserver) -> Self {
@@ -73,6 +90,14 @@ impl Daemon {
         notify::status("started; waiting for the first cycle");
         tracing::info!(schedule = %describe(&self.schedule), "daemon started");
         let watchdog = tokio::spawn(keep_watchdog_fed(shutdown.clone()));
+        let worker = self.mapping.clone().map(|(remapper, settings)| {
+            tokio::spawn(remap_periodically(
+                remapper,
+                settings,
+                shutdown.clone(),
+                self.pass_observer.clone(),
+            ))
+        });
 
         let now = Utc::now();
         if is_overdue(&self.schedule, state.last_success_at, now) && !shutdown.is_cancelled() {
@@ -90,6 +115,11 @@ impl Daemon {
         notify::stopping();
         notify::status("stopping");
         ticker.stop().await;
+        if let Some(worker) = worker
+            && let Err(error) = worker.await
+        {
+            tracing::error!(%error, "the re-map worker's task failed");
+        }
         watchdog.abort();
         tracing::info!("daemon stopped");
         Ok(())

@@ -250,6 +250,11 @@ impl IdentityHash {
         Ok(Self(bytes))
     }
 
+    /// A hash as stored: the 32 bytes themselves.
+    pub(crate) fn from_bytes(bytes: [u8; HASH_LEN]) -> Self {
+        Self(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8; HASH_LEN] {
         &self.0
     }

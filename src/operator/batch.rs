@@ -65,12 +65,10 @@ impl MapLimits {
         })
     }
 
-    #[cfg(test)]
     pub(crate) fn batch_size(&self) -> usize {
         self.batch_size
     }
 
-    #[cfg(test)]
     pub(crate) fn concurrency(&self) -> usize {
         self.concurrency
     }
@@ -133,7 +131,10 @@ pub async fn map_v3(
                 identities: chunk.len(),
             };
             (position, MapV3Request::new(chunk.to_vec()))
-        });
+        })
+        // Built up front: a lazy iterator of closures held across the awaits
+        // below would keep the future from being `Send` for a spawned task.
+        .collect::<Vec<_>>();
     let mut answers = stream::iter(requests)
         .map(|(position, request)| call(client, position, request))
         // In order: results are concatenated as they come.

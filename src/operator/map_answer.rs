@@ -50,7 +50,7 @@ impl RawUid2 {
     }
 
     /// The operator's spelling: standard padded base64.
-    pub(crate) fn to_base64(self) -> String {
+    pub fn to_base64(self) -> String {
         STANDARD.encode(self.0)
     }
 }

@@ -7,7 +7,8 @@
 //! - [`options`]: what a client is built from (time limits, encoding, retry
 //!   policy, base URL rules), with the documented defaults.
 //! - [`body`]: turning a complete 200 body into the decrypted payload.
-//! - [`error`]: every outcome a caller acts on, with stable kind names.
+//! - [`error`]: every outcome a caller acts on, with stable kind names;
+//!   [`hint`]: what to do about one.
 //! - [`buckets`]: `POST /v2/identity/buckets`: its path, request, answer
 //!   parser and errors.
 //! - [`map_v3`], [`map_v2`]: `POST /v3/identity/map` and the deprecated
@@ -24,6 +25,7 @@ pub mod body;
 pub(crate) mod buckets;
 pub(crate) mod document;
 pub(crate) mod error;
+pub(crate) mod hint;
 pub(crate) mod map_answer;
 pub mod map_v2;
 pub mod map_v3;
@@ -31,7 +33,7 @@ pub(crate) mod options;
 pub(crate) mod transport;
 
 pub(crate) use batch::MAX_BATCH_SIZE;
-pub use batch::{MapError, MapLimits, map_v2, map_v3};
+pub use batch::{MapError, MapLimits, MapLimitsError, map_v2, map_v3};
 pub use body::BodyEncoding;
 pub use buckets::{
     BUCKETS_PATH, BucketsError, OpenedBuckets, ResponseError, RowProblem, open_buckets_body,

@@ -15,7 +15,6 @@ use crate::timestamp::{from_millis, to_millis};
 const IMPORT: &str = "importing identities";
 const REMOVE: &str = "removing identities";
 const EXPORT: &str = "exporting identities";
-const COUNT: &str = "counting identities";
 
 /// Where an identity stands with the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -165,21 +164,17 @@ impl Store {
         Ok(())
     }
 
-    /// The counts `status` shows. Due: never mapped, or past its refresh time.
-    pub(crate) fn identity_counts(&self, now: DateTime<Utc>) -> Result<IdentityCounts, StoreError> {
-        identity_counts_in(&self.conn, now).map_err(sql_error(COUNT))
-    }
-
-    fn read_transaction(&self, operation: &'static str) -> Result<Transaction<'_>, StoreError> {
+    pub(super) fn read_transaction(
+        &self,
+        operation: &'static str,
+    ) -> Result<Transaction<'_>, StoreError> {
         Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Deferred)
             .map_err(sql_error(operation))
     }
 }
 
-pub(super) fn identity_counts_in(
-    conn: &Connection,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<IdentityCounts> {
+/// The counts by status; `due` is left for the caller, whose rule it is.
+pub(super) fn identity_counts_in(conn: &Connection) -> rusqlite::Result<IdentityCounts> {
     let mut counts = IdentityCounts::default();
     let mut select =
         conn.prepare_cached("SELECT status, count(*) FROM identity GROUP BY status")?;
@@ -195,13 +190,6 @@ pub(super) fn identity_counts_in(
             None => {}
         }
     }
-    let refresh_due: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM identity
-             WHERE refresh_from_ms <= ?1 AND status != 'unmapped'",
-        )?
-        .query_row([to_millis(now)], |row| row.get(0))?;
-    counts.due = counts.unmapped + refresh_due as u64;
     Ok(counts)
 }
 

@@ -9,6 +9,7 @@
 mod access;
 mod identities;
 mod ingest;
+mod remap;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub(crate) use identities::IdentityCounts;
 pub use identities::IdentityStatus;
 pub(crate) use identities::{IdentityImport, IdentityRecord, Staged};
 pub(crate) use ingest::IngestSummary;
+pub(crate) use remap::{BatchCounts, ChangeRecord, DueCursor, DueIdentity, MapOutcome, PassEnd};
+pub use remap::{MapApi, MappingState, PassCounts, PassFailure};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use crate::queue::{QueueError, QueueOptions, QueueStats, SqliteQueue};

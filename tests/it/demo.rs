@@ -100,6 +100,17 @@ fn with_a_duration_the_demo_syncs_queues_rotations_consumes_them_and_exits_0() {
         stdout.contains("consumer  claimed 3,000, re-mapped and acked 3,000"),
         "{stdout}"
     );
+    // The identities: imported, mapped by the worker, read from the feed.
+    assert!(
+        stdout.contains("provider  imported 20,000 customers' emails"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("worker    re-map pass: 20000 identities sent (v2), 20000 changed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("feed      "), "{stdout}");
+    assert!(!stdout.contains("person0@example.com,"), "{stdout}");
 
     // Each cycle says where its new rotations went, and the queued ones
     // add up: new entries plus done entries re-opened (which is why done
@@ -319,8 +330,10 @@ fn the_demo_refuses_a_bucket_count_outside_the_one_range_its_help_states() {
 fn a_large_first_download_is_narrated_at_most_once_a_second_with_its_real_duration() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
-    // The default 65,536 buckets: a response of several megabytes.
-    let output = bare_demo(&db).args(["--duration", "4s"]).output().unwrap();
+    // The default 65,536 buckets: a response of several megabytes. Long
+    // enough for the first sync to end while the worker maps the demo's
+    // identities on a loaded machine.
+    let output = bare_demo(&db).args(["--duration", "8s"]).output().unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "{stdout}");
     let downloads: Vec<(f64, &str)> = stdout

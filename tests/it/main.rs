@@ -25,6 +25,7 @@ mod operator_client;
 mod queue;
 mod queue_concurrency;
 mod readme;
+mod remap;
 mod simulator;
 mod store;
 mod sync_command;

@@ -1,0 +1,779 @@
+//! What the re-map worker reads and writes: the identities due for mapping,
+//! one batch's answers committed together with their change records, the
+//! worker's own state, and the change feed.
+//!
+//! Due sets are read in keyset order, each along its own index, so a pass
+//! costs what is due rather than what is stored, and an identity is read at
+//! most once per pass whatever the passes' answers commit meanwhile.
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{Store, StoreError, sql_error};
+use crate::identity::{IdentityHash, IdentityType};
+use crate::store::identities::{IdentityCounts, IdentityStatus, identity_counts_in, type_name};
+use crate::timestamp::{from_millis, to_millis};
+
+const DUE: &str = "reading the identities due for mapping";
+const COMMIT: &str = "recording identity-map answers";
+const STATE: &str = "recording the re-map pass";
+const CHANGES: &str = "reading the change feed";
+const PRUNE: &str = "pruning the change feed";
+const COUNT: &str = "counting identities";
+
+/// Which identity-map endpoint a pass uses; it decides when an identity is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MapApi {
+    /// `POST /v3/identity/map`: due at or after the refresh time it answered.
+    V3,
+    /// `POST /v2/identity/map` (deprecated): due when its bucket rotated.
+    V2,
+}
+
+impl MapApi {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::V3 => "v3",
+            Self::V2 => "v2",
+        }
+    }
+}
+
+/// One identity to send: the hash is read back only to be sent.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct DueIdentity {
+    pub id: String,
+    pub kind: IdentityType,
+    pub hash: IdentityHash,
+}
+
+impl std::fmt::Debug for DueIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DueIdentity")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sets a pass reads, in order: new identities first, then those whose
+/// mapping came from the other API, then those due by the API's own rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DueSet {
+    Unmapped,
+    /// v3: mapped, but with no refresh time (mapped with v2).
+    WithoutRefresh,
+    /// v3: the refresh time has come.
+    RefreshDue,
+    /// v2: mapped, but with no bucket (mapped with v3).
+    WithoutBucket,
+    /// v2: the bucket rotated after the identity was mapped.
+    BucketRotated,
+}
+
+const V3_SETS: &[DueSet] = &[DueSet::Unmapped, DueSet::WithoutRefresh, DueSet::RefreshDue];
+const V2_SETS: &[DueSet] = &[
+    DueSet::Unmapped,
+    DueSet::WithoutBucket,
+    DueSet::BucketRotated,
+];
+
+/// Where a pass stands in its due sets. Identities mapped by this pass are
+/// never read again by it: each set is read in key order past the last key
+/// read, and a mapped identity must also have been mapped before the pass
+/// started.
+#[derive(Debug, Clone)]
+pub(crate) struct DueCursor {
+    sets: &'static [DueSet],
+    set: usize,
+    /// The last key read in the current set: `id`, or the set's ordering
+    /// column followed by `id`.
+    after: Option<(Option<SortKey>, String)>,
+    started_ms: i64,
+    /// v2: only rotations observed after this are read.
+    rotations_after_ms: i64,
+    /// How many more identities mapped before may be read; new ones are
+    /// not counted.
+    remaps_left: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SortKey {
+    Time(i64),
+    Bucket(String),
+}
+
+impl DueCursor {
+    /// A pass over what is due at `started`. For v2, `rotations_checked`
+    /// is what [`Store::mapping_state`] says the last complete pass covered.
+    /// `remaps` bounds the identities read that were mapped before.
+    pub(crate) fn new(
+        api: MapApi,
+        started: DateTime<Utc>,
+        rotations_checked: Option<DateTime<Utc>>,
+        remaps: Option<u64>,
+    ) -> Self {
+        Self {
+            sets: match api {
+                MapApi::V3 => V3_SETS,
+                MapApi::V2 => V2_SETS,
+            },
+            set: 0,
+            after: None,
+            started_ms: to_millis(started),
+            rotations_after_ms: rotations_checked.map_or(i64::MIN, to_millis),
+            remaps_left: remaps,
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.set >= self.sets.len()
+    }
+}
+
+/// What the operator answered for one identity, as the store keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum MapOutcome {
+    Mapped {
+        uid2: String,
+        /// v3: the operator's previous UID2. v2 has none.
+        previous_uid2: Option<String>,
+        refresh_from: Option<DateTime<Utc>>,
+        bucket_id: Option<String>,
+    },
+    OptOut,
+    Invalid,
+    /// A reason this version does not know: the identity is left as it was
+    /// and sent again by the next pass.
+    Unknown,
+}
+
+impl std::fmt::Debug for MapOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mapped { .. } => "Mapped(<redacted>)",
+            Self::OptOut => "OptOut",
+            Self::Invalid => "Invalid",
+            Self::Unknown => "Unknown",
+        })
+    }
+}
+
+/// What committing one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BatchCounts {
+    /// A change record was written: new UID2, first mapping, opt-out, invalid.
+    pub changed: u64,
+    pub unchanged: u64,
+    /// Of `changed`: now opted out, now invalid.
+    pub optout: u64,
+    pub invalid: u64,
+    /// Answered with a reason this version does not know; left as they were.
+    pub unknown: u64,
+    /// Removed or given a new value while the request was in flight: the
+    /// answer is for a value the identity no longer has, so it is dropped.
+    pub superseded: u64,
+}
+
+impl std::ops::AddAssign for BatchCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.changed += other.changed;
+        self.unchanged += other.unchanged;
+        self.optout += other.optout;
+        self.invalid += other.invalid;
+        self.unknown += other.unknown;
+        self.superseded += other.superseded;
+    }
+}
+
+/// The counts of a finished pass, as recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassCounts {
+    pub sent: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub optout: u64,
+    pub invalid: u64,
+    pub requests: u64,
+}
+
+/// A failed pass, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassFailure {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// The worker's state: `status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingState {
+    pub api: Option<String>,
+    pub rotations_checked: Option<DateTime<Utc>>,
+    pub last_started_at: Option<DateTime<Utc>>,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<PassFailure>,
+    /// Counts of the last pass that finished, complete or not.
+    pub last_pass: Option<PassCounts>,
+}
+
+impl MappingState {
+    /// The rotations a complete pass with `api` already looked at: none
+    /// after a switch of API, when nothing is known about them.
+    pub(crate) fn rotations_checked_for(&self, api: MapApi) -> Option<DateTime<Utc>> {
+        self.rotations_checked
+            .filter(|_| self.api.as_deref() == Some(api.as_str()))
+    }
+}
+
+/// One record of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChangeRecord {
+    pub seq: i64,
+    pub id: String,
+    pub uid2: Option<String>,
+    pub previous_uid2: Option<String>,
+    pub status: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Reads up to `limit` due identities past `cursor` and moves it on.
+    /// Fewer than `limit` only when the pass has read every set or its
+    /// re-maps budget.
+    pub(crate) fn next_due(
+        &self,
+        cursor: &mut DueCursor,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DueIdentity>, StoreError> {
+        let mut due = Vec::with_capacity(limit);
+        while due.len() < limit && !cursor.is_done() {
+            let mut wanted = limit - due.len();
+            let remaps = cursor.sets[cursor.set] != DueSet::Unmapped;
+            if remaps && let Some(left) = cursor.remaps_left {
+                if left == 0 {
+                    break;
+                }
+                wanted = wanted.min(usize::try_from(left).unwrap_or(usize::MAX));
+            }
+            let read = read_set(&self.conn, cursor, wanted, to_millis(now), &mut due)
+                .map_err(sql_error(DUE))?;
+            if remaps && let Some(left) = &mut cursor.remaps_left {
+                *left -= read as u64;
+            }
+            if read < wanted {
+                cursor.set += 1;
+                cursor.after = None;
+            }
+        }
+        Ok(due)
+    }
+
+    /// Commits one batch's answers in one transaction: `outcomes[i]` is the
+    /// answer for `batch[i]`. An identity whose UID2 or status changed gets
+    /// one change record; an unchanged one gets none.
+    pub(crate) fn commit_mappings(
+        &self,
+        batch: &[DueIdentity],
+        outcomes: &[MapOutcome],
+        now: DateTime<Utc>,
+    ) -> Result<BatchCounts, StoreError> {
+        assert_eq!(
+            batch.len(),
+            outcomes.len(),
+            "one answer per identity sent, checked by the client"
+        );
+        let now_ms = to_millis(now);
+        let tx = self.write_transaction(COMMIT)?;
+        let counts = commit_in(&tx, batch, outcomes, now_ms).map_err(sql_error(COMMIT))?;
+        tx.commit().map_err(sql_error(COMMIT))?;
+        Ok(counts)
+    }
+
+    /// Records that a pass with `api` started at `at`.
+    pub(crate) fn record_pass_start(
+        &self,
+        api: MapApi,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE mapping_state SET api = ?1, last_started_at_ms = ?2 WHERE id = 1",
+                params![api.as_str(), to_millis(at)],
+            )
+            .map_err(sql_error(STATE))?;
+        Ok(())
+    }
+
+    /// Records a finished pass: its counts, and for a complete one the
+    /// success and (v2) the rotations it covered; for a failed one the
+    /// error, one line with its hint.
+    pub(crate) fn record_pass_end(
+        &self,
+        counts: &PassCounts,
+        outcome: PassEnd<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at_ms = to_millis(at);
+        let tx = self.write_transaction(STATE)?;
+        tx.execute(
+            "UPDATE mapping_state SET last_finished_at_ms = ?1, last_sent = ?2,
+                 last_changed = ?3, last_unchanged = ?4, last_optout = ?5,
+                 last_invalid = ?6, last_requests = ?7
+             WHERE id = 1",
+            params![
+                at_ms,
+                counts.sent as i64,
+                counts.changed as i64,
+                counts.unchanged as i64,
+                counts.optout as i64,
+                counts.invalid as i64,
+                counts.requests as i64
+            ],
+        )
+        .map_err(sql_error(STATE))?;
+        match outcome {
+            PassEnd::Complete { rotations_checked } => tx.execute(
+                "UPDATE mapping_state SET last_success_at_ms = ?1,
+                     rotations_checked_ms = coalesce(?2, rotations_checked_ms)
+                 WHERE id = 1",
+                params![at_ms, rotations_checked.map(to_millis)],
+            ),
+            PassEnd::Partial => Ok(0),
+            PassEnd::Failed { kind, message } => tx.execute(
+                "UPDATE mapping_state SET last_error_at_ms = ?1, last_error_kind = ?2,
+                     last_error_message = ?3
+                 WHERE id = 1",
+                params![at_ms, kind, message],
+            ),
+        }
+        .map_err(sql_error(STATE))?;
+        tx.commit().map_err(sql_error(STATE))?;
+        Ok(())
+    }
+
+    pub fn mapping_state(&self) -> Result<MappingState, StoreError> {
+        mapping_state_in(&self.conn).map_err(sql_error(STATE))
+    }
+
+    /// Identity counts; `due` by the rule of `api`.
+    pub(crate) fn identity_counts(
+        &self,
+        api: MapApi,
+        now: DateTime<Utc>,
+    ) -> Result<IdentityCounts, StoreError> {
+        let mut counts = identity_counts_in(&self.conn).map_err(sql_error(COUNT))?;
+        counts.due = count_due(&self.conn, api, now, true).map_err(sql_error(COUNT))?;
+        Ok(counts)
+    }
+
+    /// How many identities mapped before are due again by the rule of
+    /// `api`: what `run` paces.
+    pub(crate) fn remaps_due(&self, api: MapApi, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        count_due(&self.conn, api, now, false).map_err(sql_error(COUNT))
+    }
+
+    /// Calls `each` for change records after `after` in `seq` order, at
+    /// most `limit` of them, from one snapshot.
+    pub(crate) fn changes<E: From<StoreError>>(
+        &self,
+        after: i64,
+        limit: Option<u64>,
+        mut each: impl FnMut(&ChangeRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let tx = self.read_transaction(CHANGES)?;
+        let mut select = tx
+            .prepare(
+                "SELECT seq, id, uid2, previous_uid2, status, changed_at_ms
+                 FROM identity_change WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(sql_error(CHANGES))?;
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut rows = select
+            .query(params![after, limit])
+            .map_err(sql_error(CHANGES))?;
+        while let Some(row) = rows.next().map_err(sql_error(CHANGES))? {
+            let record = ChangeRecord {
+                seq: row.get(0).map_err(sql_error(CHANGES))?,
+                id: row.get(1).map_err(sql_error(CHANGES))?,
+                uid2: row.get(2).map_err(sql_error(CHANGES))?,
+                previous_uid2: row.get(3).map_err(sql_error(CHANGES))?,
+                status: row.get(4).map_err(sql_error(CHANGES))?,
+                changed_at: from_millis(row.get(5).map_err(sql_error(CHANGES))?),
+            };
+            each(&record)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes change records older than `cutoff`. `seq` values are never
+    /// reused, so a consumer's saved position stays meaningful.
+    pub(crate) fn prune_changes(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let deleted = self
+            .conn
+            .execute(
+                "DELETE FROM identity_change WHERE changed_at_ms < ?1",
+                [to_millis(cutoff)],
+            )
+            .map_err(sql_error(PRUNE))?;
+        Ok(deleted as u64)
+    }
+}
+
+/// How a pass ended, for [`Store::record_pass_end`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PassEnd<'a> {
+    /// Everything due was read and answered. `rotations_checked`: v2, the
+    /// instant up to which rotations were looked at.
+    Complete {
+        rotations_checked: Option<DateTime<Utc>>,
+    },
+    /// Stopped early, by `--limit`, a budget or a shutdown; not an error.
+    Partial,
+    Failed {
+        kind: &'a str,
+        message: &'a str,
+    },
+}
+
+/// The columns every due set reads, and the condition that keeps an
+/// identity mapped by this pass out of it (`?2`: the pass's start).
+const SELECT_DUE: &str = "SELECT i.id, i.identity_type, i.hash";
+const MAPPED_BEFORE_PASS: &str = "i.mapped_at_ms < ?2";
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Each set's query, taking `?1` the limit, `?2` the pass's start, `?3`
+/// now, `?4` the rotations cutoff, `?5`/`?6` the last key read.
+fn set_query(set: DueSet, first: bool) -> String {
+    let (from, condition, order, keyset) = match set {
+        DueSet::Unmapped => (
+            "identity AS i",
+            "i.status = 'unmapped'".to_owned(),
+            "i.id",
+            "i.id > ?6",
+        ),
+        DueSet::WithoutRefresh => (
+            "identity AS i",
+            format!("i.status = 'mapped' AND i.refresh_from_ms IS NULL AND {MAPPED_BEFORE_PASS}"),
+            "i.id",
+            "i.id > ?6",
+        ),
+        DueSet::RefreshDue => (
+            "identity AS i",
+            format!("i.refresh_from_ms <= ?3 AND i.status = 'mapped' AND {MAPPED_BEFORE_PASS}"),
+            "i.refresh_from_ms, i.id",
+            "(i.refresh_from_ms, i.id) > (?5, ?6)",
+        ),
+        DueSet::WithoutBucket => (
+            "identity AS i",
+            format!("i.status = 'mapped' AND i.bucket_id IS NULL AND {MAPPED_BEFORE_PASS}"),
+            "i.id",
+            "i.id > ?6",
+        ),
+        // The operator stamps a rotation with the midnight (UTC) of its
+        // day, so a rotation stamped T happened in [T, T + 1 day). It may
+        // have salted this identity's UID2 when it was observed after the
+        // mapping, unless its day ended before the mapping: such an identity
+        // is sent again, which at worst costs a request and changes nothing.
+        // A rotation observed before the mapping happened before it, and
+        // the answer already had the new salt.
+        DueSet::BucketRotated => (
+            "(SELECT DISTINCT bucket_id FROM rotation_log WHERE observed_at_ms > ?4) AS b
+             JOIN identity AS i ON i.bucket_id = b.bucket_id",
+            format!(
+                "i.status = 'mapped' AND {MAPPED_BEFORE_PASS} AND EXISTS (
+                     SELECT 1 FROM rotation_log AS r
+                     WHERE r.bucket_id = i.bucket_id
+                       AND r.last_updated_ms > i.mapped_at_ms - {DAY_MS}
+                       AND r.observed_at_ms > i.mapped_at_ms)"
+            ),
+            "i.bucket_id, i.id",
+            "(i.bucket_id, i.id) > (?5, ?6)",
+        ),
+    };
+    let keyset = if first {
+        String::new()
+    } else {
+        format!(" AND {keyset}")
+    };
+    let sort_key = match set {
+        DueSet::RefreshDue => ", i.refresh_from_ms",
+        DueSet::BucketRotated => ", i.bucket_id",
+        _ => "",
+    };
+    format!(
+        "{SELECT_DUE}{sort_key} FROM {from} WHERE {condition}{keyset} ORDER BY {order} LIMIT ?1"
+    )
+}
+
+fn read_set(
+    conn: &Connection,
+    cursor: &mut DueCursor,
+    limit: usize,
+    now_ms: i64,
+    out: &mut Vec<DueIdentity>,
+) -> rusqlite::Result<usize> {
+    let set = cursor.sets[cursor.set];
+    let sql = set_query(set, cursor.after.is_none());
+    let mut select = conn.prepare_cached(&sql)?;
+    let (key, last_id) = match &cursor.after {
+        Some((key, id)) => (key.clone(), Some(id.clone())),
+        None => (None, None),
+    };
+    let key: Option<Value> = key.map(|key| match key {
+        SortKey::Time(ms) => ms.into(),
+        SortKey::Bucket(bucket) => bucket.into(),
+    });
+    bind(
+        &mut select,
+        [
+            (limit as i64).into(),
+            cursor.started_ms.into(),
+            now_ms.into(),
+            cursor.rotations_after_ms.into(),
+            key.unwrap_or(Value::Null),
+            last_id.map_or(Value::Null, Value::from),
+        ],
+    )?;
+    let mut rows = select.raw_query();
+    let mut read = 0;
+    while let Some(row) = rows.next()? {
+        let identity = due_identity(row)?;
+        let sort_key = match set {
+            DueSet::RefreshDue => Some(SortKey::Time(row.get(3)?)),
+            DueSet::BucketRotated => Some(SortKey::Bucket(row.get(3)?)),
+            _ => None,
+        };
+        cursor.after = Some((sort_key, identity.id.clone()));
+        out.push(identity);
+        read += 1;
+    }
+    Ok(read)
+}
+
+fn count_set(
+    conn: &Connection,
+    set: DueSet,
+    cursor: &DueCursor,
+    now_ms: i64,
+) -> rusqlite::Result<u64> {
+    let sql = format!(
+        "SELECT count(*) FROM ({})",
+        set_query(set, true).replace(" LIMIT ?1", "")
+    );
+    let mut select = conn.prepare_cached(&sql)?;
+    bind(
+        &mut select,
+        [
+            Value::Null,
+            cursor.started_ms.into(),
+            now_ms.into(),
+            cursor.rotations_after_ms.into(),
+        ],
+    )?;
+    let mut rows = select.raw_query();
+    let count: i64 = match rows.next()? {
+        Some(row) => row.get(0)?,
+        None => 0,
+    };
+    Ok(count as u64)
+}
+
+/// Binds `values` to `?1`, `?2`, …, as far as the statement uses them: a
+/// set's first read has no last key to bind.
+fn bind<const N: usize>(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    values: [Value; N],
+) -> rusqlite::Result<()> {
+    let used = statement.parameter_count();
+    for (index, value) in values.into_iter().enumerate().take(used) {
+        statement.raw_bind_parameter(index + 1, value)?;
+    }
+    Ok(())
+}
+
+/// Counts the due sets of `api` (the new identities' too, if `new`),
+/// reading them as a pass would, without keeping what is read.
+fn count_due(
+    conn: &Connection,
+    api: MapApi,
+    now: DateTime<Utc>,
+    new: bool,
+) -> rusqlite::Result<u64> {
+    let state = mapping_state_in(conn)?;
+    let cursor = DueCursor::new(api, now, state.rotations_checked_for(api), None);
+    let mut total = 0;
+    for &set in cursor.sets {
+        if new || set != DueSet::Unmapped {
+            total += count_set(conn, set, &cursor, to_millis(now))?;
+        }
+    }
+    Ok(total)
+}
+
+fn due_identity(row: &Row<'_>) -> rusqlite::Result<DueIdentity> {
+    let kind = match row.get_ref(1)?.as_str()? {
+        "email" => IdentityType::Email,
+        "phone" => IdentityType::Phone,
+        other => {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("unknown identity type {other:?}").into(),
+            ));
+        }
+    };
+    let bytes: [u8; 32] = row.get(2)?;
+    Ok(DueIdentity {
+        id: row.get(0)?,
+        kind,
+        hash: IdentityHash::from_bytes(bytes),
+    })
+}
+
+fn commit_in(
+    conn: &Connection,
+    batch: &[DueIdentity],
+    outcomes: &[MapOutcome],
+    now_ms: i64,
+) -> rusqlite::Result<BatchCounts> {
+    let mut current = conn.prepare_cached(
+        "SELECT status, uid2, previous_uid2 FROM identity
+         WHERE id = ?1 AND identity_type = ?2 AND hash = ?3",
+    )?;
+    let mut update = conn.prepare_cached(
+        "UPDATE identity SET status = ?2, uid2 = ?3, previous_uid2 = ?4, bucket_id = ?5,
+             refresh_from_ms = ?6, mapped_at_ms = ?7, updated_at_ms = ?7
+         WHERE id = ?1",
+    )?;
+    let mut record = conn.prepare_cached(
+        "INSERT INTO identity_change (id, status, uid2, previous_uid2, changed_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut counts = BatchCounts::default();
+    for (identity, outcome) in batch.iter().zip(outcomes) {
+        let found = current
+            .query_row(
+                params![
+                    identity.id,
+                    type_name(identity.kind),
+                    &identity.hash.as_bytes()[..]
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, Option<String>>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((old_status, old_uid2, old_previous)) = found else {
+            counts.superseded += 1;
+            continue;
+        };
+        let (status, uid2, previous, bucket, refresh) = match outcome {
+            MapOutcome::Unknown => {
+                counts.unknown += 1;
+                continue;
+            }
+            MapOutcome::Mapped {
+                uid2,
+                previous_uid2,
+                refresh_from,
+                bucket_id,
+            } => {
+                // v2 answers carry no previous UID2: the one held before a
+                // change is it.
+                let previous = match (previous_uid2, bucket_id) {
+                    (Some(previous), _) => Some(previous.clone()),
+                    (None, Some(_)) if old_uid2.as_deref() != Some(uid2.as_str()) => {
+                        old_uid2.clone()
+                    }
+                    (None, Some(_)) => old_previous,
+                    (None, None) => None,
+                };
+                (
+                    IdentityStatus::Mapped,
+                    Some(uid2.clone()),
+                    previous,
+                    bucket_id.clone(),
+                    refresh_from.map(to_millis),
+                )
+            }
+            MapOutcome::OptOut => (IdentityStatus::Optout, None, old_uid2.clone(), None, None),
+            MapOutcome::Invalid => (IdentityStatus::Invalid, None, old_uid2.clone(), None, None),
+        };
+        update.execute(params![
+            identity.id,
+            status.as_str(),
+            uid2,
+            previous,
+            bucket,
+            refresh,
+            now_ms
+        ])?;
+        if old_status == status.as_str() && old_uid2 == uid2 {
+            counts.unchanged += 1;
+            continue;
+        }
+        record.execute(params![
+            identity.id,
+            status.as_str(),
+            uid2,
+            old_uid2,
+            now_ms
+        ])?;
+        counts.changed += 1;
+        match status {
+            IdentityStatus::Optout => counts.optout += 1,
+            IdentityStatus::Invalid => counts.invalid += 1,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
+fn mapping_state_in(conn: &Connection) -> rusqlite::Result<MappingState> {
+    conn.query_row(
+        "SELECT api, rotations_checked_ms, last_started_at_ms, last_finished_at_ms,
+                last_success_at_ms, last_error_at_ms, last_error_kind, last_error_message,
+                last_sent, last_changed, last_unchanged, last_optout, last_invalid,
+                last_requests
+         FROM mapping_state WHERE id = 1",
+        [],
+        |row| {
+            let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
+            let count = |index| {
+                row.get::<_, Option<i64>>(index)
+                    .map(|v| v.map(|n| n as u64))
+            };
+            let last_error = match (time(5)?, row.get(6)?, row.get(7)?) {
+                (Some(at), Some(kind), Some(message)) => Some(PassFailure { at, kind, message }),
+                _ => None,
+            };
+            let last_pass = match count(8)? {
+                Some(sent) => Some(PassCounts {
+                    sent,
+                    changed: count(9)?.unwrap_or(0),
+                    unchanged: count(10)?.unwrap_or(0),
+                    optout: count(11)?.unwrap_or(0),
+                    invalid: count(12)?.unwrap_or(0),
+                    requests: count(13)?.unwrap_or(0),
+                }),
+                None => None,
+            };
+            Ok(MappingState {
+                api: row.get(0)?,
+                rotations_checked: time(1)?,
+                last_started_at: time(2)?,
+                last_finished_at: time(3)?,
+                last_success_at: time(4)?,
+                last_error,
+                last_pass,
+            })
+        },
+    )
+}

@@ -1,0 +1,456 @@
+//! The re-map worker as a data provider runs it: `identities import`, then
+//! `remap` (and `run` with `mapping.enabled`), the real binary on a real
+//! database file against the in-process simulated operator; `changes` and
+//! `identities export` read the result (INTERFACE.md, "Identity mapping").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde_json::Value;
+use uid2_bucket_sync::identity::{IdentityHash, IdentityType};
+use uid2_bucket_sync::operator::{MapLimits, V2Result, V3Result, map_v2, map_v3};
+use uid2_bucket_sync::simulator::Fault;
+
+use crate::common::app::{TestApp, spawn_app};
+use crate::common::process::{output_with_stdin, terminate, text, wait_at_most};
+
+const V2: &str = "[mapping]\napi = \"v2\"\n";
+
+fn email(n: usize) -> String {
+    format!("user{n}@example.com")
+}
+
+fn hash(n: usize) -> IdentityHash {
+    IdentityHash::of_email(&email(n)).unwrap()
+}
+
+/// Imports `count` emails with ids `id0`, `id1`, …
+fn import(app: &TestApp, count: usize) {
+    let mut csv = String::from("id,email\n");
+    for n in 0..count {
+        csv.push_str(&format!("id{n},{}\n", email(n)));
+    }
+    let output = output_with_stdin(
+        app.command()
+            .args(["identities", "import", "-", "--format", "csv"]),
+        &csv,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+fn run(app: &TestApp, args: &[&str]) -> Output {
+    app.command().args(args).output().unwrap()
+}
+
+fn remap(app: &TestApp) -> String {
+    let output = run(app, &["remap"]);
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn jsonl(output: &Output) -> Vec<Value> {
+    assert!(output.status.success(), "{}", text(output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// `identities export --format jsonl`, by id.
+fn exported(app: &TestApp) -> BTreeMap<String, Value> {
+    jsonl(&run(app, &["identities", "export", "--format", "jsonl"]))
+        .into_iter()
+        .map(|record| (record["id"].as_str().unwrap().to_owned(), record))
+        .collect()
+}
+
+fn changes(app: &TestApp, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["changes", "--json"];
+    all.extend(args);
+    jsonl(&run(app, &all))
+}
+
+/// Identities sent to either map endpoint so far.
+fn identities_sent(app: &TestApp) -> usize {
+    app.operator
+        .map_requests()
+        .iter()
+        .map(|request| {
+            request
+                .map_counts
+                .as_ref()
+                .map_or(0, |counts| counts.total())
+        })
+        .sum()
+}
+
+/// What the simulated operator answers for emails `0..count` now, asked
+/// directly: the UID2 each identity should carry.
+async fn operator_v3(app: &TestApp, count: usize) -> Vec<String> {
+    let identities: Vec<_> = (0..count).map(|n| (IdentityType::Email, hash(n))).collect();
+    let results = map_v3(&app.client(), &identities, MapLimits::new(5000, 4).unwrap())
+        .await
+        .unwrap();
+    results
+        .into_iter()
+        .map(|result| match result {
+            V3Result::Mapped(mapping) => mapping.current.to_base64(),
+            V3Result::Unmapped(reason) => panic!("unmapped: {reason}"),
+        })
+        .collect()
+}
+
+/// v2 answers for emails `0..count`: (UID2, bucket) of each.
+async fn operator_v2(app: &TestApp, count: usize) -> Vec<(String, String)> {
+    let identities: Vec<_> = (0..count).map(|n| (IdentityType::Email, hash(n))).collect();
+    let results = map_v2(&app.client(), &identities, MapLimits::new(5000, 4).unwrap())
+        .await
+        .unwrap();
+    results
+        .into_iter()
+        .map(|result| match result {
+            V2Result::Mapped { uid, bucket_id } => (uid.to_base64(), bucket_id),
+            V2Result::Unmapped(reason) => panic!("unmapped: {reason}"),
+        })
+        .collect()
+}
+
+/// Makes these ids' refresh time a minute ago, as if their day had come.
+fn make_refresh_due(app: &TestApp, ids: &[&str]) {
+    let conn = Connection::open(&app.db_path).unwrap();
+    let past = chrono::Utc::now().timestamp_millis() - 60_000;
+    for id in ids {
+        let updated = conn
+            .execute(
+                "UPDATE identity SET refresh_from_ms = ?1 WHERE id = ?2",
+                rusqlite::params![past, id],
+            )
+            .unwrap();
+        assert_eq!(updated, 1);
+    }
+}
+
+fn mapped_at(app: &TestApp) -> BTreeMap<String, Value> {
+    exported(app)
+        .into_iter()
+        .map(|(id, record)| (id, record["mapped_at"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_pass_maps_every_imported_identity_to_the_operators_uid2() {
+    let app = spawn_app(64).await;
+    import(&app, 30);
+    let summary = remap(&app);
+    assert!(
+        summary.starts_with(
+            "remap: 30 identities sent (v3), 30 changed, 0 unchanged, 0 opted out, 0 invalid, \
+             1 requests"
+        ),
+        "{summary}"
+    );
+    let expected = operator_v3(&app, 30).await;
+    let records = exported(&app);
+    for (n, uid2) in expected.iter().enumerate() {
+        let record = &records[&format!("id{n}")];
+        assert_eq!(record["status"], "mapped");
+        assert_eq!(record["uid2"], uid2.as_str(), "id{n}");
+        assert!(record["refresh_from"].is_string(), "{record}");
+        assert!(record["bucket_id"].is_null(), "{record}");
+    }
+    // One change record per identity: its first mapping.
+    let feed = changes(&app, &[]);
+    assert_eq!(feed.len(), 30);
+    let seqs: Vec<i64> = feed.iter().map(|c| c["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    assert!(feed.iter().all(|c| c["previous_uid2"].is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_with_nothing_due_sends_nothing_and_changes_nothing() {
+    let app = spawn_app(64).await;
+    import(&app, 10);
+    remap(&app);
+    let sent = identities_sent(&app);
+    let before = mapped_at(&app);
+    let summary = remap(&app);
+    assert!(
+        summary.starts_with("remap: 0 identities sent (v3), 0 changed"),
+        "{summary}"
+    );
+    assert_eq!(identities_sent(&app), sent);
+    assert_eq!(mapped_at(&app), before);
+    assert_eq!(changes(&app, &[]).len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v3_sends_exactly_the_identities_whose_refresh_time_has_come() {
+    let app = spawn_app(64).await;
+    import(&app, 20);
+    remap(&app);
+    let before = mapped_at(&app);
+    let sent = identities_sent(&app);
+    make_refresh_due(&app, &["id3", "id7", "id11"]);
+
+    let summary = remap(&app);
+    assert!(
+        summary.starts_with("remap: 3 identities sent (v3), 0 changed, 3 unchanged"),
+        "{summary}"
+    );
+    assert_eq!(identities_sent(&app), sent + 3);
+    let after = mapped_at(&app);
+    let remapped: BTreeSet<&str> = after
+        .iter()
+        .filter(|(id, at)| before[*id] != **at)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(remapped, BTreeSet::from(["id11", "id3", "id7"]));
+    // Same UID2: no change record.
+    assert_eq!(changes(&app, &[]).len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated() {
+    // Few buckets, so one holds several of the identities.
+    let app = spawn_app(4).await;
+    app.write_config(V2);
+    import(&app, 24);
+    let summary = remap(&app);
+    assert!(
+        summary.starts_with("remap: 24 identities sent (v2)"),
+        "{summary}"
+    );
+    let first = exported(&app);
+    let answers = operator_v2(&app, 24).await;
+    for (n, (uid2, bucket)) in answers.iter().enumerate() {
+        let record = &first[&format!("id{n}")];
+        assert_eq!(record["uid2"], uid2.as_str());
+        assert_eq!(record["bucket_id"], bucket.as_str());
+        assert!(record["refresh_from"].is_null());
+    }
+    // The sync cycle records the day's rotation of one bucket.
+    let sync = run(&app, &["sync"]);
+    assert!(sync.status.success(), "{}", text(&sync));
+    let rotated = answers[0].1.clone();
+    app.operator.rotate(&[&rotated], chrono::Utc::now());
+    let sync = run(&app, &["sync"]);
+    assert!(sync.status.success(), "{}", text(&sync));
+    let in_bucket: BTreeSet<String> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, bucket))| *bucket == rotated)
+        .map(|(n, _)| format!("id{n}"))
+        .collect();
+    assert!(in_bucket.len() > 1 && in_bucket.len() < 24, "{in_bucket:?}");
+
+    let sent = identities_sent(&app);
+    let summary = remap(&app);
+    let n = in_bucket.len();
+    assert!(
+        summary.starts_with(&format!(
+            "remap: {n} identities sent (v2), {n} changed, 0 unchanged"
+        )),
+        "{summary}"
+    );
+    assert_eq!(identities_sent(&app), sent + n);
+    let now = exported(&app);
+    let answers = operator_v2(&app, 24).await;
+    for (n, (uid2, _)) in answers.iter().enumerate() {
+        let id = format!("id{n}");
+        assert_eq!(now[&id]["uid2"], uid2.as_str(), "{id}");
+        let changed = now[&id]["uid2"] != first[&id]["uid2"];
+        assert_eq!(changed, in_bucket.contains(&id), "{id}");
+    }
+    // The feed shows the new UID2s with the ones they replace.
+    let feed = changes(&app, &["--after", "24"]);
+    let ids: BTreeSet<String> = feed
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, in_bucket);
+    for change in &feed {
+        let id = change["id"].as_str().unwrap();
+        assert_eq!(change["previous_uid2"], first[id]["uid2"]);
+        assert_eq!(change["uid2"], now[id]["uid2"]);
+    }
+    // Nothing is due any more.
+    assert!(remap(&app).starts_with("remap: 0 identities sent (v2)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_malformed_answer_leaves_every_identity_as_it_was() {
+    for fault in [Fault::ShortArray, Fault::MalformedUid, Fault::CorruptTag] {
+        let app = spawn_app(64).await;
+        import(&app, 12);
+        app.operator.inject_always(fault.clone());
+        let output = run(&app, &["remap"]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{fault:?}: {}",
+            text(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line = stderr.lines().last().unwrap();
+        assert!(
+            line.starts_with("error: remap failed ("),
+            "{fault:?}: {line}"
+        );
+        assert!(line.contains("hint:"), "{fault:?}: {line}");
+        let records = exported(&app);
+        assert!(
+            records
+                .values()
+                .all(|r| r["status"] == "unmapped" && r["uid2"].is_null()),
+            "{fault:?}"
+        );
+        assert!(changes(&app, &[]).is_empty(), "{fault:?}");
+        let status = jsonl(&run(&app, &["status", "--json"]));
+        let error = &status[0]["mapping"]["last_error"];
+        assert!(error["kind"].is_string(), "{fault:?}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("hint:"),
+            "{error}"
+        );
+
+        // Once the operator answers well, the next pass maps them all.
+        app.operator.clear_faults();
+        assert!(remap(&app).starts_with("remap: 12 identities sent (v3), 12 changed"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opt_out_is_a_change_to_status_optout_without_a_uid2() {
+    let app = spawn_app(64).await;
+    import(&app, 5);
+    remap(&app);
+    let before = exported(&app);
+    app.operator.opt_out(&[hash(2)]);
+    make_refresh_due(&app, &["id2"]);
+    let summary = remap(&app);
+    assert!(
+        summary.starts_with("remap: 1 identities sent (v3), 1 changed, 0 unchanged, 1 opted out"),
+        "{summary}"
+    );
+    let record = &exported(&app)["id2"];
+    assert_eq!(record["status"], "optout");
+    assert!(record["uid2"].is_null());
+    let feed = changes(&app, &["--after", "5"]);
+    assert_eq!(feed.len(), 1);
+    assert_eq!(feed[0]["id"], "id2");
+    assert_eq!(feed[0]["status"], "optout");
+    assert!(feed[0]["uid2"].is_null());
+    assert_eq!(feed[0]["previous_uid2"], before["id2"]["uid2"]);
+    // An opted-out identity is not due again by itself.
+    assert!(remap(&app).starts_with("remap: 0 identities sent"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_mapped_with_v2_are_due_once_after_the_switch_to_v3() {
+    let app = spawn_app(16).await;
+    app.write_config(V2);
+    import(&app, 8);
+    remap(&app);
+    app.write_config("");
+    let status = jsonl(&run(&app, &["status", "--json"]));
+    assert_eq!(status[0]["identities"]["due"], 8);
+    assert!(remap(&app).starts_with("remap: 8 identities sent (v3)"));
+    let records = exported(&app);
+    assert!(
+        records
+            .values()
+            .all(|r| r["refresh_from"].is_string() && r["bucket_id"].is_null())
+    );
+    assert!(remap(&app).starts_with("remap: 0 identities sent (v3)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_sends_at_most_n_and_the_next_pass_sends_the_rest() {
+    let app = spawn_app(64).await;
+    app.write_config("[mapping]\nbatch_size = 4\nconcurrency = 2\n");
+    import(&app, 10);
+    let output = run(&app, &["remap", "--limit", "7"]);
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        summary.starts_with("remap: 7 identities sent (v3), 7 changed, 0 unchanged, 0 opted out, 0 invalid, 2 requests")
+            && summary.contains("stopped before everything due was sent"),
+        "{summary}"
+    );
+    let requests = app.operator.map_requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.map_counts.as_ref().unwrap().total() <= 4)
+    );
+    assert!(remap(&app).starts_with("remap: 3 identities sent (v3), 3 changed"));
+    let status = jsonl(&run(&app, &["status", "--json"]));
+    assert_eq!(status[0]["identities"]["mapped"], 10);
+    assert_eq!(status[0]["identities"]["due"], 0);
+    assert_eq!(status[0]["mapping"]["last_pass"]["sent"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_after_a_saved_position_lists_only_later_records_up_to_the_limit() {
+    let app = spawn_app(64).await;
+    import(&app, 6);
+    remap(&app);
+    let page = changes(&app, &["--after", "2", "--limit", "3"]);
+    let seqs: Vec<i64> = page.iter().map(|c| c["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    assert!(changes(&app, &["--after", "6"]).is_empty());
+    let table = run(&app, &["changes", "--limit", "1"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("seq  id"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    let bad = run(&app, &["changes", "--after", "-1"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_maps_new_identities_in_its_first_pass_and_stops_cleanly() {
+    let app = spawn_app(64).await;
+    app.write_config("[mapping]\nenabled = true\ninterval = \"1h\"\n");
+    import(&app, 9);
+    let mut child = app
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = crate::common::process::wait_for_stderr_line(
+        &mut child,
+        "re-map pass:",
+        Duration::from_secs(20),
+    );
+    assert!(line.contains("9 identities sent (v3), 9 changed"), "{line}");
+    terminate(&child);
+    let (output, _) = wait_at_most(child, Duration::from_secs(10));
+    assert!(output.status.success(), "{}", text(&output));
+    let status = jsonl(&run(&app, &["status", "--json"]));
+    assert_eq!(status[0]["identities"]["mapped"], 9);
+    assert_eq!(status[0]["mapping"]["last_pass"]["changed"], 9);
+    assert!(status[0]["mapping"]["last_success_at"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mapping_settings_out_of_range_are_refused_naming_the_key() {
+    let app = spawn_app(4).await;
+    for (extra, key) in [
+        ("[mapping]\nbatch_size = 0\n", "mapping.batch_size"),
+        ("[mapping]\nbatch_size = 5001\n", "mapping.batch_size"),
+        ("[mapping]\nconcurrency = 21\n", "mapping.concurrency"),
+        ("[mapping]\napi = \"v4\"\n", "mapping.api"),
+        ("[mapping]\nspread_over = \"25h\"\n", "mapping.spread_over"),
+        ("[mapping]\ninterval = \"0s\"\n", "mapping.interval"),
+    ] {
+        app.write_config(extra);
+        let output = run(&app, &["remap"]);
+        assert_eq!(output.status.code(), Some(1), "{extra}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "{extra}: {stderr}");
+    }
+}
