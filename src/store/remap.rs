@@ -777,3 +777,228 @@ fn mapping_state_in(conn: &Connection) -> rusqlite::Result<MappingState> {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::rotation::BucketRotation;
+    use crate::store::{OpenMode, StoreOptions};
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, day, hour, 0, 0).unwrap()
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(
+            &dir.path().join("buckets.db"),
+            OpenMode::CreateIfMissing,
+            &StoreOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn hash(n: u8) -> IdentityHash {
+        IdentityHash::from_bytes([n; 32])
+    }
+
+    /// Imports identities `id0..idN` with hashes `[n; 32]`.
+    fn import(store: &Store, count: u8, now: DateTime<Utc>) {
+        let mut import = store.import_identities(now).unwrap();
+        for n in 0..count {
+            let id = format!("id{n}");
+            import
+                .stage(u64::from(n) + 2, &id, Some((IdentityType::Email, &hash(n))))
+                .unwrap();
+        }
+        import.commit().unwrap();
+    }
+
+    fn mapped(uid2: &str, bucket: Option<&str>, refresh: Option<DateTime<Utc>>) -> MapOutcome {
+        MapOutcome::Mapped {
+            uid2: uid2.to_owned(),
+            previous_uid2: None,
+            refresh_from: refresh,
+            bucket_id: bucket.map(str::to_owned),
+        }
+    }
+
+    fn ids(due: &[DueIdentity]) -> Vec<&str> {
+        due.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    /// Reads every due identity in batches of `batch`, as a pass does.
+    fn read_all(
+        store: &Store,
+        cursor: &mut DueCursor,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Vec<String> {
+        let mut all = Vec::new();
+        loop {
+            let due = store.next_due(cursor, batch, now).unwrap();
+            all.extend(due.iter().map(|d| d.id.clone()));
+            if due.len() < batch {
+                return all;
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_for_a_value_re_imported_while_in_flight_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        import(&store, 2, at(1, 0));
+        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
+        let batch = store.next_due(&mut cursor, 10, at(1, 1)).unwrap();
+        // id0 gets a new value while its request is in flight.
+        let mut import = store.import_identities(at(1, 1)).unwrap();
+        import
+            .stage(2, "id0", Some((IdentityType::Email, &hash(9))))
+            .unwrap();
+        import.commit().unwrap();
+
+        let refresh = Some(at(30, 0));
+        let outcomes = [
+            mapped("UID-A", None, refresh),
+            mapped("UID-B", None, refresh),
+        ];
+        let counts = store.commit_mappings(&batch, &outcomes, at(1, 2)).unwrap();
+        assert_eq!((counts.changed, counts.superseded), (1, 1));
+        let counts = store.identity_counts(MapApi::V3, at(1, 2)).unwrap();
+        assert_eq!((counts.mapped, counts.unmapped), (1, 1));
+    }
+
+    #[test]
+    fn a_pass_reads_each_due_identity_once_across_batches_and_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        import(&store, 9, at(1, 0));
+        // Map them all; id2, id5 and id7 come due on the 10th.
+        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
+        let batch = store.next_due(&mut cursor, 100, at(1, 1)).unwrap();
+        let outcomes: Vec<_> = batch
+            .iter()
+            .map(|d| {
+                let day = if ["id2", "id5", "id7"].contains(&d.id.as_str()) {
+                    10
+                } else {
+                    30
+                };
+                mapped(&format!("U-{}", d.id), None, Some(at(day, 0)))
+            })
+            .collect();
+        store.commit_mappings(&batch, &outcomes, at(1, 1)).unwrap();
+        // And two new ones arrive.
+        let mut import = store.import_identities(at(5, 0)).unwrap();
+        for (n, id) in [(20u8, "new-a"), (21, "new-b")] {
+            import
+                .stage(2, id, Some((IdentityType::Email, &hash(n))))
+                .unwrap();
+        }
+        import.commit().unwrap();
+
+        let mut cursor = DueCursor::new(MapApi::V3, at(11, 0), None, None);
+        let all = read_all(&store, &mut cursor, 2, at(11, 0));
+        assert_eq!(all, ["new-a", "new-b", "id2", "id5", "id7"]);
+        assert!(cursor.is_done());
+    }
+
+    #[test]
+    fn a_remaps_budget_holds_back_only_identities_mapped_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        import(&store, 6, at(1, 0));
+        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
+        let batch = store.next_due(&mut cursor, 100, at(1, 1)).unwrap();
+        let outcomes: Vec<_> = batch
+            .iter()
+            .map(|d| mapped(&format!("U-{}", d.id), None, Some(at(10, 0))))
+            .collect();
+        store.commit_mappings(&batch, &outcomes, at(1, 1)).unwrap();
+        let mut import = store.import_identities(at(5, 0)).unwrap();
+        import
+            .stage(2, "new", Some((IdentityType::Email, &hash(50))))
+            .unwrap();
+        import.commit().unwrap();
+
+        let mut cursor = DueCursor::new(MapApi::V3, at(11, 0), None, Some(2));
+        let all = read_all(&store, &mut cursor, 100, at(11, 0));
+        assert_eq!(all, ["new", "id0", "id1"]);
+        assert!(!cursor.is_done(), "four re-maps are left for later passes");
+        assert_eq!(store.remaps_due(MapApi::V3, at(11, 0)).unwrap(), 6);
+    }
+
+    #[test]
+    fn v2_due_means_a_rotation_observed_after_the_mapping_whose_day_had_not_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        import(&store, 3, at(1, 0));
+        // Mapped on the 10th at 09:00: id0 in A, id1 in B, id2 in C.
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 9), None, None);
+        let batch = store.next_due(&mut cursor, 10, at(10, 9)).unwrap();
+        let outcomes = [
+            mapped("U0", Some("A"), None),
+            mapped("U1", Some("B"), None),
+            mapped("U2", Some("C"), None),
+        ];
+        store.commit_mappings(&batch, &outcomes, at(10, 9)).unwrap();
+        // Observed at noon: A rotated on the 10th (stamped 00:00, maybe
+        // after 09:00); B on the 8th, a day that ended before the mapping.
+        // C's rotation on the 10th was observed at 08:00, before it.
+        let rotation = |bucket: &str, day| BucketRotation {
+            bucket_id: bucket.into(),
+            last_updated: at(day, 0),
+        };
+        store.ingest(vec![rotation("C", 10)], at(10, 8)).unwrap();
+        store
+            .ingest(vec![rotation("A", 10), rotation("B", 8)], at(10, 12))
+            .unwrap();
+
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 13), None, None);
+        let due = store.next_due(&mut cursor, 10, at(10, 13)).unwrap();
+        assert_eq!(ids(&due), ["id0"]);
+        // Rotations looked at by a complete pass are not read again.
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 13), Some(at(10, 12)), None);
+        assert!(
+            store
+                .next_due(&mut cursor, 10, at(10, 13))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn pruning_old_changes_never_reuses_a_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        import(&store, 2, at(1, 0));
+        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
+        let batch = store.next_due(&mut cursor, 10, at(1, 1)).unwrap();
+        let outcomes = [
+            mapped("A", None, Some(at(2, 0))),
+            mapped("B", None, Some(at(2, 0))),
+        ];
+        store.commit_mappings(&batch, &outcomes, at(1, 1)).unwrap();
+        assert_eq!(store.prune_changes(at(1, 2)).unwrap(), 2);
+
+        let mut cursor = DueCursor::new(MapApi::V3, at(3, 0), None, None);
+        let batch = store.next_due(&mut cursor, 10, at(3, 0)).unwrap();
+        let outcomes = [MapOutcome::OptOut, mapped("B", None, Some(at(30, 0)))];
+        let counts = store.commit_mappings(&batch, &outcomes, at(3, 0)).unwrap();
+        assert_eq!((counts.changed, counts.optout, counts.unchanged), (1, 1, 1));
+        let mut seqs = Vec::new();
+        store
+            .changes(0, None, |change| -> Result<(), StoreError> {
+                seqs.push((
+                    change.seq,
+                    change.status.clone(),
+                    change.previous_uid2.clone(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seqs, [(3, "optout".to_owned(), Some("A".to_owned()))]);
+    }
+}

@@ -454,3 +454,104 @@ async fn mapping_settings_out_of_range_are_refused_naming_the_key() {
         assert!(stderr.contains(key), "{extra}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_completes_the_rest() {
+    const COUNT: usize = 200_000;
+    let app = spawn_app(1024).await;
+    app.write_config("[mapping]\nbatch_size = 2000\nconcurrency = 4\n");
+    import(&app, COUNT);
+    let expected = operator_v3(&app, COUNT).await;
+    let mapped_count = || -> i64 {
+        let conn = Connection::open(&app.db_path).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM identity WHERE status = 'mapped'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+
+    // Three passes killed at different depths, each after some commits.
+    for round in 1..=3i64 {
+        let before = mapped_count();
+        let mut child = app
+            .command()
+            .arg("remap")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while mapped_count() < before + round * 6_000 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: the pass ended"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "round {round}: too slow"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    let conn = Connection::open(&app.db_path).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let check = |conn: &Connection| -> (usize, usize) {
+        let mut select = conn
+            .prepare("SELECT id, status, uid2 FROM identity")
+            .unwrap();
+        let mut rows = select.query([]).unwrap();
+        let (mut mapped, mut unmapped) = (0, 0);
+        while let Some(row) = rows.next().unwrap() {
+            let id: String = row.get(0).unwrap();
+            let n: usize = id.strip_prefix("id").unwrap().parse().unwrap();
+            match row.get::<_, String>(1).unwrap().as_str() {
+                "mapped" => {
+                    assert_eq!(row.get::<_, String>(2).unwrap(), expected[n], "{id}");
+                    mapped += 1;
+                }
+                "unmapped" => unmapped += 1,
+                other => panic!("{id}: {other}"),
+            }
+        }
+        (mapped, unmapped)
+    };
+    let (mapped, unmapped) = check(&conn);
+    assert!(
+        mapped >= 6_000 * 6 && unmapped > 0,
+        "{mapped} mapped, {unmapped} unmapped"
+    );
+    // Each committed mapping wrote its one change record, no more.
+    let changes: i64 = conn
+        .query_row(
+            "SELECT count(DISTINCT id) FROM identity_change",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let records: i64 = conn
+        .query_row("SELECT count(*) FROM identity_change", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!((changes, records), (mapped as i64, mapped as i64));
+
+    let summary = remap(&app);
+    assert!(
+        summary.starts_with(&format!(
+            "remap: {unmapped} identities sent (v3), {unmapped} changed"
+        )),
+        "{summary}"
+    );
+    assert_eq!(check(&conn), (COUNT, 0));
+    let records: i64 = conn
+        .query_row("SELECT count(*) FROM identity_change", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(records, COUNT as i64);
+}
