@@ -360,6 +360,54 @@ def run_checks(binary, workdir):
             expect(len(sdk.mapped_identities) == 2, f"SDK mapped {sorted(sdk.mapped_identities)}")
 
         @check
+        def the_workers_stored_mapping_equals_what_the_sdks_v3_client_gets():
+            """identities import + remap, then identities export and changes, against the SDK."""
+            config = os.path.join(workdir, "worker.toml")
+            database = os.path.join(workdir, "worker.db")
+            with open(config, "w") as file:
+                file.write(f'[operator]\nbase_url = "{static.base_url}"\n'
+                           f'[database]\npath = "{database}"\n'
+                           '[mapping]\nbatch_size = 3\nconcurrency = 2\n')
+            env = dict(os.environ, UID2_API_KEY=API_KEY, UID2_CLIENT_SECRET=SECRET)
+            env.pop("UID2_BUCKET_SYNC_CONFIG", None)
+            emails = ["user@example.com", "JANE.SAOIRSE@gmail.com", "optout@example.com",
+                      "other@example.com", "x.y+z@gmail.com"]
+            phone_numbers = ["+12345678901", "+441234567890"]
+            records = "".join(f'{{"id": "e{n}", "email": "{e}"}}\n' for n, e in enumerate(emails))
+            records += "".join(f'{{"id": "p{n}", "phone": "{p}"}}\n' for n, p in enumerate(phone_numbers))
+
+            def ours(*args, stdin=None):
+                done = subprocess.run([binary, "--config", config, *args], input=stdin,
+                                      capture_output=True, text=True, env=env, timeout=60)
+                expect(done.returncode == 0, f"{args[0]} failed: {done.stderr.strip()}")
+                return done.stdout
+
+            ours("identities", "import", "-", "--format", "jsonl", stdin=records)
+            summary = ours("remap")
+            expect(summary.startswith("remap: 7 identities sent (v3), 7 changed"), summary)
+            sdk = v3_client(static).generate_identity_map(
+                IdentityMapV3Input.from_emails(emails).with_phones(phone_numbers))
+            exported = {r["id"]: r for r in map(json.loads, ours("identities", "export").splitlines())}
+            ids = {f"e{n}": e for n, e in enumerate(emails)}
+            ids.update({f"p{n}": p for n, p in enumerate(phone_numbers)})
+            for key, identifier in ids.items():
+                record = exported[key]
+                if identifier in sdk.mapped_identities:
+                    identity = sdk.mapped_identities[identifier]
+                    expect(record["status"] == "mapped" and record["uid2"] == identity.current_raw_uid,
+                           f"{key}: stored UID2 differs from the SDK's")
+                    expect(record["previous_uid2"] == identity.previous_raw_uid, f"{key}: p differs")
+                    stored_r = dt.datetime.fromisoformat(record["refresh_from"].replace("Z", "+00:00"))
+                    expect(stored_r == identity.refresh_from, f"{key}: r {stored_r} vs {identity.refresh_from}")
+                else:
+                    expect(sdk.unmapped_identities[identifier].raw_reason == "optout"
+                           and record["status"] == "optout" and record["uid2"] is None,
+                           f"{key}: ours {record['status']}")
+            feed = [json.loads(line) for line in ours("changes", "--json").splitlines()]
+            expect(sorted(c["id"] for c in feed) == sorted(ids), f"feed: {[c['id'] for c in feed]}")
+            expect(all(c["uid2"] == exported[c["id"]]["uid2"] for c in feed), "feed and export differ")
+
+        @check
         def a_wrong_api_key_raises_on_both_map_clients():
             v3_input = IdentityMapV3Input.from_emails(["user@example.com"])
             expect_http_error(401, lambda: v3_client(static, api_key="not-the-key").generate_identity_map(v3_input))

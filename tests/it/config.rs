@@ -82,6 +82,16 @@ fn the_shipped_example_is_valid_and_complete() {
     );
     assert_eq!(settings.database.busy_timeout, Duration::from_secs(30));
     assert_eq!(settings.log.format, LogFormat::Text);
+    let mapping = &settings.mapping;
+    assert!(!mapping.enabled);
+    assert_eq!(mapping.api, uid2_bucket_sync::store::MapApi::V3);
+    assert_eq!(
+        mapping.limits,
+        uid2_bucket_sync::operator::MapLimits::new(5000, 4).unwrap()
+    );
+    assert_eq!(mapping.interval, Duration::from_secs(300));
+    assert_eq!(mapping.spread_over, Duration::from_secs(20 * 3600));
+    assert_eq!(mapping.change_retention, Duration::from_secs(90 * 86400));
 }
 
 /// Both units (`uid2-bucket-sync.service` and `uid2-bucket-sync-poll.service`)

@@ -116,3 +116,70 @@ fn the_bash_consumer_with_until_empty_drains_the_queue_and_stops() {
         .expect("bash runs examples/consumer.sh");
     assert_consumed(&db, &output);
 }
+
+/// `examples/change_feed.py` applies every change record once, saves its
+/// position, and on the next run applies only what came after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_change_feed_follower_applies_each_record_once_across_runs() {
+    let app = common::app::spawn_app(64).await;
+    let import = |from: usize, to: usize| {
+        let mut csv = String::from("id,email\n");
+        for n in from..to {
+            csv.push_str(&format!("id{n},feed{n}@example.com\n"));
+        }
+        let output = common::process::output_with_stdin(
+            app.command()
+                .args(["identities", "import", "-", "--format", "csv"]),
+            &csv,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            common::process::text(&output)
+        );
+        let output = app.command().arg("remap").output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            common::process::text(&output)
+        );
+    };
+    let position = app.dir.path().join("feed.position");
+    let follow = || {
+        let output = Command::new("python3")
+            .arg(example("change_feed.py"))
+            .args(["--binary", BIN, "--config"])
+            .arg(&app.config_path)
+            .arg("--position-file")
+            .arg(&position)
+            .args(["--batch", "4", "--until-empty"])
+            .output()
+            .expect("python3 runs examples/change_feed.py");
+        assert!(
+            output.status.success(),
+            "{}",
+            common::process::text(&output)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    import(0, 10);
+    let first = follow();
+    assert_eq!(first.lines().count(), 10, "{first}");
+    assert!(
+        first
+            .lines()
+            .all(|l| l.contains(": uid2 ") && l.ends_with("(was none)")),
+        "{first}"
+    );
+    assert_eq!(std::fs::read_to_string(&position).unwrap(), "10\n");
+
+    import(10, 13);
+    let second = follow();
+    let ids: Vec<&str> = second
+        .lines()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["id10", "id11", "id12"], "{second}");
+    assert_eq!(follow(), "");
+}
