@@ -384,9 +384,9 @@ fn render(
         ),
         _ => never(),
     };
-    lines.push(("last re-map pass", last_pass));
+    lines.push(("last re-map", last_pass));
     lines.push((
-        "last re-map error",
+        "re-map error",
         match &mapping.last_error {
             Some(error) => format!(
                 "{}: {}: {}",

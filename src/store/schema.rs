@@ -15,7 +15,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_database_meta.sql"),
     include_str!("../../migrations/0003_identities.sql"),
-    include_str!("../../migrations/0005_mapping.sql"),
+    include_str!("../../migrations/0004_mapping.sql"),
 ];
 
 /// `PRAGMA application_id` of our files: "UID2" in ASCII.

@@ -329,7 +329,8 @@ fn status_json_counts_identities_by_status() {
     let db = seeded();
     let conn = Connection::open(&db.path).unwrap();
     conn.execute(
-        "UPDATE identity SET status = 'mapped', uid2 = 'AAAA', refresh_from_ms = 0 WHERE id = 'u1'",
+        "UPDATE identity SET status = 'mapped', uid2 = 'AAAA', refresh_from_ms = 0, mapped_at_ms = 0 \
+         WHERE id = 'u1'",
         [],
     )
     .unwrap();

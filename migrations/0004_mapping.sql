@@ -1,4 +1,4 @@
--- Schema version 5.
+-- Schema version 4.
 --
 -- The re-map worker's own state, and the indexes its due sets read.
 

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The re-map worker at production size, release build, against its own
+# `dev-operator` (2^20 buckets) on loopback, next to a baseline: the official
+# Python SDK's IdentityMapV3Client (uid2-client 2.9.0), 8 threads of 5,000
+# emails, storing each answer with sqlite3, as a data provider's own job
+# would. Prints one line per measurement and a summary table.
+#
+#   scripts/bench-remap.sh            # RUNS=3 of each, IDENTITIES=1000000
+#
+# Measured, each from a fresh copy of the same database:
+#   - the first `remap` of IDENTITIES raw emails (v3, concurrency 8), and
+#     the operator's CPU time during it (what the simulator costs);
+#   - the baseline over the same emails;
+#   - a v3 "due day": 1/30 of them past their refresh time;
+#   - a v2 day: the identities in the 2,874 buckets of one day's rotations,
+#     after `sync` recorded them.
+# Needs cargo, python3 with .venv (created like .ci/run does) and /usr/bin/time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+runs=${RUNS:-3}
+identities=${IDENTITIES:-1000000}
+buckets=1048576
+daily=2874
+concurrency=8
+
+cargo build --release --quiet --bin uid2-bucket-sync
+bin=$root/target/release/uid2-bucket-sync
+if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check uid2-client==2.9.0
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/uid2-bench-remap.XXXXXX")
+operator_pid=
+cleanup() {
+    [[ -n $operator_pid ]] && kill "$operator_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+unset UID2_BUCKET_SYNC_CONFIG UID2_BUCKET_SYNC_DATABASE UID2_BUCKET_SYNC_BASE_URL
+export UID2_API_KEY=bench-key
+UID2_CLIENT_SECRET=$(head -c 32 /dev/urandom | base64)
+export UID2_CLIENT_SECRET
+
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+
+# One day's rotations every 90 s: the v2 day waits for one batch.
+"$bin" dev-operator --listen 127.0.0.1:0 --buckets "$buckets" \
+    --rotate-every 90s --rotate-count "$daily" >"$work/operator.out" 2>"$work/operator.err" &
+operator_pid=$!
+for _ in $(seq 100); do
+    grep -q listening "$work/operator.out" 2>/dev/null && break
+    sleep 0.1
+done
+base_url=$(grep -o 'http://[0-9.:]*' "$work/operator.out")
+
+config() { # config FILE DATABASE API
+    printf '[operator]\nbase_url = "%s"\n\n[sync]\ninitial_since = "2000-01-01T00:00:00"\n\n' "$base_url" >"$1"
+    printf '[database]\npath = "%s"\n\n[mapping]\napi = "%s"\nconcurrency = %d\n' "$2" "$3" "$concurrency" >>"$1"
+}
+
+# The operator's CPU time so far, in seconds.
+operator_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$operator_pid/stat"
+}
+
+# measure LABEL COMMAND...: one run; appends "seconds kilobytes operator_cpu_seconds" to $work/LABEL
+measure() {
+    local label=$1 before after
+    shift
+    before=$(operator_cpu)
+    /usr/bin/time -f '%e %M' -o "$work/time.out" "$@" >"$work/last.out" 2>"$work/last.err" || {
+        echo "$label failed:" >&2
+        cat "$work/last.err" >&2
+        exit 1
+    }
+    after=$(operator_cpu)
+    echo "$(cat "$work/time.out") $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')" >>"$work/$label"
+}
+
+# median LABEL COLUMN (1: seconds, 2: kilobytes, 3: operator CPU seconds)
+median() {
+    sort -n -k"$2","$2" "$work/$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
+}
+
+# --- the identities, imported once --------------------------------------------
+awk -v n="$identities" 'BEGIN { print "id,email"; for (i = 0; i < n; i++) printf "user%07d,person.%d@example%d.com\n", i, i, i % 97 }' \
+    >"$work/identities.csv"
+"$bin" --db "$work/imported.db" identities import "$work/identities.csv" >/dev/null
+
+# --- first remap, v3 -------------------------------------------------------------
+config "$work/v3.toml" "$work/v3.db" v3
+for _ in $(seq "$runs"); do
+    rm -f "$work"/v3.db*
+    cp "$work/imported.db" "$work/v3.db"
+    measure first "$bin" --config "$work/v3.toml" remap
+done
+echo "first remap: $(cat "$work/last.out")"
+cp "$work/v3.db" "$work/mapped.db"
+
+# --- the SDK baseline --------------------------------------------------------------
+cat >"$work/baseline.py" <<'PY'
+import concurrent.futures, csv, os, sqlite3, sys
+from uid2_client import IdentityMapV3Client, IdentityMapV3Input
+
+client = IdentityMapV3Client(os.environ["BASE_URL"], os.environ["UID2_API_KEY"], os.environ["UID2_CLIENT_SECRET"])
+with open(sys.argv[1], newline="") as f:
+    rows = list(csv.reader(f))[1:]
+db = sqlite3.connect(sys.argv[2])
+db.execute("PRAGMA journal_mode = WAL")
+db.execute("CREATE TABLE IF NOT EXISTS identity (id TEXT PRIMARY KEY, uid2 TEXT, previous_uid2 TEXT, refresh_from TEXT, status TEXT)")
+
+def map_batch(batch):
+    answer = client.generate_identity_map(IdentityMapV3Input.from_emails([email for _, email in batch]))
+    out = []
+    for id_, email in batch:
+        mapped = answer.mapped_identities.get(email)
+        if mapped is None:
+            out.append((id_, None, None, None, "unmapped"))
+        else:
+            out.append((id_, mapped.current_raw_uid, mapped.previous_raw_uid, mapped.refresh_from.isoformat(), "mapped"))
+    return out
+
+batches = [rows[i:i + 5000] for i in range(0, len(rows), 5000)]
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    for results in pool.map(map_batch, batches):
+        with db:
+            db.executemany("INSERT OR REPLACE INTO identity VALUES (?, ?, ?, ?, ?)", results)
+print(f"baseline stored {db.execute('SELECT count(*) FROM identity WHERE status = ?', ('mapped',)).fetchone()[0]} mappings")
+db.close()
+PY
+for _ in $(seq "$runs"); do
+    rm -f "$work"/baseline.db*
+    BASE_URL=$base_url measure baseline .venv/bin/python "$work/baseline.py" "$work/identities.csv" "$work/baseline.db"
+done
+echo "$(cat "$work/last.out")"
+
+# --- a v3 due day: 1/30 past their refresh time ------------------------------------
+.venv/bin/python - "$work/mapped.db" <<'PY'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+with db:
+    db.execute("UPDATE identity SET refresh_from_ms = ? WHERE CAST(substr(id, 5) AS INTEGER) % 30 = 0",
+               (int(time.time() * 1000) - 60_000,))
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+db.close()
+PY
+for _ in $(seq "$runs"); do
+    rm -f "$work"/v3.db*
+    cp "$work/mapped.db" "$work/v3.db"
+    measure dueday "$bin" --config "$work/v3.toml" remap
+done
+echo "due day: $(cat "$work/last.out")"
+
+# --- a v2 day: one day's rotations, then the identities in those buckets --------------
+config "$work/v2.toml" "$work/v2.db" v2
+rm -f "$work"/v2.db*
+cp "$work/imported.db" "$work/v2.db"
+"$bin" --config "$work/v2.toml" sync >/dev/null 2>&1
+"$bin" --config "$work/v2.toml" remap >"$work/v2-first.out" 2>/dev/null
+echo "first remap (v2): $(cat "$work/v2-first.out")"
+seen=$(grep -c 'rotated buckets' "$work/operator.err" || true)
+while [[ $(grep -c 'rotated buckets' "$work/operator.err" || true) -le $seen ]]; do sleep 0.5; done
+"$bin" --config "$work/v2.toml" sync >"$work/v2-sync.out" 2>/dev/null
+echo "v2 day sync: $(cat "$work/v2-sync.out")"
+cp "$work/v2.db" "$work/v2-primed.db"
+for _ in $(seq "$runs"); do
+    rm -f "$work"/v2.db*
+    cp "$work/v2-primed.db" "$work/v2.db"
+    measure v2day "$bin" --config "$work/v2.toml" remap
+done
+echo "v2 day: $(cat "$work/last.out")"
+
+# --- report ------------------------------------------------------------------------
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+row() { printf '%-58s %10s %10s %14s\n' "$1" "$2" "$3" "$4"; }
+row "re-map worker (median of $runs runs; $identities identities)" "wall" "peak RSS" "operator CPU"
+for label in first baseline dueday v2day; do
+    case $label in
+    first) name="first remap, v3, concurrency $concurrency" ;;
+    baseline) name="  baseline: SDK IdentityMapV3Client x8 + sqlite3" ;;
+    dueday) name="v3 due day (1/30 due)" ;;
+    v2day) name="v2 day ($daily rotated buckets)" ;;
+    esac
+    row "$name" "$(median $label 1) s" "$(($(median $label 2) / 1024)) MiB" "$(median $label 3) s"
+done
+awk -v a="$(median first 1)" -v b="$(median baseline 1)" \
+    'BEGIN { printf "first remap vs baseline: %.1fx faster (target: 5x)\n", b / a }'
