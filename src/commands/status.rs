@@ -16,7 +16,7 @@ use crate::cli::Cli;
 use crate::config::{Schedule, Settings};
 use crate::daemon::instance_lock::daemon_running;
 use crate::daemon::schedule::{describe, next_poll};
-use crate::store::{IdentityCounts, MapApi, MappingState, OpenMode, StoreStatus};
+use crate::store::{Failure, IdentityCounts, MapApi, MappingState, OpenMode, StoreStatus};
 use crate::timestamp::{format_utc, truncate_to_millis};
 
 pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -222,6 +222,16 @@ struct ErrorJson<'a> {
     message: &'a str,
 }
 
+impl<'a> From<&'a Failure> for ErrorJson<'a> {
+    fn from(failure: &'a Failure) -> Self {
+        Self {
+            at: format_utc(failure.at),
+            kind: &failure.kind,
+            message: &failure.message,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct CycleJson {
     received: u64,
@@ -243,11 +253,7 @@ impl<'a> StatusJson<'a> {
             high_water_mark: sync.high_water_mark.map(format_utc),
             last_attempt_at: sync.last_attempt_at.map(format_utc),
             last_success_at: sync.last_success_at.map(format_utc),
-            last_error: sync.last_error.as_ref().map(|error| ErrorJson {
-                at: format_utc(error.at),
-                kind: &error.kind,
-                message: &error.message,
-            }),
+            last_error: sync.last_error.as_ref().map(ErrorJson::from),
             last_cycle: sync.last_cycle.map(|cycle| CycleJson {
                 received: cycle.received,
                 new_rotations: cycle.new_rotations,
@@ -272,11 +278,7 @@ impl<'a> StatusJson<'a> {
                 last_started_at: mapping.last_started_at.map(format_utc),
                 last_finished_at: mapping.last_finished_at.map(format_utc),
                 last_success_at: mapping.last_success_at.map(format_utc),
-                last_error: mapping.last_error.as_ref().map(|error| ErrorJson {
-                    at: format_utc(error.at),
-                    kind: &error.kind,
-                    message: &error.message,
-                }),
+                last_error: mapping.last_error.as_ref().map(ErrorJson::from),
                 last_pass: mapping.last_pass.map(|pass| PassJson {
                     sent: pass.sent,
                     changed: pass.changed,
@@ -319,15 +321,7 @@ fn render(
         (Some(at), None) => time_and_age(at, now),
         (None, _) => never(),
     };
-    let last_error = match &sync.last_error {
-        Some(error) => format!(
-            "{}: {}: {}",
-            time_and_age(error.at, now),
-            error.kind,
-            error.message
-        ),
-        None => "none".to_owned(),
-    };
+    let last_error = failure_line(sync.last_error.as_ref(), now);
     let mut lines = vec![("database", database.to_owned())];
     lines.extend([
         (
@@ -387,17 +381,22 @@ fn render(
     lines.push(("last re-map", last_pass));
     lines.push((
         "re-map error",
-        match &mapping.last_error {
-            Some(error) => format!(
-                "{}: {}: {}",
-                time_and_age(error.at, now),
-                error.kind,
-                error.message
-            ),
-            None => "none".to_owned(),
-        },
+        failure_line(mapping.last_error.as_ref(), now),
     ));
     key_values(&lines)
+}
+
+/// A recorded failure on one line: when, its kind and its message.
+fn failure_line(failure: Option<&Failure>, now: DateTime<Utc>) -> String {
+    match failure {
+        Some(failure) => format!(
+            "{}: {}: {}",
+            time_and_age(failure.at, now),
+            failure.kind,
+            failure.message
+        ),
+        None => "none".to_owned(),
+    }
 }
 
 /// What `status` shows about the identities and the re-map worker.

@@ -327,7 +327,6 @@ mod tests {
 
     use super::*;
     use crate::queue::{ClaimRequest, QueueOptions, RemapQueue};
-    use crate::store::{OpenMode, StoreOptions};
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 6, day, hour, 0, 0).unwrap()
@@ -361,12 +360,7 @@ mod tests {
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
-        Store::open(
-            &dir.path().join("buckets.db"),
-            OpenMode::CreateIfMissing,
-            &StoreOptions::default(),
-        )
-        .unwrap()
+        crate::store::open_test_store(dir)
     }
 
     /// A probe that fails like a disk once `rows` rows are written, or

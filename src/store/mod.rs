@@ -25,7 +25,7 @@ pub use identities::IdentityStatus;
 pub(crate) use identities::{IdentityImport, IdentityRecord, Staged};
 pub(crate) use ingest::IngestSummary;
 pub(crate) use remap::{BatchCounts, ChangeRecord, DueCursor, DueIdentity, MapOutcome, PassEnd};
-pub use remap::{MapApi, MappingState, PassCounts, PassFailure};
+pub use remap::{MapApi, MappingState, PassCounts};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use crate::queue::{QueueError, QueueOptions, QueueStats, SqliteQueue};
@@ -195,13 +195,14 @@ pub struct SyncState {
     pub high_water_mark: Option<DateTime<Utc>>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
-    pub last_error: Option<SyncFailure>,
+    pub last_error: Option<Failure>,
     /// Counts of the last successful cycle.
     pub last_cycle: Option<CycleCounts>,
 }
 
+/// A failed sync cycle or re-map pass, as recorded: `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncFailure {
+pub struct Failure {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub message: String,
@@ -336,6 +337,17 @@ impl Store {
     }
 }
 
+/// A new database file in `dir`, as the store's unit tests open it.
+#[cfg(test)]
+pub(crate) fn open_test_store(dir: &tempfile::TempDir) -> Store {
+    Store::open(
+        &dir.path().join("buckets.db"),
+        OpenMode::CreateIfMissing,
+        &StoreOptions::default(),
+    )
+    .unwrap()
+}
+
 fn sync_state_in(conn: &Connection) -> rusqlite::Result<SyncState> {
     conn.prepare_cached(
         "SELECT high_water_mark_ms, last_attempt_at_ms, last_success_at_ms,
@@ -346,7 +358,7 @@ fn sync_state_in(conn: &Connection) -> rusqlite::Result<SyncState> {
     .query_row([], |row| {
         let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
         let last_error = match time(3)? {
-            Some(at) => Some(SyncFailure {
+            Some(at) => Some(Failure {
                 at,
                 kind: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
                 message: row.get::<_, Option<String>>(5)?.unwrap_or_default(),

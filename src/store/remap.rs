@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Store, StoreError, sql_error};
+use super::{Failure, Store, StoreError, sql_error};
 use crate::identity::{IdentityHash, IdentityType};
 use crate::store::identities::{IdentityCounts, IdentityStatus, identity_counts_in, type_name};
 use crate::timestamp::{from_millis, to_millis};
@@ -197,14 +197,6 @@ pub struct PassCounts {
     pub requests: u64,
 }
 
-/// A failed pass, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassFailure {
-    pub at: DateTime<Utc>,
-    pub kind: String,
-    pub message: String,
-}
-
 /// The worker's state: `status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MappingState {
@@ -213,7 +205,7 @@ pub struct MappingState {
     pub last_started_at: Option<DateTime<Utc>>,
     pub last_finished_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
-    pub last_error: Option<PassFailure>,
+    pub last_error: Option<Failure>,
     /// Counts of the last pass that finished, complete or not.
     pub last_pass: Option<PassCounts>,
 }
@@ -751,7 +743,7 @@ fn mapping_state_in(conn: &Connection) -> rusqlite::Result<MappingState> {
                     .map(|v| v.map(|n| n as u64))
             };
             let last_error = match (time(5)?, row.get(6)?, row.get(7)?) {
-                (Some(at), Some(kind), Some(message)) => Some(PassFailure { at, kind, message }),
+                (Some(at), Some(kind), Some(message)) => Some(Failure { at, kind, message }),
                 _ => None,
             };
             let last_pass = match count(8)? {
@@ -784,19 +776,13 @@ mod tests {
 
     use super::*;
     use crate::rotation::BucketRotation;
-    use crate::store::{OpenMode, StoreOptions};
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 6, day, hour, 0, 0).unwrap()
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
-        Store::open(
-            &dir.path().join("buckets.db"),
-            OpenMode::CreateIfMissing,
-            &StoreOptions::default(),
-        )
-        .unwrap()
+        crate::store::open_test_store(dir)
     }
 
     fn hash(n: u8) -> IdentityHash {
@@ -845,6 +831,19 @@ mod tests {
         }
     }
 
+    /// One pass at `now` over everything due, answered by `outcome` per id.
+    fn map_due(
+        store: &Store,
+        api: MapApi,
+        now: DateTime<Utc>,
+        outcome: impl Fn(&str) -> MapOutcome,
+    ) {
+        let mut cursor = DueCursor::new(api, now, None, None);
+        let batch = store.next_due(&mut cursor, 100, now).unwrap();
+        let outcomes: Vec<_> = batch.iter().map(|d| outcome(&d.id)).collect();
+        store.commit_mappings(&batch, &outcomes, now).unwrap();
+    }
+
     #[test]
     fn an_answer_for_a_value_re_imported_while_in_flight_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
@@ -876,20 +875,14 @@ mod tests {
         let store = open(&dir);
         import(&store, 9, at(1, 0));
         // Map them all; id2, id5 and id7 come due on the 10th.
-        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
-        let batch = store.next_due(&mut cursor, 100, at(1, 1)).unwrap();
-        let outcomes: Vec<_> = batch
-            .iter()
-            .map(|d| {
-                let day = if ["id2", "id5", "id7"].contains(&d.id.as_str()) {
-                    10
-                } else {
-                    30
-                };
-                mapped(&format!("U-{}", d.id), None, Some(at(day, 0)))
-            })
-            .collect();
-        store.commit_mappings(&batch, &outcomes, at(1, 1)).unwrap();
+        map_due(&store, MapApi::V3, at(1, 1), |id| {
+            let day = if ["id2", "id5", "id7"].contains(&id) {
+                10
+            } else {
+                30
+            };
+            mapped(&format!("U-{id}"), None, Some(at(day, 0)))
+        });
         // And two new ones arrive.
         let mut import = store.import_identities(at(5, 0)).unwrap();
         for (n, id) in [(20u8, "new-a"), (21, "new-b")] {
@@ -910,13 +903,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         import(&store, 6, at(1, 0));
-        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
-        let batch = store.next_due(&mut cursor, 100, at(1, 1)).unwrap();
-        let outcomes: Vec<_> = batch
-            .iter()
-            .map(|d| mapped(&format!("U-{}", d.id), None, Some(at(10, 0))))
-            .collect();
-        store.commit_mappings(&batch, &outcomes, at(1, 1)).unwrap();
+        map_due(&store, MapApi::V3, at(1, 1), |id| {
+            mapped(&format!("U-{id}"), None, Some(at(10, 0)))
+        });
         let mut import = store.import_identities(at(5, 0)).unwrap();
         import
             .stage(2, "new", Some((IdentityType::Email, &hash(50))))
@@ -974,13 +963,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         import(&store, 2, at(1, 0));
-        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
-        let batch = store.next_due(&mut cursor, 10, at(1, 1)).unwrap();
-        let outcomes = [
-            mapped("A", None, Some(at(2, 0))),
-            mapped("B", None, Some(at(2, 0))),
-        ];
-        store.commit_mappings(&batch, &outcomes, at(1, 1)).unwrap();
+        map_due(&store, MapApi::V3, at(1, 1), |id| {
+            mapped(if id == "id0" { "A" } else { "B" }, None, Some(at(2, 0)))
+        });
         assert_eq!(store.prune_changes(at(1, 2)).unwrap(), 2);
 
         let mut cursor = DueCursor::new(MapApi::V3, at(3, 0), None, None);

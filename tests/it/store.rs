@@ -6,8 +6,8 @@ use common::{TempDb, ack_all, at, claim, lease_for, rotation};
 use rusqlite::Connection;
 use uid2_bucket_sync::queue::{ListFilter, QueueOptions, QueueState, RemapQueue};
 use uid2_bucket_sync::store::{
-    APPLICATION_ID, CREATED_BY_DAEMON, CycleCounts, OpenMode, SCHEMA_VERSION, Store, StoreError,
-    StoreOptions, SyncFailure,
+    APPLICATION_ID, CREATED_BY_DAEMON, CycleCounts, Failure, OpenMode, SCHEMA_VERSION, Store,
+    StoreError, StoreOptions,
 };
 use uid2_bucket_sync::timestamp::{format_utc, from_millis};
 
@@ -494,7 +494,7 @@ fn attempts_and_failures_are_recorded_in_the_sync_state_only() {
     assert_eq!(state.last_attempt_at, Some(at(2, 0, 0)));
     assert_eq!(
         state.last_error,
-        Some(SyncFailure {
+        Some(Failure {
             at: at(2, 0, 5),
             kind: "timeout".into(),
             message: "no answer within 5m".into(),

@@ -12,6 +12,13 @@
 //! Validation is all-or-nothing: any problem rejects the whole response,
 //! because ingesting part of an answer would move the high-water mark past
 //! rotations the operator did report.
+//!
+//! Why not derived structs: a derived document stops at the first bad row,
+//! so a `status` after the body, which says why the rows are odd, is never
+//! read (a failure status must win over the rows); and its messages are
+//! serde's, not a row index and a named problem. The visitors below stay
+//! small: a row reads two keys, and every shape a visitor does not expect
+//! goes through one macro.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -79,6 +86,48 @@ pub fn parse_buckets_json(json: &str) -> Result<Vec<BucketRotation>, ResponseErr
     document.into_rotations()
 }
 
+/// The visitor methods for the JSON shapes a visitor does not expect: each
+/// is described for the error message (`the number 42`, `an array`) and
+/// handed to `$found`. Arrays and objects are skipped without allocating.
+/// Names the shapes beyond the scalars the visitor leaves to this macro.
+macro_rules! describe_other_shapes {
+    ($de:lifetime, $value:ty, $found:expr $(, $shape:ident)*) => {
+        fn visit_bool<E>(self, v: bool) -> Result<$value, E> {
+            Ok(($found)(format!("the boolean {v}")))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<$value, E> {
+            Ok(($found)(format!("the number {v}")))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<$value, E> {
+            Ok(($found)(format!("the number {v}")))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<$value, E> {
+            Ok(($found)(format!("the number {v}")))
+        }
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            Ok(($found)("null".to_owned()))
+        }
+        $(describe_other_shapes!(@$shape $de, $value, $found);)*
+    };
+    (@strings $de:lifetime, $value:ty, $found:expr) => {
+        fn visit_str<E>(self, v: &str) -> Result<$value, E> {
+            Ok(($found)(format!("the string {v:?}")))
+        }
+    };
+    (@arrays $de:lifetime, $value:ty, $found:expr) => {
+        fn visit_seq<A: SeqAccess<$de>>(self, seq: A) -> Result<$value, A::Error> {
+            drain_seq(seq)?;
+            Ok(($found)("an array".to_owned()))
+        }
+    };
+    (@objects $de:lifetime, $value:ty, $found:expr) => {
+        fn visit_map<A: MapAccess<$de>>(self, map: A) -> Result<$value, A::Error> {
+            drain_map(map)?;
+            Ok(($found)("an object".to_owned()))
+        }
+    };
+}
+
 /// A JSON value where a string is expected: the string (borrowed from the
 /// input when it has no escapes), or a short rendering of anything else for
 /// error messages.
@@ -120,29 +169,7 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
         Ok(Scalar::Text(Cow::Owned(v)))
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Scalar::Other(format!("the boolean {v}")))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other(format!("the number {v}")))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other(format!("the number {v}")))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other(format!("the number {v}")))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Scalar::Other("null".to_owned()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        drain_seq(seq)?;
-        Ok(Scalar::Other("an array".to_owned()))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        drain_map(map)?;
-        Ok(Scalar::Other("an object".to_owned()))
-    }
+    describe_other_shapes!('de, Scalar<'de>, Scalar::Other, arrays, objects);
 }
 
 fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
@@ -310,31 +337,7 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         Ok(Document { shape: Ok(fields) })
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        drain_seq(seq)?;
-        Ok(Self::not_an_object("an array".to_owned()))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Self::not_an_object(format!("the string {v:?}")))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Self::not_an_object(format!("the string {v:?}")))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Self::not_an_object(format!("the boolean {v}")))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Self::not_an_object(format!("the number {v}")))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Self::not_an_object(format!("the number {v}")))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Self::not_an_object(format!("the number {v}")))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Self::not_an_object("null".to_owned()))
-    }
+    describe_other_shapes!('de, Document<'de>, Self::not_an_object, strings, arrays);
 }
 
 struct BodySeed {
@@ -379,28 +382,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
         Ok(Body::Rows(rows))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body, A::Error> {
-        drain_map(map)?;
-        Ok(Body::NotArray("an object".to_owned()))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Body, E> {
-        Ok(Body::NotArray(format!("the string {v:?}")))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Body, E> {
-        Ok(Body::NotArray(format!("the boolean {v}")))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Body, E> {
-        Ok(Body::NotArray(format!("the number {v}")))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Body, E> {
-        Ok(Body::NotArray(format!("the number {v}")))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Body, E> {
-        Ok(Body::NotArray(format!("the number {v}")))
-    }
-    fn visit_unit<E>(self) -> Result<Body, E> {
-        Ok(Body::NotArray("null".to_owned()))
-    }
+    describe_other_shapes!('de, Body, Body::NotArray, strings, objects);
 }
 
 /// One element of `body`, already validated. Problems are values, not serde
@@ -454,28 +436,7 @@ impl<'de> Visitor<'de> for RowVisitor {
         Ok(Row(validate_row(bucket_id, last_updated)))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Row, A::Error> {
-        drain_seq(seq)?;
-        Ok(Self::not_an_object("an array".to_owned()))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Row, E> {
-        Ok(Self::not_an_object(format!("the string {v:?}")))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Row, E> {
-        Ok(Self::not_an_object(format!("the boolean {v}")))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Row, E> {
-        Ok(Self::not_an_object(format!("the number {v}")))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Row, E> {
-        Ok(Self::not_an_object(format!("the number {v}")))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Row, E> {
-        Ok(Self::not_an_object(format!("the number {v}")))
-    }
-    fn visit_unit<E>(self) -> Result<Row, E> {
-        Ok(Self::not_an_object("null".to_owned()))
-    }
+    describe_other_shapes!('de, Row, Self::not_an_object, strings, arrays);
 }
 
 fn validate_row(
