@@ -31,12 +31,17 @@ INSERT INTO mapping_state (id) VALUES (1);
 
 -- After a switch of API, identities mapped with the other one lack what
 -- this one needs to know when they are due (a refresh time for v3, a
--- bucket for v2): each is due once. These sets are empty in steady state,
--- so their indexes cost nothing.
-CREATE INDEX identity_mapped_without_refresh ON identity (id)
-    WHERE status = 'mapped' AND refresh_from_ms IS NULL;
-CREATE INDEX identity_mapped_without_bucket ON identity (id)
-    WHERE status = 'mapped' AND bucket_id IS NULL;
+-- bucket for v2): each is due once. A v2 mapping sets a bucket and no
+-- refresh time, a v3 mapping the reverse, so those sets are read from the
+-- bucket and refresh indexes, and the index of the API in use is the only
+-- one that grows. The bucket index is keyed (bucket_id, id), the order in
+-- which the v2 sets are read; it was empty until now, as nothing mapped.
+DROP INDEX identity_bucket;
+CREATE INDEX identity_bucket ON identity (bucket_id) WHERE bucket_id IS NOT NULL;
+
+-- Every change record is also an entry in this index, kept only for
+-- pruning; pruning reads the feed from its oldest record instead.
+DROP INDEX identity_change_time;
 
 -- ---- the SQL contract (docs/sql-contract.md) ----------------------------
 

@@ -8,7 +8,8 @@
 #   scripts/bench-remap.sh            # RUNS=3 of each, IDENTITIES=1000000
 #
 # Measured, each from a fresh copy of the same database:
-#   - the first `remap` of IDENTITIES raw emails (v3, concurrency 8), and
+#   - `identities import` of IDENTITIES raw emails into a new database;
+#   - the first `remap` of them (v3, concurrency 8), and
 #     the operator's CPU time during it (what the simulator costs);
 #   - the baseline over the same emails;
 #   - a v3 "due day": 1/30 of them past their refresh time;
@@ -83,10 +84,14 @@ median() {
     sort -n -k"$2","$2" "$work/$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
 }
 
-# --- the identities, imported once --------------------------------------------
-awk -v n="$identities" 'BEGIN { print "id,email"; for (i = 0; i < n; i++) printf "user%07d,person.%d@example%d.com\n", i, i, i % 97 }' \
+# --- identities import: raw emails into a new database ---------------------------
+awk -v n="$identities" 'BEGIN { print "id,email"; for (i = 0; i < n; i++) printf "user%07d,Person.%d+tag@Example%d.com\n", i, i, i % 97 }' \
     >"$work/identities.csv"
-"$bin" --db "$work/imported.db" identities import "$work/identities.csv" >/dev/null
+for _ in $(seq "$runs"); do
+    rm -f "$work"/imported.db*
+    measure import "$bin" --db "$work/imported.db" identities import "$work/identities.csv"
+done
+echo "identities import: $(cat "$work/last.out")"
 
 # --- first remap, v3 -------------------------------------------------------------
 config "$work/v3.toml" "$work/v3.db" v3
@@ -159,6 +164,18 @@ cp "$work/imported.db" "$work/v2.db"
 "$bin" --config "$work/v2.toml" sync >/dev/null 2>&1
 "$bin" --config "$work/v2.toml" remap >"$work/v2-first.out" 2>/dev/null
 echo "first remap (v2): $(cat "$work/v2-first.out")"
+# A pass looks again at rotations observed up to an hour before the last
+# complete pass started (a sync may commit a moment after it stamped them),
+# so the day after the first sync, the first sync's 2^20 are behind that
+# margin. The bench cannot wait an hour: it moves the mark where the next
+# hour's pass would have put it, past the first sync.
+.venv/bin/python - "$work/v2.db" <<'PY'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+with db:
+    db.execute("UPDATE mapping_state SET rotations_checked_ms = ? WHERE id = 1", (int(time.time() * 1000),))
+db.close()
+PY
 seen=$(grep -c 'rotated buckets' "$work/operator.err" || true)
 while [[ $(grep -c 'rotated buckets' "$work/operator.err" || true) -le $seen ]]; do sleep 0.5; done
 "$bin" --config "$work/v2.toml" sync >"$work/v2-sync.out" 2>/dev/null
@@ -176,8 +193,9 @@ echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 row() { printf '%-58s %10s %10s %14s\n' "$1" "$2" "$3" "$4"; }
 row "re-map worker (median of $runs runs; $identities identities)" "wall" "peak RSS" "operator CPU"
-for label in first baseline dueday v2day; do
+for label in import first baseline dueday v2day; do
     case $label in
+    import) name="identities import (raw emails, CSV)" ;;
     first) name="first remap, v3, concurrency $concurrency" ;;
     baseline) name="  baseline: SDK IdentityMapV3Client x8 + sqlite3" ;;
     dueday) name="v3 due day (1/30 due)" ;;
@@ -185,5 +203,7 @@ for label in first baseline dueday v2day; do
     esac
     row "$name" "$(median $label 1) s" "$(($(median $label 2) / 1024)) MiB" "$(median $label 3) s"
 done
-awk -v a="$(median first 1)" -v b="$(median baseline 1)" \
-    'BEGIN { printf "first remap vs baseline: %.1fx faster (target: 5x)\n", b / a }'
+awk -v n="$identities" -v s="$(median import 1)" \
+    'BEGIN { printf "import: %d identities/s (target: 500000/s, peak RSS <= 100 MB)\n", n / s }'
+awk -v a="$(median first 1)" -v b="$(median baseline 1)" -v o="$(median first 3)" \
+    'BEGIN { printf "first remap vs baseline: %.1fx faster (target: 5x); the simulator used %.2f s of CPU during it\n", b / a, o }'

@@ -367,6 +367,33 @@ async fn identities_mapped_with_v2_are_due_once_after_the_switch_to_v3() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn identities_mapped_with_v3_are_due_once_after_the_switch_to_v2() {
+    let app = spawn_app(16).await;
+    import(&app, 8);
+    remap(&app);
+    // Batches of three: the set is read in pages, across two passes.
+    app.write_config(&format!("{V2}batch_size = 3\n"));
+    let status = jsonl(&run(&app, &["status", "--json"]));
+    assert_eq!(status[0]["identities"]["due"], 8);
+    let output = run(&app, &["remap", "--limit", "5"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.starts_with("remap: 5 identities sent (v2)"),
+        "{summary}"
+    );
+    assert!(remap(&app).starts_with("remap: 3 identities sent (v2)"));
+    let records = exported(&app);
+    assert!(
+        records
+            .values()
+            .all(|r| r["bucket_id"].is_string() && r["refresh_from"].is_null()),
+        "{records:?}"
+    );
+    assert!(remap(&app).starts_with("remap: 0 identities sent (v2)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn limit_sends_at_most_n_and_the_next_pass_sends_the_rest() {
     let app = spawn_app(64).await;
     app.write_config("[mapping]\nbatch_size = 4\nconcurrency = 2\n");
