@@ -164,11 +164,22 @@ cp "$work/imported.db" "$work/v2.db"
 "$bin" --config "$work/v2.toml" sync >/dev/null 2>&1
 "$bin" --config "$work/v2.toml" remap >"$work/v2-first.out" 2>/dev/null
 echo "first remap (v2): $(cat "$work/v2-first.out")"
+# wait_for_rotation: until the operator logs its next batch of rotations.
+wait_for_rotation() {
+    local seen
+    seen=$(grep -c 'rotated buckets' "$work/operator.err" || true)
+    while [[ $(grep -c 'rotated buckets' "$work/operator.err" || true) -le $seen ]]; do sleep 0.5; done
+}
+# Catch up with what rotated during the first pass, right after a batch, so
+# that exactly one more batch comes before the measured day.
+wait_for_rotation
+"$bin" --config "$work/v2.toml" sync >/dev/null 2>&1
+"$bin" --config "$work/v2.toml" remap >/dev/null 2>&1
 # A pass looks again at rotations observed up to an hour before the last
 # complete pass started (a sync may commit a moment after it stamped them),
-# so the day after the first sync, the first sync's 2^20 are behind that
-# margin. The bench cannot wait an hour: it moves the mark where the next
-# hour's pass would have put it, past the first sync.
+# so a day after the first sync its 2^20 rotations are behind that margin.
+# The bench cannot wait an hour: it moves the mark where that hour's pass
+# would have put it.
 .venv/bin/python - "$work/v2.db" <<'PY'
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1])
@@ -176,10 +187,13 @@ with db:
     db.execute("UPDATE mapping_state SET rotations_checked_ms = ? WHERE id = 1", (int(time.time() * 1000),))
 db.close()
 PY
-seen=$(grep -c 'rotated buckets' "$work/operator.err" || true)
-while [[ $(grep -c 'rotated buckets' "$work/operator.err" || true) -le $seen ]]; do sleep 0.5; done
+wait_for_rotation
 "$bin" --config "$work/v2.toml" sync >"$work/v2-sync.out" 2>/dev/null
 echo "v2 day sync: $(cat "$work/v2-sync.out")"
+if ! grep -q "($daily new rotations" "$work/v2-sync.out"; then
+    echo "the v2 day did not see exactly one batch of $daily rotations" >&2
+    exit 1
+fi
 cp "$work/v2.db" "$work/v2-primed.db"
 for _ in $(seq "$runs"); do
     rm -f "$work"/v2.db*
