@@ -1,5 +1,7 @@
 //! uid2-bucket-sync: keeps a durable re-mapping queue of rotated UID2/EUID
-//! salt buckets, fed by polling the operator's `POST /v2/identity/buckets`.
+//! salt buckets, fed by polling the operator's `POST /v2/identity/buckets`,
+//! and keeps the user's own identities mapped (`POST /v3/identity/map`, or
+//! the deprecated v2 one) with a change feed of their UID2s.
 //!
 //! # Layout
 //!
@@ -25,12 +27,19 @@
 //! Keeping state:
 //! - [`store`]: the SQLite file, its migrations, the sync state and the
 //!   atomic ingest of one response; who may open the file (modes, groups,
-//!   and what to say when access is wrong) in `store::access`.
+//!   and what to say when access is wrong) in `store::access`; the user's
+//!   identities (import, export) in `store::identities`; what the re-map
+//!   worker reads and writes (due sets, batch commits, change feed) in
+//!   `store::remap`.
 //! - [`queue`]: the lease-based re-mapping queue batch jobs consume.
 //!
 //! Running:
 //! - [`config`]: layered settings (file, environment, credentials).
 //! - [`sync`]: one poll cycle: fetch, validate, ingest, record.
+//! - [`remap`]: the built-in re-map worker: one pass maps every identity
+//!   that is new or due on v3 or v2, a bounded number of requests in
+//!   flight, each answer committed in one transaction; how `run` spreads a
+//!   day's re-maps in `remap::pace`.
 //! - [`daemon`]: scheduler, signals, systemd notify, housekeeping, and the
 //!   lock that keeps one daemon per database.
 //! - `metrics`, `telemetry`: Prometheus listener and logging.
