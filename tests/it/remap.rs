@@ -262,6 +262,14 @@ async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated() {
         assert_eq!(now[&id]["uid2"], uid2.as_str(), "{id}");
         let changed = now[&id]["uid2"] != first[&id]["uid2"];
         assert_eq!(changed, in_bucket.contains(&id), "{id}");
+        // v2 answers carry no previous UID2: a changed identity keeps the
+        // one it had, an unchanged one keeps what it had before.
+        let previous = if changed {
+            &first[&id]["uid2"]
+        } else {
+            &first[&id]["previous_uid2"]
+        };
+        assert_eq!(&now[&id]["previous_uid2"], previous, "{id}");
     }
     // The feed shows the new UID2s with the ones they replace.
     let feed = changes(&app, &["--after", "24"]);
