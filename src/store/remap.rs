@@ -71,6 +71,25 @@ enum DueSet {
     BucketRotated,
 }
 
+/// What a due set is ordered by before `id`, and read back into the
+/// cursor's last key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortColumn {
+    RefreshFrom,
+    Bucket,
+}
+
+impl DueSet {
+    /// `None`: ordered by `id` alone.
+    fn sort_column(self) -> Option<SortColumn> {
+        match self {
+            Self::RefreshDue | Self::WithoutBucket => Some(SortColumn::RefreshFrom),
+            Self::BucketRotated | Self::WithoutRefresh => Some(SortColumn::Bucket),
+            Self::Unmapped => None,
+        }
+    }
+}
+
 const V3_SETS: &[DueSet] = &[DueSet::Unmapped, DueSet::WithoutRefresh, DueSet::RefreshDue];
 const V2_SETS: &[DueSet] = &[
     DueSet::Unmapped,
@@ -512,10 +531,10 @@ fn set_query(set: DueSet, first: bool) -> String {
     } else {
         format!(" AND {keyset}")
     };
-    let sort_key = match set {
-        DueSet::RefreshDue | DueSet::WithoutBucket => ", i.refresh_from_ms",
-        DueSet::BucketRotated | DueSet::WithoutRefresh => ", i.bucket_id",
-        DueSet::Unmapped => "",
+    let sort_key = match set.sort_column() {
+        Some(SortColumn::RefreshFrom) => ", i.refresh_from_ms",
+        Some(SortColumn::Bucket) => ", i.bucket_id",
+        None => "",
     };
     format!(
         "{SELECT_DUE}{sort_key} FROM {from} WHERE {condition}{keyset} ORDER BY {order} LIMIT ?1"
@@ -555,10 +574,10 @@ fn read_set(
     let mut read = 0;
     while let Some(row) = rows.next()? {
         let identity = due_identity(row)?;
-        let sort_key = match set {
-            DueSet::RefreshDue | DueSet::WithoutBucket => Some(SortKey::Time(row.get(3)?)),
-            DueSet::BucketRotated | DueSet::WithoutRefresh => Some(SortKey::Bucket(row.get(3)?)),
-            DueSet::Unmapped => None,
+        let sort_key = match set.sort_column() {
+            Some(SortColumn::RefreshFrom) => Some(SortKey::Time(row.get(3)?)),
+            Some(SortColumn::Bucket) => Some(SortKey::Bucket(row.get(3)?)),
+            None => None,
         };
         cursor.after = Some((sort_key, identity.id.clone()));
         out.push(identity);
