@@ -79,6 +79,17 @@ measure() {
     echo "$(cat "$work/time.out") $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')" >>"$work/$label"
 }
 
+# remap_from LABEL SOURCE CONFIG DATABASE: RUNS measured passes, each on a
+# fresh copy of SOURCE.
+remap_from() {
+    local label=$1 source=$2 config=$3 database=$4
+    for _ in $(seq "$runs"); do
+        rm -f "$database"*
+        cp "$source" "$database"
+        measure "$label" "$bin" --config "$config" remap
+    done
+}
+
 # median LABEL COLUMN (1: seconds, 2: kilobytes, 3: operator CPU seconds)
 median() {
     sort -n -k"$2","$2" "$work/$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
@@ -95,11 +106,7 @@ echo "identities import: $(cat "$work/last.out")"
 
 # --- first remap, v3 -------------------------------------------------------------
 config "$work/v3.toml" "$work/v3.db" v3
-for _ in $(seq "$runs"); do
-    rm -f "$work"/v3.db*
-    cp "$work/imported.db" "$work/v3.db"
-    measure first "$bin" --config "$work/v3.toml" remap
-done
+remap_from first "$work/imported.db" "$work/v3.toml" "$work/v3.db"
 echo "first remap: $(cat "$work/last.out")"
 cp "$work/v3.db" "$work/mapped.db"
 
@@ -150,11 +157,7 @@ with db:
 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 db.close()
 PY
-for _ in $(seq "$runs"); do
-    rm -f "$work"/v3.db*
-    cp "$work/mapped.db" "$work/v3.db"
-    measure dueday "$bin" --config "$work/v3.toml" remap
-done
+remap_from dueday "$work/mapped.db" "$work/v3.toml" "$work/v3.db"
 echo "due day: $(cat "$work/last.out")"
 
 # --- a v2 day: one day's rotations, then the identities in those buckets --------------
@@ -195,11 +198,7 @@ if ! grep -q "($daily new rotations" "$work/v2-sync.out"; then
     exit 1
 fi
 cp "$work/v2.db" "$work/v2-primed.db"
-for _ in $(seq "$runs"); do
-    rm -f "$work"/v2.db*
-    cp "$work/v2-primed.db" "$work/v2.db"
-    measure v2day "$bin" --config "$work/v2.toml" remap
-done
+remap_from v2day "$work/v2-primed.db" "$work/v2.toml" "$work/v2.db"
 echo "v2 day: $(cat "$work/last.out")"
 
 # --- report ------------------------------------------------------------------------
