@@ -1,4 +1,6 @@
-//! The queue on SQLite: the `queue_item` table (migrations/0001_initial.sql).
+//! The queue on SQLite: live entries (pending, leased, dead) in `queue_item`,
+//! done ones in `queue_done` (migrations/0005_write_news_only.sql), so that
+//! enqueueing a day's rotations writes a table that holds little else.
 //!
 //! Every write is one `BEGIN IMMEDIATE` transaction, so concurrent writers
 //! queue up on the busy handler instead of failing when a read would have
@@ -144,12 +146,25 @@ fn reclaim_expired_in(
     Ok(reclaimed)
 }
 
+/// Entries whose lease is among `:lease_ids`, still held and not expired
+/// at `:now`.
+const HELD: &str = "lease_id IN (SELECT value FROM json_each(:lease_ids))
+                    AND state = 'leased' AND lease_expires_at_ms > :now";
+
+/// `lease_ids` as the JSON array [`HELD`] reads.
+fn lease_ids_json(lease_ids: &[&str]) -> rusqlite::Result<String> {
+    serde_json::to_string(lease_ids)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
+}
+
 /// Applies `assignments` to every entry whose lease is among `lease_ids`,
-/// still held and not expired at `now_ms`, in one statement. Returns the
-/// entries' new state and attempts by the lease id they were released from.
+/// still held and not expired at `now_ms`, and that meets `only`, in one
+/// statement. Returns the entries' new state and attempts by the lease id
+/// they were released from.
 fn release_leases(
     tx: &Connection,
     assignments: &str,
+    only: &str,
     lease_ids: &[&str],
     now_ms: i64,
     parameters: &[(&str, &dyn rusqlite::ToSql)],
@@ -157,15 +172,12 @@ fn release_leases(
     if lease_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    const HELD: &str = "lease_id IN (SELECT value FROM json_each(:lease_ids))
-                        AND state = 'leased' AND lease_expires_at_ms > :now";
-    let ids = serde_json::to_string(lease_ids)
-        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+    let ids = lease_ids_json(lease_ids)?;
     // RETURNING sees the row after the update, when the lease id is gone:
     // note which subject each held lease belongs to first.
     let mut lease_of: HashMap<(String, String), String> = tx
         .prepare_cached(&format!(
-            "SELECT kind, subject, lease_id FROM queue_item WHERE {HELD}"
+            "SELECT kind, subject, lease_id FROM queue_item WHERE {HELD} AND {only}"
         ))?
         .query_map(
             rusqlite::named_params! { ":lease_ids": ids, ":now": now_ms },
@@ -174,7 +186,7 @@ fn release_leases(
         .collect::<rusqlite::Result<_>>()?;
 
     let mut statement = tx.prepare_cached(&format!(
-        "UPDATE queue_item SET {assignments} WHERE {HELD}
+        "UPDATE queue_item SET {assignments} WHERE {HELD} AND {only}
          RETURNING kind, subject, state, attempts"
     ))?;
     let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> = parameters.to_vec();
@@ -189,6 +201,35 @@ fn release_leases(
         }
     }
     Ok(released)
+}
+
+/// Moves the entries whose lease is among `lease_ids`, still held, and
+/// with no newer version waiting, to `queue_done`. Returns their lease ids.
+fn move_to_done(
+    tx: &Connection,
+    lease_ids: &[&str],
+    now_ms: i64,
+) -> rusqlite::Result<std::collections::HashSet<String>> {
+    if lease_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids = lease_ids_json(lease_ids)?;
+    let parameters = rusqlite::named_params! { ":lease_ids": ids, ":now": now_ms };
+    const DONE: &str = "next_version_ms IS NULL";
+    tx.prepare_cached(&format!(
+        "INSERT INTO queue_done
+             (kind, subject, version_ms, generation, attempts, due_at_ms, updated_at_ms,
+              leased_by, leased_at_ms, done_at_ms, last_error)
+         SELECT kind, subject, version_ms, generation, attempts, due_at_ms, :now,
+                leased_by, leased_at_ms, :now, last_error
+         FROM queue_item WHERE {HELD} AND {DONE}"
+    ))?
+    .execute(parameters)?;
+    tx.prepare_cached(&format!(
+        "DELETE FROM queue_item WHERE {HELD} AND {DONE} RETURNING lease_id"
+    ))?
+    .query_map(parameters, |row| row.get(0))?
+    .collect()
 }
 
 /// Why no update accepted a lease id: lease ids exist only while leased,
@@ -283,19 +324,22 @@ impl RemapQueue for SqliteQueue<'_> {
         let now_ms = to_millis(now);
         self.write("acking", |tx| {
             let run = || -> rusqlite::Result<Vec<AckOutcome>> {
-                let mut released = release_leases(
+                let done = move_to_done(tx, lease_ids, now_ms)?;
+                // A newer version arrived during the lease: pending with it,
+                // as a new generation.
+                let newer_pending = release_leases(
                     tx,
-                    "state = CASE WHEN next_version_ms IS NULL THEN 'done' ELSE 'pending' END,
-                     version_ms = coalesce(next_version_ms, version_ms),
-                     generation = generation + (next_version_ms IS NOT NULL),
-                     attempts = CASE WHEN next_version_ms IS NULL THEN attempts ELSE 0 END,
-                     due_at_ms = coalesce(next_due_at_ms, due_at_ms),
+                    "state = 'pending',
+                     version_ms = next_version_ms,
+                     generation = generation + 1,
+                     attempts = 0,
+                     due_at_ms = next_due_at_ms,
                      next_version_ms = NULL,
                      next_due_at_ms = NULL,
                      lease_id = NULL,
                      lease_expires_at_ms = NULL,
-                     done_at_ms = CASE WHEN next_version_ms IS NULL THEN :now END,
                      updated_at_ms = :now",
+                    "next_version_ms IS NOT NULL",
                     lease_ids,
                     now_ms,
                     &[],
@@ -303,10 +347,12 @@ impl RemapQueue for SqliteQueue<'_> {
                 lease_ids
                     .iter()
                     .map(|id| {
-                        Ok(match released.remove(*id) {
-                            Some((state, _)) if state == "done" => AckOutcome::Acked,
-                            Some(_) => AckOutcome::AckedNewerPending,
-                            None => AckOutcome::Refused(classify_refused(tx, id)?),
+                        Ok(if done.contains(*id) {
+                            AckOutcome::Acked
+                        } else if newer_pending.contains_key(*id) {
+                            AckOutcome::AckedNewerPending
+                        } else {
+                            AckOutcome::Refused(classify_refused(tx, id)?)
                         })
                     })
                     .collect()
@@ -336,6 +382,7 @@ impl RemapQueue for SqliteQueue<'_> {
                 let mut released = release_leases(
                     tx,
                     &format!("{}, last_error = :error", release_for_retry(RETRY_DUE)),
+                    "TRUE",
                     lease_ids,
                     now_ms,
                     &[
@@ -389,17 +436,29 @@ impl RemapQueue for SqliteQueue<'_> {
                 let (condition, order) = match state {
                     QueueState::Pending => ("state = 'pending'", "due_at_ms"),
                     QueueState::Leased => ("state = 'leased'", "lease_expires_at_ms"),
-                    QueueState::Done => ("state = 'done'", "done_at_ms"),
+                    QueueState::Done => ("TRUE", "done_at_ms"),
                     QueueState::Dead => ("state = 'dead'", "updated_at_ms"),
                 };
-                let mut statement = self.conn.prepare_cached(&format!(
-                    "SELECT kind, subject, state, version_ms, next_version_ms, generation, attempts,
-                            due_at_ms, updated_at_ms, lease_id, leased_by, leased_at_ms,
-                            lease_expires_at_ms, done_at_ms, last_error
-                     FROM queue_item WHERE {condition}
-                     ORDER BY {order}, kind, subject
-                     LIMIT :limit"
-                ))?;
+                let sql = if *state == QueueState::Done {
+                    format!(
+                        "SELECT kind, subject, 'done', version_ms, NULL, generation, attempts,
+                                due_at_ms, updated_at_ms, NULL, leased_by, leased_at_ms,
+                                NULL, done_at_ms, last_error
+                         FROM queue_done
+                         ORDER BY {order}, kind, subject
+                         LIMIT :limit"
+                    )
+                } else {
+                    format!(
+                        "SELECT kind, subject, state, version_ms, next_version_ms, generation,
+                                attempts, due_at_ms, updated_at_ms, lease_id, leased_by,
+                                leased_at_ms, lease_expires_at_ms, NULL, last_error
+                         FROM queue_item WHERE {condition}
+                         ORDER BY {order}, kind, subject
+                         LIMIT :limit"
+                    )
+                };
+                let mut statement = self.conn.prepare_cached(&sql)?;
                 let mut rows = statement
                     .query(rusqlite::named_params! { ":limit": remaining.unwrap_or(-1) })?;
                 while let Some(row) = rows.next()? {
@@ -435,7 +494,7 @@ impl RemapQueue for SqliteQueue<'_> {
 
     fn purge_done(&self, cutoff: DateTime<Utc>) -> Result<u64, QueueError> {
         self.write("purging done items", |tx| {
-            tx.prepare_cached("DELETE FROM queue_item WHERE state = 'done' AND done_at_ms < ?1")
+            tx.prepare_cached("DELETE FROM queue_done WHERE done_at_ms < ?1")
                 .and_then(|mut s| s.execute([to_millis(cutoff)]))
                 .map(|n| n as u64)
                 .map_err(sql_error("purging done items"))
@@ -459,7 +518,7 @@ pub(crate) fn stats_in(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Resul
              (SELECT count(*) FROM queue_item WHERE state = 'pending' AND due_at_ms > ?1),
              (SELECT count(*) FROM queue_item WHERE state = 'leased'),
              (SELECT count(*) FROM queue_item WHERE state = 'leased' AND lease_expires_at_ms <= ?1),
-             (SELECT count(*) FROM queue_item WHERE state = 'done'),
+             (SELECT count(*) FROM queue_done),
              (SELECT count(*) FROM queue_item WHERE state = 'dead'),
              (SELECT min(due_at_ms) FROM queue_item WHERE state = 'pending' AND due_at_ms <= ?1)",
     )?
@@ -507,6 +566,8 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
 /// [`Enqueue`] inside an open SQLite write transaction.
 pub(crate) struct SqliteEnqueuer<'c> {
     find: CachedStatement<'c>,
+    find_done: CachedStatement<'c>,
+    forget_done: CachedStatement<'c>,
     insert: CachedStatement<'c>,
     coalesce: CachedStatement<'c>,
     defer: CachedStatement<'c>,
@@ -523,10 +584,15 @@ impl<'c> SqliteEnqueuer<'c> {
                 "SELECT state, version_ms, next_version_ms FROM queue_item
                  WHERE kind = ?1 AND subject = ?2",
             )?,
+            find_done: conn.prepare_cached(
+                "SELECT version_ms, generation FROM queue_done WHERE kind = ?1 AND subject = ?2",
+            )?,
+            forget_done: conn
+                .prepare_cached("DELETE FROM queue_done WHERE kind = ?1 AND subject = ?2")?,
             insert: conn.prepare_cached(
                 "INSERT INTO queue_item
                      (kind, subject, state, version_ms, generation, attempts, due_at_ms, updated_at_ms)
-                 VALUES (?1, ?2, 'pending', ?3, 1, 0, ?4, ?4)",
+                 VALUES (?1, ?2, 'pending', ?3, ?5, 0, ?4, ?4)",
             )?,
             coalesce: conn.prepare_cached(
                 "UPDATE queue_item SET version_ms = ?3, updated_at_ms = ?4
@@ -539,7 +605,7 @@ impl<'c> SqliteEnqueuer<'c> {
             requeue: conn.prepare_cached(
                 "UPDATE queue_item SET state = 'pending', version_ms = ?3,
                      generation = generation + 1, attempts = 0, due_at_ms = ?4,
-                     updated_at_ms = ?4, done_at_ms = NULL
+                     updated_at_ms = ?4
                  WHERE kind = ?1 AND subject = ?2",
             )?,
         })
@@ -560,8 +626,7 @@ impl<'c> SqliteEnqueuer<'c> {
             })
             .optional()?;
         let Some((state, current, waiting)) = existing else {
-            self.insert.execute(args)?;
-            return Ok(EnqueueOutcome::Queued);
+            return self.enqueue_new_or_done(item.kind, item.key, version, due_at);
         };
         let newest_known = waiting.map_or(current, |w| w.max(current));
         if version <= newest_known {
@@ -581,6 +646,36 @@ impl<'c> SqliteEnqueuer<'c> {
                 EnqueueOutcome::Requeued
             }
         })
+    }
+}
+
+impl SqliteEnqueuer<'_> {
+    /// A subject with no live entry: a done entry older than `version` is
+    /// due again as its next generation; one as new or newer covers it.
+    fn enqueue_new_or_done(
+        &mut self,
+        kind: &str,
+        key: &str,
+        version: i64,
+        due_at: i64,
+    ) -> rusqlite::Result<EnqueueOutcome> {
+        let done: Option<(i64, i64)> = self
+            .find_done
+            .query_row([kind, key], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let (generation, outcome) = match done {
+            None => (1, EnqueueOutcome::Queued),
+            Some((done_version, _)) if version <= done_version => {
+                return Ok(EnqueueOutcome::AlreadyCovered);
+            }
+            Some((_, generation)) => {
+                self.forget_done.execute([kind, key])?;
+                (generation + 1, EnqueueOutcome::Requeued)
+            }
+        };
+        self.insert
+            .execute(params![kind, key, version, due_at, generation])?;
+        Ok(outcome)
     }
 }
 
@@ -730,5 +825,53 @@ mod tests {
             ),
             [EnqueueOutcome::AlreadyCovered, EnqueueOutcome::Requeued]
         );
+    }
+
+    #[test]
+    fn done_entries_wait_apart_from_live_ones_until_a_newer_version_makes_them_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("q.db"),
+            OpenMode::CreateIfMissing,
+            &StoreOptions::default(),
+        )
+        .unwrap();
+        let item = |key, version| DueItem {
+            kind: "bucket",
+            key,
+            version: at(version),
+            due_at: at(version),
+        };
+        enqueue_all(&store, &[item("a", 1), item("b", 1), item("c", 1)]);
+        let queue = store.queue(QueueOptions::default());
+        let request = ClaimRequest {
+            limit: 2,
+            lease: Duration::from_secs(3600),
+            worker: None,
+        };
+        let leases = queue.claim(&request, at(2)).unwrap();
+        let ids: Vec<&str> = leases.iter().map(|l| l.lease_id.as_str()).collect();
+        queue.ack(&ids, at(2)).unwrap();
+        let rows = |table: &str| -> Vec<(String, i64)> {
+            let sql = format!("SELECT subject, generation FROM {table} ORDER BY subject");
+            let mut statement = store.connection().prepare(&sql).unwrap();
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let one = |key: &str| (key.to_owned(), 1);
+        assert_eq!(rows("queue_done"), [one("a"), one("b")]);
+        assert_eq!(rows("queue_item"), [one("c")]);
+
+        assert_eq!(
+            enqueue_all(&store, &[item("a", 1), item("b", 3)]),
+            [EnqueueOutcome::AlreadyCovered, EnqueueOutcome::Requeued]
+        );
+        assert_eq!(rows("queue_done"), [one("a")]);
+        assert_eq!(rows("queue_item"), [("b".to_owned(), 2), one("c")]);
+        let stats = queue.stats(at(4)).unwrap();
+        assert_eq!((stats.pending, stats.done), (2, 1));
     }
 }

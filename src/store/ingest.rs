@@ -1,6 +1,6 @@
 //! Recording one operator response: the rotation log, the latest rotation
 //! per bucket, the queue and the high-water mark change together or not
-//! at all.
+//! at all; and folding the recent latest rotations into the bucket table.
 
 use chrono::{DateTime, Utc};
 use rusqlite::Transaction;
@@ -12,9 +12,17 @@ use crate::timestamp::{from_millis, to_millis};
 
 const OPERATION: &str = "ingesting rotations";
 
-/// A bucket's latest known rotation: the last log row of the bucket.
+/// A bucket's latest known rotation: its row in `bucket_recent` if it
+/// rotated since the last fold, else its row in `bucket`.
 pub(super) const LATEST_ROTATION_SQL: &str =
-    "SELECT max(last_updated_ms) FROM rotation_log WHERE bucket_id = ?1";
+    "SELECT coalesce((SELECT last_updated_ms FROM bucket_recent WHERE bucket_id = ?1),
+                     (SELECT last_updated_ms FROM bucket WHERE bucket_id = ?1))";
+
+/// `bucket_recent` is folded into `bucket` once it holds this many
+/// buckets, about eleven days of rotations: few enough that the leaves a
+/// day's rotations land on stay under ~50, many enough that the fold, which
+/// rewrites most leaves of `bucket`, is rare.
+pub(crate) const FOLD_RECENT_AT: u64 = 32_768;
 
 /// What one ingest did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,6 +129,19 @@ impl Store {
             fast_path_allowed,
             probe,
         );
+        // The ingest is durable by now; a fold that fails (a busy database,
+        // a full disk) is tried again after the next one.
+        if outcome.is_ok() {
+            match self.fold_recent_buckets(FOLD_RECENT_AT) {
+                Ok(Some(folded)) => {
+                    tracing::info!(folded, "folded recent rotations into the bucket table")
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fold recent rotations into the bucket table")
+                }
+            }
+        }
         // Give the batch's pages back; a daemon keeps this connection. The
         // ingest has committed or rolled back by now, so a failure here is
         // no failure of the ingest.
@@ -132,6 +153,34 @@ impl Store {
             tracing::warn!(%error, "cannot shrink the page cache after an ingest");
         }
         outcome
+    }
+
+    /// Moves `bucket_recent` into `bucket` when it holds at least
+    /// `at_least` buckets, in one transaction; returns how many it moved.
+    /// Every bucket's latest rotation stays what it was.
+    pub(crate) fn fold_recent_buckets(&self, at_least: u64) -> Result<Option<u64>, StoreError> {
+        const FOLD: &str = "folding recent rotations";
+        let recent: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM bucket_recent", [], |row| row.get(0))
+            .map_err(sql_error(FOLD))?;
+        if (recent as u64) < at_least {
+            return Ok(None);
+        }
+        let tx = self.write_transaction(FOLD)?;
+        // `WHERE true` tells the parser the ON CONFLICT is the upsert's.
+        let folded = tx
+            .execute(
+                "INSERT INTO bucket (bucket_id, last_updated_ms)
+                 SELECT bucket_id, last_updated_ms FROM bucket_recent WHERE true
+                 ON CONFLICT (bucket_id) DO UPDATE SET last_updated_ms = excluded.last_updated_ms",
+                [],
+            )
+            .map_err(sql_error(FOLD))?;
+        tx.execute("DELETE FROM bucket_recent", [])
+            .map_err(sql_error(FOLD))?;
+        tx.commit().map_err(sql_error(FOLD))?;
+        Ok(Some(folded as u64))
     }
 
     fn ingest_sorted(
@@ -196,7 +245,8 @@ impl Store {
 fn is_fresh(tx: &Transaction<'_>) -> rusqlite::Result<bool> {
     tx.query_row(
         "SELECT NOT EXISTS (SELECT 1 FROM rotation_log)
-            AND NOT EXISTS (SELECT 1 FROM queue_item WHERE kind = ?1)",
+            AND NOT EXISTS (SELECT 1 FROM queue_item WHERE kind = ?1)
+            AND NOT EXISTS (SELECT 1 FROM queue_done WHERE kind = ?1)",
         [BUCKET_KIND],
         |row| row.get(0),
     )
@@ -205,18 +255,35 @@ fn is_fresh(tx: &Transaction<'_>) -> rusqlite::Result<bool> {
 /// Rows per statement of the bulk log insert.
 const LOG_CHUNK: usize = 256;
 
-/// `INSERT INTO rotation_log … VALUES (?2, ?3, ?1), (?4, ?5, ?1), …`:
+/// `INSERT INTO rotation_log … VALUES (?1, ?2, ?3), (?1, ?4, ?5), …`:
 /// `?1` is the observation time, then a bucket id and a time per row.
 fn multi_row_log_insert(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO rotation_log (bucket_id, last_updated_ms, observed_at_ms) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
+    multi_row_insert(
+        "INSERT INTO rotation_log (observed_at_ms, bucket_id, last_updated_ms) VALUES ",
+        rows,
+        |first| format!("(?1, ?{first}, ?{})", first + 1),
+    )
+}
+
+/// `INSERT INTO bucket … VALUES (?2, ?3), (?4, ?5), …`: the log insert's
+/// numbering, so both take the same bindings (`?1` unused).
+fn multi_row_bucket_insert(rows: usize) -> String {
+    multi_row_insert(
+        "INSERT INTO bucket (bucket_id, last_updated_ms) VALUES ",
+        rows,
+        |first| format!("(?{first}, ?{})", first + 1),
+    )
+}
+
+/// `head` followed by one `row(first)` per row, `first` being the number of
+/// the row's bucket id (2, 4, 6, …).
+fn multi_row_insert(head: &str, rows: usize, row: impl Fn(usize) -> String) -> String {
+    let mut sql = String::from(head);
+    for index in 0..rows {
+        if index > 0 {
             sql.push_str(", ");
         }
-        let first = 2 + 2 * row;
-        sql.push_str(&format!("(?{first}, ?{}, ?1)", first + 1));
+        sql.push_str(&row(2 + 2 * index));
     }
     sql
 }
@@ -232,29 +299,33 @@ fn ingest_into_empty(
     let observed_ms = to_millis(observed_at);
     for (chunk_index, chunk) in rotations.chunks(LOG_CHUNK).enumerate() {
         check(chunk_index * LOG_CHUNK)?;
-        let mut insert = tx
-            .prepare_cached(&multi_row_log_insert(chunk.len()))
-            .map_err(sql_error(OPERATION))?;
-        insert
-            .raw_bind_parameter(1, observed_ms)
-            .map_err(sql_error(OPERATION))?;
-        for (offset, rotation) in chunk.iter().enumerate() {
-            let first = 2 + 2 * offset;
+        for sql in [
+            multi_row_log_insert(chunk.len()),
+            multi_row_bucket_insert(chunk.len()),
+        ] {
+            let mut insert = tx.prepare_cached(&sql).map_err(sql_error(OPERATION))?;
+            // The bucket insert has no use for ?1, and binding it is harmless.
             insert
-                .raw_bind_parameter(first, rotation.bucket_id.as_str())
-                .and_then(|()| {
-                    insert.raw_bind_parameter(first + 1, to_millis(rotation.last_updated))
-                })
+                .raw_bind_parameter(1, observed_ms)
                 .map_err(sql_error(OPERATION))?;
+            for (offset, rotation) in chunk.iter().enumerate() {
+                let first = 2 + 2 * offset;
+                insert
+                    .raw_bind_parameter(first, rotation.bucket_id.as_str())
+                    .and_then(|()| {
+                        insert.raw_bind_parameter(first + 1, to_millis(rotation.last_updated))
+                    })
+                    .map_err(sql_error(OPERATION))?;
+            }
+            insert.raw_execute().map_err(sql_error(OPERATION))?;
         }
-        insert.raw_execute().map_err(sql_error(OPERATION))?;
     }
     check(rotations.len())?;
     crate::queue::enqueue_new_from_query(
         tx,
         &format!(
             "SELECT '{BUCKET_KIND}' AS kind, bucket_id AS subject, last_updated_ms AS version_ms
-             FROM rotation_log"
+             FROM bucket"
         ),
         observed_at,
     )
@@ -274,8 +345,12 @@ fn ingest_rows(
     let prepare = |sql| tx.prepare_cached(sql).map_err(sql_error(OPERATION));
     let mut known = prepare(LATEST_ROTATION_SQL)?;
     let mut insert_log = prepare(
-        "INSERT INTO rotation_log (bucket_id, last_updated_ms, observed_at_ms)
-         VALUES (?1, ?2, ?3)",
+        "INSERT INTO rotation_log (observed_at_ms, bucket_id, last_updated_ms)
+         VALUES (?3, ?1, ?2)",
+    )?;
+    let mut set_latest = prepare(
+        "INSERT INTO bucket_recent (bucket_id, last_updated_ms) VALUES (?1, ?2)
+         ON CONFLICT (bucket_id) DO UPDATE SET last_updated_ms = excluded.last_updated_ms",
     )?;
     let mut enqueuer = SqliteEnqueuer::new(tx).map_err(sql_error(OPERATION))?;
 
@@ -299,6 +374,9 @@ fn ingest_rows(
         }
         insert_log
             .execute(rusqlite::params![bucket_id, last_updated, observed_ms])
+            .map_err(sql_error(OPERATION))?;
+        set_latest
+            .execute(rusqlite::params![bucket_id, last_updated])
             .map_err(sql_error(OPERATION))?;
         summary.new_rotations += 1;
         let outcome = enqueuer.enqueue(&DueItem {
@@ -342,7 +420,9 @@ mod tests {
     /// Every row of every table, in a stable order.
     fn contents(store: &Store) -> Vec<String> {
         let mut rows = Vec::new();
-        for table in ["sync_state", "rotation_log", "queue_item"] {
+        // `buckets` and `remap_queue`, not their tables: where a bucket's
+        // latest rotation or a queue entry is kept is the store's business.
+        for table in ["sync_state", "rotation_log", "buckets", "remap_queue"] {
             let mut statement = store
                 .conn
                 .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
@@ -416,6 +496,51 @@ mod tests {
             proptest::prop_assert_eq!(fast_summary, general_summary);
             proptest::prop_assert_eq!(contents(&fast), contents(&general));
         }
+    }
+
+    fn recent_buckets(store: &Store) -> i64 {
+        store
+            .conn
+            .query_row("SELECT count(*) FROM bucket_recent", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn folding_recent_rotations_changes_no_buckets_latest_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.ingest(batch(50, at(1, 0)), at(2, 0)).unwrap();
+        let mut next = batch(20, at(3, 0));
+        next.push(rotation("a-new-bucket", at(3, 0)));
+        store.ingest(next.clone(), at(4, 0)).unwrap();
+        assert_eq!(recent_buckets(&store), 21);
+        let before = contents(&store);
+
+        assert_eq!(store.fold_recent_buckets(22).unwrap(), None);
+        assert_eq!(recent_buckets(&store), 21);
+        assert_eq!(store.fold_recent_buckets(21).unwrap(), Some(21));
+        assert_eq!(recent_buckets(&store), 0);
+        assert_eq!(contents(&store), before);
+
+        // Folded rotations are still known: a re-read adds nothing.
+        let summary = store.ingest(next, at(5, 0)).unwrap();
+        assert_eq!((summary.ignored_rereads, summary.new_rotations), (21, 0));
+    }
+
+    #[test]
+    fn an_ingest_folds_once_the_recent_rotations_reach_the_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.ingest(batch(1, at(1, 0)), at(2, 0)).unwrap();
+        let almost = FOLD_RECENT_AT as usize - 1;
+        store.ingest(batch(almost, at(3, 0)), at(4, 0)).unwrap();
+        assert_eq!(recent_buckets(&store), almost as i64);
+        store.ingest(batch(almost + 1, at(5, 0)), at(6, 0)).unwrap();
+        assert_eq!(recent_buckets(&store), 0);
+        assert_eq!(
+            store.bucket_last_updated("bucket0000").unwrap(),
+            Some(at(5, 0))
+        );
     }
 
     #[test]

@@ -77,6 +77,8 @@ enum DueSet {
 enum SortColumn {
     RefreshFrom,
     Bucket,
+    /// The rotation log's order: observed, then bucket.
+    Rotation,
 }
 
 impl DueSet {
@@ -84,7 +86,8 @@ impl DueSet {
     fn sort_column(self) -> Option<SortColumn> {
         match self {
             Self::RefreshDue | Self::WithoutBucket => Some(SortColumn::RefreshFrom),
-            Self::BucketRotated | Self::WithoutRefresh => Some(SortColumn::Bucket),
+            Self::WithoutRefresh => Some(SortColumn::Bucket),
+            Self::BucketRotated => Some(SortColumn::Rotation),
             Self::Unmapped => None,
         }
     }
@@ -120,6 +123,7 @@ pub(crate) struct DueCursor {
 enum SortKey {
     Time(i64),
     Bucket(String),
+    Rotation(i64, String),
 }
 
 impl DueCursor {
@@ -463,7 +467,8 @@ const MAPPED_BEFORE_PASS: &str = "i.mapped_at_ms < ?2";
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// Each set's query, taking `?1` the limit, `?2` the pass's start, `?3`
-/// now, `?4` the rotations cutoff, `?5`/`?6` the last key read.
+/// now, `?4` the rotations cutoff, `?5`/`?7`/`?6` the last key read (its
+/// sort columns, then `id`).
 fn set_query(set: DueSet, first: bool) -> String {
     let (from, condition, order, keyset) = match set {
         DueSet::Unmapped => (
@@ -506,24 +511,27 @@ fn set_query(set: DueSet, first: bool) -> String {
         // A rotation observed before the mapping happened before it, and
         // the answer already had the new salt.
         DueSet::BucketRotated => (
-            // The rotations drive the join (CROSS JOIN keeps that order),
-            // each bucket's latest one observed since the last complete
-            // pass: a pass reads the rotation log once and the identities
-            // in rotated buckets, not every identity mapped with v2.
+            // The rotations drive the join (CROSS JOIN keeps that order):
+            // those observed since the last complete pass that are still
+            // their bucket's latest, read in the log's own order, then the
+            // identities of each bucket. A pass reads the news and the
+            // identities in rotated buckets, not every identity mapped with
+            // v2. A bucket's rotations are observed in the order of their
+            // times, so its latest rotation is the one to compare with.
             "rotation_log AS b CROSS JOIN identity AS i ON i.bucket_id = b.bucket_id",
             format!(
-                "b.observed_at_ms > ?4 AND NOT EXISTS (
-                     SELECT 1 FROM rotation_log AS n
-                     WHERE n.bucket_id = b.bucket_id AND n.last_updated_ms > b.last_updated_ms
-                       AND n.observed_at_ms > ?4)
-                 AND i.status = 'mapped' AND {MAPPED_BEFORE_PASS} AND EXISTS (
-                     SELECT 1 FROM rotation_log AS r
-                     WHERE r.bucket_id = i.bucket_id
-                       AND r.last_updated_ms > i.mapped_at_ms - {DAY_MS}
-                       AND r.observed_at_ms > i.mapped_at_ms)"
+                "b.observed_at_ms > ?4 AND b.last_updated_ms = coalesce(
+                     (SELECT r.last_updated_ms FROM bucket_recent AS r WHERE r.bucket_id = b.bucket_id),
+                     (SELECT f.last_updated_ms FROM bucket AS f WHERE f.bucket_id = b.bucket_id))
+                 AND i.status = 'mapped' AND {MAPPED_BEFORE_PASS}
+                 AND b.last_updated_ms > i.mapped_at_ms - {DAY_MS}
+                 AND b.observed_at_ms > i.mapped_at_ms"
             ),
-            "b.bucket_id, b.last_updated_ms, i.id",
-            "b.bucket_id >= ?5 AND (i.bucket_id, i.id) > (?5, ?6)",
+            // Only a bucket's latest rotation qualifies, so `last_updated_ms`
+            // orders nothing; named, it lets the log's key give the order.
+            "b.observed_at_ms, b.bucket_id, b.last_updated_ms, i.id",
+            "(b.observed_at_ms, b.bucket_id) >= (?5, ?7) \
+             AND (b.observed_at_ms, b.bucket_id, i.id) > (?5, ?7, ?6)",
         ),
     };
     let keyset = if first {
@@ -534,6 +542,7 @@ fn set_query(set: DueSet, first: bool) -> String {
     let sort_key = match set.sort_column() {
         Some(SortColumn::RefreshFrom) => ", i.refresh_from_ms",
         Some(SortColumn::Bucket) => ", i.bucket_id",
+        Some(SortColumn::Rotation) => ", b.observed_at_ms, b.bucket_id",
         None => "",
     };
     format!(
@@ -555,10 +564,12 @@ fn read_set(
         Some((key, id)) => (key.clone(), Some(id.clone())),
         None => (None, None),
     };
-    let key: Option<Value> = key.map(|key| match key {
-        SortKey::Time(ms) => ms.into(),
-        SortKey::Bucket(bucket) => bucket.into(),
-    });
+    let (key, second_key): (Value, Value) = match key {
+        Some(SortKey::Time(ms)) => (ms.into(), Value::Null),
+        Some(SortKey::Bucket(bucket)) => (bucket.into(), Value::Null),
+        Some(SortKey::Rotation(observed_ms, bucket)) => (observed_ms.into(), bucket.into()),
+        None => (Value::Null, Value::Null),
+    };
     bind(
         &mut select,
         [
@@ -566,8 +577,9 @@ fn read_set(
             cursor.started_ms.into(),
             now_ms.into(),
             cursor.rotations_after_ms.into(),
-            key.unwrap_or(Value::Null),
+            key,
             last_id.map_or(Value::Null, Value::from),
+            second_key,
         ],
     )?;
     let mut rows = select.raw_query();
@@ -577,6 +589,7 @@ fn read_set(
         let sort_key = match set.sort_column() {
             Some(SortColumn::RefreshFrom) => Some(SortKey::Time(row.get(3)?)),
             Some(SortColumn::Bucket) => Some(SortKey::Bucket(row.get(3)?)),
+            Some(SortColumn::Rotation) => Some(SortKey::Rotation(row.get(3)?, row.get(4)?)),
             None => None,
         };
         cursor.after = Some((sort_key, identity.id.clone()));
@@ -1059,6 +1072,8 @@ mod tests {
                 assert!(!plan.ends_with("SCAN i"), "{set:?}: {plan}");
                 assert!(!plan.contains("TEMP B-TREE"), "{set:?}: {plan}");
                 assert!(plan.contains("USING INDEX identity_"), "{set:?}: {plan}");
+                // The rotation log is read from the cutoff on, not whole.
+                assert!(!plan.contains("SCAN b"), "{set:?}: {plan}");
             }
         }
     }

@@ -16,6 +16,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0002_database_meta.sql"),
     include_str!("../../migrations/0003_identities.sql"),
     include_str!("../../migrations/0004_mapping.sql"),
+    include_str!("../../migrations/0005_write_news_only.sql"),
 ];
 
 /// `PRAGMA application_id` of our files: "UID2" in ASCII.
@@ -279,4 +280,87 @@ pub(super) fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
     )
     .optional()
     .map_err(open_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::rotation::BucketRotation;
+    use crate::store::{MapApi, Store};
+    use crate::timestamp::from_millis;
+
+    /// Written by the last release of schema version 4 (`sync`, claims,
+    /// acks, a failure, identities mapped with v2, then three more syncs),
+    /// so that its rotations since the last pass make 6 identities due.
+    const SCHEMA_4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-4.db");
+
+    const CONTRACT_VIEWS: &[&str] = &[
+        "buckets",
+        "bucket_rotations",
+        "remap_queue",
+        "sync_status",
+        "identities",
+        "identity_changes",
+        "mapping_status",
+    ];
+
+    /// Every row of every view of the SQL contract, in a stable order.
+    fn contract_rows(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut rows = Vec::new();
+        for view in CONTRACT_VIEWS {
+            let mut statement = conn.prepare(&format!("SELECT * FROM {view}")).unwrap();
+            let columns = statement.column_count();
+            let mut cursor = statement.query([]).unwrap();
+            let mut view_rows = Vec::new();
+            while let Some(row) = cursor.next().unwrap() {
+                let values: Vec<String> = (0..columns)
+                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .collect();
+                view_rows.push(format!("{view}: {}", values.join(", ")));
+            }
+            view_rows.sort();
+            rows.extend(view_rows);
+        }
+        rows
+    }
+
+    #[test]
+    fn a_database_written_by_schema_version_4_keeps_every_view_row_and_what_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buckets.db");
+        std::fs::copy(SCHEMA_4, &path).unwrap();
+        let before = contract_rows(&path);
+        assert!(before.len() > 700, "{} rows", before.len());
+
+        let store = Store::open(&path, OpenMode::MustExist, &StoreOptions::default()).unwrap();
+        assert_eq!(contract_rows(&path), before);
+        let now = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(store.remaps_due(MapApi::V2, now).unwrap(), 6);
+
+        // The carried-over latest rotations decide what is new.
+        let (bucket, latest): (String, i64) = store
+            .connection()
+            .query_row(
+                "SELECT bucket_id, max(last_updated_ms) FROM rotation_log
+                 GROUP BY bucket_id ORDER BY bucket_id LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        let rotation = |ms| BucketRotation {
+            bucket_id: bucket.as_str().into(),
+            last_updated: from_millis(ms),
+        };
+        let reread = store.ingest(vec![rotation(latest)], now).unwrap();
+        assert_eq!((reread.ignored_rereads, reread.new_rotations), (1, 0));
+        let newer = store.ingest(vec![rotation(latest + 1)], now).unwrap();
+        assert_eq!(newer.new_rotations, 1);
+        assert_eq!(
+            store.bucket_last_updated(&bucket).unwrap(),
+            Some(from_millis(latest + 1))
+        );
+    }
 }
