@@ -9,11 +9,13 @@
 --   its new rotations in one run of pages, and a batch job reading "what
 --   was learnt since" reads one range.
 -- - Each bucket's latest rotation is `bucket_recent`'s row if it has one,
---   else `bucket`'s. A sync writes only `bucket_recent`, which holds the
---   rotations since the last fold; a fold (when it has grown past a few
---   weeks of rotations) moves them into `bucket` in one sorted pass and
---   empties it. Neither table is ever read for a bucket's older rotations:
---   those are in the log.
+--   else `bucket`'s, else its row in the first sync's snapshot: the log
+--   rows observed at `sync_state.snapshot_observed_at_ms`, which a first
+--   sync into an empty database writes as every bucket's latest rotation
+--   (so it writes them once, not twice). A later sync writes only
+--   `bucket_recent`, which holds the rotations since the last fold; a fold
+--   (when it has grown past about eleven days of rotations) moves them into
+--   `bucket` in one sorted pass and empties it.
 -- - The queue keeps its live entries (pending, leased, dead) apart from the
 --   done ones: a day's new entries go into a table that holds little more
 --   than them, however many entries were done over the retention period.
@@ -68,6 +70,9 @@ CREATE TABLE bucket_recent (
 ) STRICT, WITHOUT ROWID;
 
 DROP TABLE rotation_log_by_bucket;
+
+-- NULL: no snapshot (this database was migrated; `bucket` has it all).
+ALTER TABLE sync_state ADD COLUMN snapshot_observed_at_ms INTEGER;
 
 -- The queue: `queue_item` loses its done entries to `queue_done`. A subject
 -- is in at most one of the two; an entry due again leaves `queue_done`.
@@ -141,7 +146,7 @@ DROP TABLE queue_item_with_done;
 
 -- ---- the SQL contract (docs/sql-contract.md) ----------------------------
 
--- A lookup by bucket_id reaches both halves through their keys.
+-- A lookup by bucket_id reaches each part through its key.
 CREATE VIEW buckets AS
 SELECT
     bucket_id,
@@ -152,7 +157,15 @@ SELECT
     b.bucket_id,
     strftime('%Y-%m-%dT%H:%M:%fZ', b.last_updated_ms / 1000.0, 'unixepoch') AS last_updated
 FROM bucket AS b
-WHERE NOT EXISTS (SELECT 1 FROM bucket_recent AS r WHERE r.bucket_id = b.bucket_id);
+WHERE NOT EXISTS (SELECT 1 FROM bucket_recent AS r WHERE r.bucket_id = b.bucket_id)
+UNION ALL
+SELECT
+    s.bucket_id,
+    strftime('%Y-%m-%dT%H:%M:%fZ', s.last_updated_ms / 1000.0, 'unixepoch') AS last_updated
+FROM rotation_log AS s
+WHERE s.observed_at_ms = (SELECT snapshot_observed_at_ms FROM sync_state WHERE id = 1)
+  AND NOT EXISTS (SELECT 1 FROM bucket_recent AS r WHERE r.bucket_id = s.bucket_id)
+  AND NOT EXISTS (SELECT 1 FROM bucket AS f WHERE f.bucket_id = s.bucket_id);
 
 CREATE VIEW remap_queue AS
 SELECT

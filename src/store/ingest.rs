@@ -12,11 +12,25 @@ use crate::timestamp::{from_millis, to_millis};
 
 const OPERATION: &str = "ingesting rotations";
 
-/// A bucket's latest known rotation: its row in `bucket_recent` if it
-/// rotated since the last fold, else its row in `bucket`.
-pub(super) const LATEST_ROTATION_SQL: &str =
-    "SELECT coalesce((SELECT last_updated_ms FROM bucket_recent WHERE bucket_id = ?1),
-                     (SELECT last_updated_ms FROM bucket WHERE bucket_id = ?1))";
+/// The latest known rotation (ms) of the bucket `bucket` (an SQL
+/// expression): its row in `bucket_recent` if it rotated since the last
+/// fold, else its row in `bucket`, else its row of the first sync's
+/// snapshot in the log (see migrations/0005_write_news_only.sql).
+pub(crate) fn latest_rotation_of(bucket: &str) -> String {
+    format!(
+        "coalesce(
+             (SELECT r.last_updated_ms FROM bucket_recent AS r WHERE r.bucket_id = {bucket}),
+             (SELECT f.last_updated_ms FROM bucket AS f WHERE f.bucket_id = {bucket}),
+             (SELECT max(s.last_updated_ms) FROM sync_state AS z, rotation_log AS s
+              WHERE z.id = 1 AND s.observed_at_ms = z.snapshot_observed_at_ms
+                AND s.bucket_id = {bucket}))"
+    )
+}
+
+/// A bucket's latest known rotation, the bucket being `?1`.
+pub(super) fn latest_rotation_sql() -> String {
+    format!("SELECT {}", latest_rotation_of("?1"))
+}
 
 /// `bucket_recent` is folded into `bucket` once it holds this many
 /// buckets, about eleven days of rotations: few enough that the leaves a
@@ -258,32 +272,15 @@ const LOG_CHUNK: usize = 256;
 /// `INSERT INTO rotation_log … VALUES (?1, ?2, ?3), (?1, ?4, ?5), …`:
 /// `?1` is the observation time, then a bucket id and a time per row.
 fn multi_row_log_insert(rows: usize) -> String {
-    multi_row_insert(
+    let mut sql = String::from(
         "INSERT INTO rotation_log (observed_at_ms, bucket_id, last_updated_ms) VALUES ",
-        rows,
-        |first| format!("(?1, ?{first}, ?{})", first + 1),
-    )
-}
-
-/// `INSERT INTO bucket … VALUES (?2, ?3), (?4, ?5), …`: the log insert's
-/// numbering, so both take the same bindings (`?1` unused).
-fn multi_row_bucket_insert(rows: usize) -> String {
-    multi_row_insert(
-        "INSERT INTO bucket (bucket_id, last_updated_ms) VALUES ",
-        rows,
-        |first| format!("(?{first}, ?{})", first + 1),
-    )
-}
-
-/// `head` followed by one `row(first)` per row, `first` being the number of
-/// the row's bucket id (2, 4, 6, …).
-fn multi_row_insert(head: &str, rows: usize, row: impl Fn(usize) -> String) -> String {
-    let mut sql = String::from(head);
-    for index in 0..rows {
-        if index > 0 {
+    );
+    for row in 0..rows {
+        if row > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&row(2 + 2 * index));
+        let first = 2 + 2 * row;
+        sql.push_str(&format!("(?1, ?{first}, ?{})", first + 1));
     }
     sql
 }
@@ -299,33 +296,35 @@ fn ingest_into_empty(
     let observed_ms = to_millis(observed_at);
     for (chunk_index, chunk) in rotations.chunks(LOG_CHUNK).enumerate() {
         check(chunk_index * LOG_CHUNK)?;
-        for sql in [
-            multi_row_log_insert(chunk.len()),
-            multi_row_bucket_insert(chunk.len()),
-        ] {
-            let mut insert = tx.prepare_cached(&sql).map_err(sql_error(OPERATION))?;
-            // The bucket insert has no use for ?1, and binding it is harmless.
+        let mut insert = tx
+            .prepare_cached(&multi_row_log_insert(chunk.len()))
+            .map_err(sql_error(OPERATION))?;
+        insert
+            .raw_bind_parameter(1, observed_ms)
+            .map_err(sql_error(OPERATION))?;
+        for (offset, rotation) in chunk.iter().enumerate() {
+            let first = 2 + 2 * offset;
             insert
-                .raw_bind_parameter(1, observed_ms)
+                .raw_bind_parameter(first, rotation.bucket_id.as_str())
+                .and_then(|()| {
+                    insert.raw_bind_parameter(first + 1, to_millis(rotation.last_updated))
+                })
                 .map_err(sql_error(OPERATION))?;
-            for (offset, rotation) in chunk.iter().enumerate() {
-                let first = 2 + 2 * offset;
-                insert
-                    .raw_bind_parameter(first, rotation.bucket_id.as_str())
-                    .and_then(|()| {
-                        insert.raw_bind_parameter(first + 1, to_millis(rotation.last_updated))
-                    })
-                    .map_err(sql_error(OPERATION))?;
-            }
-            insert.raw_execute().map_err(sql_error(OPERATION))?;
         }
+        insert.raw_execute().map_err(sql_error(OPERATION))?;
     }
     check(rotations.len())?;
+    // These log rows are every bucket's latest rotation: the snapshot.
+    tx.execute(
+        "UPDATE sync_state SET snapshot_observed_at_ms = ?1 WHERE id = 1",
+        [observed_ms],
+    )
+    .map_err(sql_error(OPERATION))?;
     crate::queue::enqueue_new_from_query(
         tx,
         &format!(
             "SELECT '{BUCKET_KIND}' AS kind, bucket_id AS subject, last_updated_ms AS version_ms
-             FROM bucket"
+             FROM rotation_log"
         ),
         observed_at,
     )
@@ -343,7 +342,8 @@ fn ingest_rows(
 ) -> Result<(), StoreError> {
     let observed_ms = to_millis(observed_at);
     let prepare = |sql| tx.prepare_cached(sql).map_err(sql_error(OPERATION));
-    let mut known = prepare(LATEST_ROTATION_SQL)?;
+    let latest_sql = latest_rotation_sql();
+    let mut known = prepare(&latest_sql)?;
     let mut insert_log = prepare(
         "INSERT INTO rotation_log (observed_at_ms, bucket_id, last_updated_ms)
          VALUES (?3, ?1, ?2)",
@@ -420,9 +420,9 @@ mod tests {
     /// Every row of every table, in a stable order.
     fn contents(store: &Store) -> Vec<String> {
         let mut rows = Vec::new();
-        // `buckets` and `remap_queue`, not their tables: where a bucket's
-        // latest rotation or a queue entry is kept is the store's business.
-        for table in ["sync_state", "rotation_log", "buckets", "remap_queue"] {
+        // Views, not tables: where the sync state, a bucket's latest
+        // rotation or a queue entry is kept is the store's business.
+        for table in ["sync_status", "rotation_log", "buckets", "remap_queue"] {
             let mut statement = store
                 .conn
                 .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))

@@ -325,7 +325,7 @@ impl Store {
         bucket_id: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.conn
-            .prepare_cached(ingest::LATEST_ROTATION_SQL)
+            .prepare_cached(&ingest::latest_rotation_sql())
             .and_then(|mut s| s.query_row([bucket_id], |row| row.get(0)))
             .map(|ms: Option<i64>| ms.map(from_millis))
             .map_err(sql_error("reading a bucket"))

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::ingest::latest_rotation_of;
 use super::{Failure, Store, StoreError, sql_error};
 use crate::identity::{IdentityHash, IdentityType};
 use crate::store::identities::{IdentityCounts, IdentityStatus, identity_counts_in, type_name};
@@ -520,12 +521,11 @@ fn set_query(set: DueSet, first: bool) -> String {
             // times, so its latest rotation is the one to compare with.
             "rotation_log AS b CROSS JOIN identity AS i ON i.bucket_id = b.bucket_id",
             format!(
-                "b.observed_at_ms > ?4 AND b.last_updated_ms = coalesce(
-                     (SELECT r.last_updated_ms FROM bucket_recent AS r WHERE r.bucket_id = b.bucket_id),
-                     (SELECT f.last_updated_ms FROM bucket AS f WHERE f.bucket_id = b.bucket_id))
+                "b.observed_at_ms > ?4 AND b.last_updated_ms = {latest}
                  AND i.status = 'mapped' AND {MAPPED_BEFORE_PASS}
                  AND b.last_updated_ms > i.mapped_at_ms - {DAY_MS}
-                 AND b.observed_at_ms > i.mapped_at_ms"
+                 AND b.observed_at_ms > i.mapped_at_ms",
+                latest = latest_rotation_of("b.bucket_id"),
             ),
             // Only a bucket's latest rotation qualifies, so `last_updated_ms`
             // orders nothing; named, it lets the log's key give the order.
