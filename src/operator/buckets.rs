@@ -17,7 +17,7 @@ use crate::envelope::Nonce;
 use crate::operator::body::{BodyEncoding, open_body};
 use crate::operator::error::{OperatorError, TransportError};
 use crate::operator::transport::{Endpoint, OperatorClient, Reply};
-use crate::rotation::BucketRotation;
+use crate::rotation::Rotations;
 use crate::timestamp::{format_operator, from_millis};
 
 /// The endpoint, relative to the base URL.
@@ -29,7 +29,7 @@ pub(crate) struct BucketsSince(pub(crate) DateTime<Utc>);
 
 impl Endpoint for BucketsSince {
     const PATH: &'static str = BUCKETS_PATH;
-    type Answer = Vec<BucketRotation>;
+    type Answer = Rotations;
     type Problem = ResponseError;
 
     fn request_json(&self) -> Vec<u8> {
@@ -48,7 +48,7 @@ pub type BucketsError = OperatorError<ResponseError>;
 
 /// A successful buckets call: every row of the answer, validated, in the
 /// operator's order.
-pub(crate) type BucketsResponse = Reply<Vec<BucketRotation>>;
+pub(crate) type BucketsResponse = Reply<Rotations>;
 
 impl OperatorClient {
     /// Fetches every rotation with `last_updated >= since`, retrying
@@ -64,7 +64,7 @@ impl OperatorClient {
 /// A successful answer, decrypted and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenedBuckets {
-    pub rotations: Vec<BucketRotation>,
+    pub rotations: Rotations,
     /// The operator's clock when it answered, from the envelope.
     pub(crate) server_time: DateTime<Utc>,
 }
@@ -162,7 +162,7 @@ mod tests {
         ] {
             let opened = open_buckets_body(&secret, body, encoding, &nonce).unwrap();
             assert_eq!(opened.rotations.len(), 1);
-            assert_eq!(opened.rotations[0].bucket_id, "b");
+            assert_eq!(opened.rotations.iter().next().unwrap().0, "b");
             assert_eq!(opened.server_time, from_millis(1_740_787_200_123));
         }
         assert_eq!(

@@ -7,7 +7,7 @@ use rusqlite::Transaction;
 
 use super::{Store, StoreError, sql_error};
 use crate::queue::{BUCKET_KIND, DueItem, Enqueue, EnqueueOutcome, SqliteEnqueuer};
-use crate::rotation::BucketRotation;
+use crate::rotation::Rotations;
 use crate::timestamp::{from_millis, to_millis};
 
 const OPERATION: &str = "ingesting rotations";
@@ -97,10 +97,10 @@ impl Store {
     /// later; the local clock never enters it. On any error nothing changes.
     pub fn ingest(
         &self,
-        rotations: Vec<BucketRotation>,
+        rotations: impl Into<Rotations>,
         observed_at: DateTime<Utc>,
     ) -> Result<IngestSummary, StoreError> {
-        self.ingest_probed(rotations, observed_at, true, &no_probe)
+        self.ingest_probed(rotations.into(), observed_at, true, &no_probe)
     }
 
     /// [`Store::ingest`], optionally without its fast path for an empty
@@ -109,7 +109,7 @@ impl Store {
     /// failure anywhere leaves nothing behind.
     pub(crate) fn ingest_probed(
         &self,
-        mut rotations: Vec<BucketRotation>,
+        mut rotations: Rotations,
         observed_at: DateTime<Utc>,
         fast_path_allowed: bool,
         probe: &dyn Fn(Stage) -> rusqlite::Result<()>,
@@ -118,15 +118,9 @@ impl Store {
             received: rotations.len() as u64,
             ..IngestSummary::default()
         };
-        let latest_received = rotations.iter().map(|r| r.last_updated).max();
-
-        // Sorted by bucket, every B-tree is written front to back; latest
-        // first so the dedup below keeps each bucket's latest row.
-        rotations.sort_unstable_by(|a, b| {
-            (a.bucket_id.as_bytes(), b.last_updated).cmp(&(b.bucket_id.as_bytes(), a.last_updated))
-        });
-        rotations.dedup_by(|later, kept| later.bucket_id == kept.bucket_id);
-        summary.duplicates_in_response = summary.received - rotations.len() as u64;
+        let latest_received = rotations.latest_ms();
+        // Sorted by bucket, every B-tree is written front to back.
+        summary.duplicates_in_response = rotations.keep_latest_per_bucket() as u64;
 
         let previous_cache: i64 = self
             .conn
@@ -199,9 +193,9 @@ impl Store {
 
     fn ingest_sorted(
         &self,
-        rotations: &[BucketRotation],
+        rotations: &Rotations,
         observed_at: DateTime<Utc>,
-        latest_received: Option<DateTime<Utc>>,
+        latest_received: Option<i64>,
         mut summary: IngestSummary,
         fast_path_allowed: bool,
         probe: &dyn Fn(Stage) -> rusqlite::Result<()>,
@@ -237,7 +231,7 @@ impl Store {
                  WHERE id = 1
                  RETURNING high_water_mark_ms",
                 rusqlite::params![
-                    latest_received.map(to_millis),
+                    latest_received,
                     to_millis(observed_at),
                     summary.received as i64,
                     summary.new_rotations as i64,
@@ -289,26 +283,25 @@ fn multi_row_log_insert(rows: usize) -> String {
 /// as [`ingest_rows`], written set-wise from the log.
 fn ingest_into_empty(
     tx: &Transaction<'_>,
-    rotations: &[BucketRotation],
+    rotations: &Rotations,
     observed_at: DateTime<Utc>,
     check: &dyn Fn(usize) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let observed_ms = to_millis(observed_at);
-    for (chunk_index, chunk) in rotations.chunks(LOG_CHUNK).enumerate() {
-        check(chunk_index * LOG_CHUNK)?;
+    for start in (0..rotations.len()).step_by(LOG_CHUNK) {
+        check(start)?;
+        let chunk = rotations.slice(start, LOG_CHUNK);
         let mut insert = tx
             .prepare_cached(&multi_row_log_insert(chunk.len()))
             .map_err(sql_error(OPERATION))?;
         insert
             .raw_bind_parameter(1, observed_ms)
             .map_err(sql_error(OPERATION))?;
-        for (offset, rotation) in chunk.iter().enumerate() {
+        for (offset, (bucket_id, last_updated_ms)) in chunk.enumerate() {
             let first = 2 + 2 * offset;
             insert
-                .raw_bind_parameter(first, rotation.bucket_id.as_str())
-                .and_then(|()| {
-                    insert.raw_bind_parameter(first + 1, to_millis(rotation.last_updated))
-                })
+                .raw_bind_parameter(first, bucket_id)
+                .and_then(|()| insert.raw_bind_parameter(first + 1, last_updated_ms))
                 .map_err(sql_error(OPERATION))?;
         }
         insert.raw_execute().map_err(sql_error(OPERATION))?;
@@ -335,7 +328,7 @@ fn ingest_into_empty(
 /// The general case: each row against what is known of its bucket.
 fn ingest_rows(
     tx: &Transaction<'_>,
-    rotations: &[BucketRotation],
+    rotations: &Rotations,
     observed_at: DateTime<Utc>,
     summary: &mut IngestSummary,
     check: &dyn Fn(usize) -> Result<(), StoreError>,
@@ -354,10 +347,8 @@ fn ingest_rows(
     )?;
     let mut enqueuer = SqliteEnqueuer::new(tx).map_err(sql_error(OPERATION))?;
 
-    for (index, rotation) in rotations.iter().enumerate() {
+    for (index, (bucket_id, last_updated)) in rotations.iter().enumerate() {
         check(index)?;
-        let bucket_id = rotation.bucket_id.as_str();
-        let last_updated = to_millis(rotation.last_updated);
         let latest: Option<i64> = known
             .query_row([bucket_id], |row| row.get(0))
             .map_err(sql_error(OPERATION))?;
@@ -382,7 +373,7 @@ fn ingest_rows(
         let outcome = enqueuer.enqueue(&DueItem {
             kind: BUCKET_KIND,
             key: bucket_id,
-            version: rotation.last_updated,
+            version: from_millis(last_updated),
             due_at: observed_at,
         })?;
         match outcome {
@@ -405,6 +396,7 @@ mod tests {
 
     use super::*;
     use crate::queue::{ClaimRequest, QueueOptions, RemapQueue};
+    use crate::rotation::BucketRotation;
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 6, day, hour, 0, 0).unwrap()
@@ -491,7 +483,7 @@ mod tests {
             let (fast, general) = (open(&fast_dir), open(&general_dir));
             let fast_summary = fast.ingest(response.clone(), at(9, 0)).unwrap();
             let general_summary = general
-                .ingest_probed(response, at(9, 0), false, &no_probe)
+                .ingest_probed(response.into(), at(9, 0), false, &no_probe)
                 .unwrap();
             proptest::prop_assert_eq!(fast_summary, general_summary);
             proptest::prop_assert_eq!(contents(&fast), contents(&general));
@@ -575,7 +567,12 @@ mod tests {
         let before = contents(&store);
         for fault in [Some(0), Some(700), Some(1000), None] {
             let error = store
-                .ingest_probed(batch(1000, at(1, 0)), at(2, 0), true, &fail_at(fault))
+                .ingest_probed(
+                    batch(1000, at(1, 0)).into(),
+                    at(2, 0),
+                    true,
+                    &fail_at(fault),
+                )
                 .unwrap_err();
             assert_is_the_simulated_failure(&error);
             assert_eq!(contents(&store), before, "fault {fault:?}");
@@ -610,7 +607,7 @@ mod tests {
         next.extend(batch(100, at(1, 0)));
         for fault in [Some(0), Some(1), Some(120), Some(150), None] {
             let error = store
-                .ingest_probed(next.clone(), at(4, 0), true, &fail_at(fault))
+                .ingest_probed(next.clone().into(), at(4, 0), true, &fail_at(fault))
                 .unwrap_err();
             assert_is_the_simulated_failure(&error);
             assert_eq!(contents(&store), before, "fault {fault:?}");

@@ -170,7 +170,7 @@ proptest! {
         if let Ok(rotations) = parse_buckets_json(&document) {
             prop_assert_eq!(rotations.len(), rows.len());
             for (rotation, (id, _, _)) in rotations.iter().zip(&rows) {
-                prop_assert_eq!(Some(rotation.bucket_id.as_str()), id.as_deref());
+                prop_assert_eq!(Some(rotation.0), id.as_deref());
             }
         }
     }

@@ -92,7 +92,7 @@ async fn base64_mode_fetches_the_full_table() {
         .await
         .unwrap();
     assert_eq!(response.answer.len(), BUCKETS as usize);
-    assert_eq!(sorted(response.answer), sorted(sim.snapshot()));
+    assert_eq!(sorted(response.answer.to_vec()), sorted(sim.snapshot()));
     assert_eq!(response.attempts, 1);
     assert!(response.retries.is_empty());
     assert!(response.body_bytes > 0);
@@ -120,7 +120,7 @@ async fn binary_mode_fetches_the_full_table() {
     .fetch_rotations(epoch())
     .await
     .unwrap();
-    assert_eq!(sorted(response.answer), sorted(sim.snapshot()));
+    assert_eq!(sorted(response.answer.to_vec()), sorted(sim.snapshot()));
     let requests = sim.requests();
     assert_eq!(requests.len(), 1);
     assert!(requests[0].binary);
@@ -137,7 +137,7 @@ async fn since_is_sent_as_iso_local_milliseconds_and_only_later_rotations_return
         .fetch_rotations(since)
         .await
         .unwrap();
-    assert_eq!(sorted(response.answer), sorted(rotated));
+    assert_eq!(sorted(response.answer.to_vec()), sorted(rotated));
     assert_eq!(
         sim.requests()[0].since_timestamp.as_deref(),
         Some("2030-01-01T23:59:59.999")
@@ -418,7 +418,7 @@ async fn each_transient_fault_is_retried_and_the_fetch_succeeds_once_it_clears()
         assert_eq!(response.retries.len(), 1, "{fault:?}");
         assert_eq!(response.retries[0].attempt, 1);
         assert_eq!(response.retries[0].error_kind, kind, "{fault:?}");
-        assert_eq!(sorted(response.answer), sorted(sim.snapshot()));
+        assert_eq!(sorted(response.answer.to_vec()), sorted(sim.snapshot()));
         sim.shutdown().await;
     }
 }

@@ -2,9 +2,9 @@
 //! `{"body":[{"bucket_id":…,"last_updated":…},…],"status":"success"}`.
 //!
 //! A first sync carries about a million rows (~68 MiB of JSON), so rows are
-//! deserialized straight into [`BucketRotation`] by hand-written visitors that
-//! borrow strings from the input; no intermediate `serde_json::Value` tree is
-//! ever built. Validation happens while reading: the first bad row is kept
+//! deserialized straight into packed [`Rotations`] by hand-written visitors
+//! that borrow strings from the input: no allocation per row or field, and
+//! no intermediate `serde_json::Value` tree is ever built. Validation happens while reading: the first bad row is kept
 //! (index and value), the rows read so far are dropped, and the rest of the
 //! document is skipped without allocating, so a broken answer costs no more
 //! memory than a good one.
@@ -23,12 +23,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use compact_str::CompactString;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::operator::DocumentError;
-use crate::rotation::BucketRotation;
-use crate::timestamp::{TimestampError, parse_iso_local};
+use crate::rotation::Rotations;
+use crate::timestamp::{TimestampError, parse_iso_local, to_millis};
 
 /// The only `status` value that carries rotations.
 const STATUS_SUCCESS: &str = "success";
@@ -37,6 +36,9 @@ const STATUS_SUCCESS: &str = "success";
 /// the row vector (`{"bucket_id":"a30od4mNRd","last_updated":"2022-06-05T22:52:03.109"},`
 /// is 68 bytes); slightly under, so the estimate rarely has to grow.
 const JSON_BYTES_PER_ROW: usize = 64;
+/// Bytes of bucket id per row, to pre-size the packed ids: production ids
+/// have 10 characters.
+const ID_BYTES_PER_ROW: usize = 10;
 
 /// Why a decrypted answer was refused as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,8 +76,8 @@ pub enum RowProblem {
 }
 
 /// Parses and validates a decrypted answer into its rotations, in the order
-/// the operator sent them.
-pub fn parse_buckets_json(json: &str) -> Result<Vec<BucketRotation>, ResponseError> {
+/// the operator sent them; times to the millisecond, as they are stored.
+pub fn parse_buckets_json(json: &str) -> Result<Rotations, ResponseError> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let document = DocumentSeed {
         expected_rows: json.len() / JSON_BYTES_PER_ROW,
@@ -231,13 +233,13 @@ struct Fields<'de> {
 }
 
 enum Body {
-    Rows(Vec<BucketRotation>),
+    Rows(Rotations),
     NotArray(String),
     BadRow(usize, RowProblem),
 }
 
 impl Document<'_> {
-    fn into_rotations(self) -> Result<Vec<BucketRotation>, ResponseError> {
+    fn into_rotations(self) -> Result<Rotations, ResponseError> {
         let fields = self
             .shape
             .map_err(|found| ResponseError::Document(DocumentError::NotAnObject { found }))?;
@@ -366,11 +368,14 @@ impl<'de> Visitor<'de> for BodyVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
-        let mut rows = Vec::with_capacity(self.expected_rows);
+        let mut rows =
+            Rotations::with_capacity(self.expected_rows, self.expected_rows * ID_BYTES_PER_ROW);
         let mut index = 0;
         while let Some(row) = seq.next_element::<Row>()? {
             match row.0 {
-                Ok(rotation) => rows.push(rotation),
+                Ok((bucket_id, last_updated_ms)) => rows
+                    .push(&bucket_id, last_updated_ms)
+                    .map_err(de::Error::custom)?,
                 Err(problem) => {
                     drop(rows);
                     drain_seq(seq)?;
@@ -385,11 +390,12 @@ impl<'de> Visitor<'de> for BodyVisitor {
     describe_other_shapes!('de, Body, Body::NotArray, strings, objects);
 }
 
-/// One element of `body`, already validated. Problems are values, not serde
+/// One element of `body`, already validated: its bucket id (borrowed from
+/// the input unless escaped) and time in ms. Problems are values, not serde
 /// errors, so the caller can name the row and keep reading the document.
-struct Row(Result<BucketRotation, RowProblem>);
+struct Row<'de>(Result<(Cow<'de, str>, i64), RowProblem>);
 
-impl<'de> de::Deserialize<'de> for Row {
+impl<'de> de::Deserialize<'de> for Row<'de> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(RowVisitor)
     }
@@ -398,19 +404,19 @@ impl<'de> de::Deserialize<'de> for Row {
 struct RowVisitor;
 
 impl RowVisitor {
-    fn not_an_object(found: String) -> Row {
+    fn not_an_object<'de>(found: String) -> Row<'de> {
         Row(Err(RowProblem::NotAnObject { found }))
     }
 }
 
 impl<'de> Visitor<'de> for RowVisitor {
-    type Value = Row;
+    type Value = Row<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a bucket row object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row<'de>, A::Error> {
         let mut bucket_id: Option<Scalar<'de>> = None;
         let mut last_updated: Option<Scalar<'de>> = None;
         let mut duplicate = None;
@@ -436,17 +442,17 @@ impl<'de> Visitor<'de> for RowVisitor {
         Ok(Row(validate_row(bucket_id, last_updated)))
     }
 
-    describe_other_shapes!('de, Row, Self::not_an_object, strings, arrays);
+    describe_other_shapes!('de, Row<'de>, Self::not_an_object, strings, arrays);
 }
 
-fn validate_row(
-    bucket_id: Option<Scalar<'_>>,
+fn validate_row<'de>(
+    bucket_id: Option<Scalar<'de>>,
     last_updated: Option<Scalar<'_>>,
-) -> Result<BucketRotation, RowProblem> {
+) -> Result<(Cow<'de, str>, i64), RowProblem> {
     let bucket_id = match bucket_id {
         None => return Err(RowProblem::MissingBucketId),
         Some(Scalar::Text(text)) if text.is_empty() => return Err(RowProblem::EmptyBucketId),
-        Some(Scalar::Text(text)) => CompactString::from(text),
+        Some(Scalar::Text(text)) => text,
         Some(other) => {
             return Err(RowProblem::BucketIdNotString {
                 found: other.describe(),
@@ -467,10 +473,7 @@ fn validate_row(
             });
         }
     };
-    Ok(BucketRotation {
-        bucket_id,
-        last_updated,
-    })
+    Ok((bucket_id, to_millis(last_updated)))
 }
 
 #[cfg(test)]
@@ -478,6 +481,7 @@ mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
+    use crate::rotation::BucketRotation;
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
@@ -503,13 +507,13 @@ mod tests {
     fn vector_3_payload_is_one_rotation() {
         let json = r#"{"body":[{"bucket_id":"a30od4mNRd","last_updated":"2022-06-05T22:52:03.109"}],"status":"success"}"#;
         assert_eq!(
-            parse_buckets_json(json).unwrap(),
+            parse_buckets_json(json).unwrap().to_vec(),
             vec![rotation("a30od4mNRd", "2022-06-05T22:52:03.109Z")]
         );
     }
 
     #[test]
-    fn every_fraction_precision_the_operator_has_printed_is_read() {
+    fn every_fraction_precision_the_operator_has_printed_is_read_to_the_millisecond() {
         let json = r#"{"status":"success","body":[
             {"bucket_id":"m","last_updated":"2022-06-05T22:52"},
             {"bucket_id":"s","last_updated":"2022-06-05T22:52:03"},
@@ -519,14 +523,14 @@ mod tests {
             {"bucket_id":"f9","last_updated":"2022-06-05T22:52:03.109876543"}
         ]}"#;
         assert_eq!(
-            parse_buckets_json(json).unwrap(),
+            parse_buckets_json(json).unwrap().to_vec(),
             vec![
                 rotation("m", "2022-06-05T22:52:00Z"),
                 rotation("s", "2022-06-05T22:52:03Z"),
                 rotation("f1", "2022-06-05T22:52:03.1Z"),
                 rotation("f3", "2022-06-05T22:52:03.109Z"),
-                rotation("f6", "2022-06-05T22:52:03.109876Z"),
-                rotation("f9", "2022-06-05T22:52:03.109876543Z"),
+                rotation("f6", "2022-06-05T22:52:03.109Z"),
+                rotation("f9", "2022-06-05T22:52:03.109Z"),
             ]
         );
     }
@@ -538,7 +542,7 @@ mod tests {
             {"bucket_id":"aaa","last_updated":"2025-03-01T00:00:00.000"}
         ]}"#;
         assert_eq!(
-            parse_buckets_json(json).unwrap(),
+            parse_buckets_json(json).unwrap().to_vec(),
             vec![
                 rotation("zzz", "2025-03-02T00:00:00Z"),
                 rotation("aaa", "2025-03-01T00:00:00Z"),
@@ -552,7 +556,7 @@ mod tests {
             {"bucket_id":"b1","salt":"ignored","last_updated":"2025-03-01T00:00:00","extra":[true]}
         ],"status":"success","message":"fine"}"#;
         assert_eq!(
-            parse_buckets_json(json).unwrap(),
+            parse_buckets_json(json).unwrap().to_vec(),
             vec![rotation("b1", "2025-03-01T00:00:00Z")]
         );
     }
@@ -561,7 +565,7 @@ mod tests {
     fn an_empty_body_is_no_rotations() {
         assert_eq!(
             parse_buckets_json(r#"{"body":[],"status":"success"}"#).unwrap(),
-            Vec::new()
+            Rotations::default()
         );
     }
 
@@ -569,7 +573,7 @@ mod tests {
     fn escaped_bucket_ids_are_unescaped() {
         let json = r#"{"status":"success","body":[{"bucket_id":"a\/b\u0041","last_updated":"2025-03-01T00:00"}]}"#;
         assert_eq!(
-            parse_buckets_json(json).unwrap()[0].bucket_id.as_str(),
+            parse_buckets_json(json).unwrap().iter().next().unwrap().0,
             "a/bA"
         );
     }
