@@ -14,7 +14,7 @@
 --   sync into an empty database writes as every bucket's latest rotation
 --   (so it writes them once, not twice). A later sync writes only
 --   `bucket_recent`, which holds the rotations since the last fold; a fold
---   (when it has grown past about eleven days of rotations) moves them into
+--   (when it has grown past about six days of rotations) moves them into
 --   `bucket` in one sorted pass and empties it.
 -- - The queue keeps its live entries (pending, leased, dead) apart from the
 --   done ones: a day's new entries go into a table that holds little more

@@ -92,36 +92,44 @@ impl Rotations {
     /// returns how many rows it dropped.
     pub(crate) fn keep_latest_per_bucket(&mut self) -> usize {
         let ids = &self.ids;
-        // Sorting the rows themselves compares ids through the arena, a
-        // cache miss per comparison; the ids' first eight bytes beside each
-        // row index decide almost every comparison locally.
-        let mut order: Vec<(u64, u32)> = self
+        // The rows are sorted through keys that hold the id itself when it
+        // fits in 16 bytes (production ids have 10) and the time, so that
+        // neither the sort nor the copy in sorted order reads the arena:
+        // its reads in sorted order are a cache miss each.
+        let mut keys: Vec<SortKey> = self
             .rows
             .iter()
             .zip(0u32..)
-            .map(|(row, index)| (id_prefix(id_of(ids, row)), index))
+            .map(|(row, index)| SortKey::of(id_of(ids, row), row, index))
             .collect();
-        let rows = &self.rows;
-        order.sort_unstable_by(|(prefix_a, a), (prefix_b, b)| {
-            let (a, b) = (&rows[*a as usize], &rows[*b as usize]);
-            prefix_a
-                .cmp(prefix_b)
-                .then_with(|| id_of(ids, a).cmp(id_of(ids, b)))
-                // Latest first, so the first row of each bucket is kept.
-                .then_with(|| b.last_updated_ms.cmp(&a.last_updated_ms))
+        let whole_id = |key: &SortKey| id_of(ids, &self.rows[key.index as usize]);
+        let same_id = |a: &SortKey, b: &SortKey| {
+            a.head == b.head && a.len == b.len && (a.fits() || whole_id(a) == whole_id(b))
+        };
+        keys.sort_unstable_by(|a, b| {
+            let by_id = if a.head != b.head || (a.fits() && b.fits()) {
+                (a.head, a.len).cmp(&(b.head, b.len))
+            } else {
+                whole_id(a).cmp(whole_id(b))
+            };
+            // Latest first, so the first row of each bucket is kept.
+            by_id.then_with(|| b.last_updated_ms.cmp(&a.last_updated_ms))
         });
-        // The kept rows' ids are copied in their new order too, so that
-        // whoever reads the rows next reads the ids front to back.
-        let mut kept = Self::with_capacity(order.len(), ids.len());
-        let mut last: Option<&str> = None;
-        for (_, index) in order {
-            let row = &rows[index as usize];
-            let id = id_of(ids, row);
-            if last != Some(id) {
-                kept.push(id, row.last_updated_ms)
-                    .expect("the kept ids are fewer than the ids");
-                last = Some(id);
+        let mut kept = Self::with_capacity(keys.len(), ids.len());
+        let mut previous: Option<&SortKey> = None;
+        for key in &keys {
+            if previous.is_some_and(|previous| same_id(previous, key)) {
+                continue;
             }
+            let head = key.head.to_be_bytes();
+            let id = match key.fits() {
+                true => std::str::from_utf8(&head[..key.len as usize])
+                    .expect("the head of an id that fits is the whole id"),
+                false => whole_id(key),
+            };
+            kept.push(id, key.last_updated_ms)
+                .expect("the kept ids are fewer than the ids");
+            previous = Some(key);
         }
         let dropped = self.rows.len() - kept.rows.len();
         *self = kept;
@@ -145,13 +153,34 @@ impl Rotations {
     }
 }
 
-/// The first eight bytes of `id`, zero-padded, as a number that orders
-/// like the bytes do: equal prefixes are settled by the whole ids.
-fn id_prefix(id: &str) -> u64 {
-    let mut bytes = [0u8; 8];
-    let head = &id.as_bytes()[..id.len().min(8)];
-    bytes[..head.len()].copy_from_slice(head);
-    u64::from_be_bytes(bytes)
+/// A row as [`Rotations::keep_latest_per_bucket`] sorts it.
+struct SortKey {
+    /// The id's first 16 bytes, zero-padded, as a number that orders like
+    /// the bytes do.
+    head: u128,
+    len: u32,
+    index: u32,
+    last_updated_ms: i64,
+}
+
+impl SortKey {
+    fn of(id: &str, row: &PackedRow, index: u32) -> Self {
+        let mut bytes = [0u8; 16];
+        let head = &id.as_bytes()[..id.len().min(16)];
+        bytes[..head.len()].copy_from_slice(head);
+        Self {
+            head: u128::from_be_bytes(bytes),
+            len: row.id_len,
+            index,
+            last_updated_ms: row.last_updated_ms,
+        }
+    }
+
+    /// The head is the whole id. Two such ids with equal heads differ only
+    /// by trailing zero bytes, so the shorter one sorts first.
+    fn fits(&self) -> bool {
+        self.len <= 16
+    }
 }
 
 fn id_of<'a>(ids: &'a str, row: &PackedRow) -> &'a str {

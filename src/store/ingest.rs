@@ -11,6 +11,7 @@ use crate::rotation::Rotations;
 use crate::timestamp::{from_millis, to_millis};
 
 const OPERATION: &str = "ingesting rotations";
+const FOLD: &str = "folding recent rotations";
 
 /// The latest known rotation (ms) of the bucket `bucket` (an SQL
 /// expression): its row in `bucket_recent` if it rotated since the last
@@ -33,10 +34,10 @@ pub(super) fn latest_rotation_sql() -> String {
 }
 
 /// `bucket_recent` is folded into `bucket` once it holds this many
-/// buckets, about eleven days of rotations: few enough that the leaves a
-/// day's rotations land on stay under ~50, many enough that the fold, which
-/// rewrites most leaves of `bucket`, is rare.
-pub(crate) const FOLD_RECENT_AT: u64 = 32_768;
+/// buckets, about six days of rotations: few enough that the leaves a
+/// day's rotations land on stay under ~30, many enough that the fold, which
+/// rewrites most leaves of a full `bucket` table, is rare.
+pub(crate) const FOLD_RECENT_AT: u64 = 16_384;
 
 /// What one ingest did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,14 +130,16 @@ impl Store {
         self.conn
             .pragma_update(None, "cache_size", -cache_kib_for(rotations.len()))
             .map_err(sql_error(OPERATION))?;
-        let outcome = self.ingest_sorted(
-            &rotations,
-            observed_at,
-            latest_received,
-            summary,
-            fast_path_allowed,
-            probe,
-        );
+        let outcome = self.last_commit.synced(&self.conn, OPERATION, || {
+            self.ingest_sorted(
+                &rotations,
+                observed_at,
+                latest_received,
+                summary,
+                fast_path_allowed,
+                probe,
+            )
+        });
         // The ingest is durable by now; a fold that fails (a busy database,
         // a full disk) is tried again after the next one.
         if outcome.is_ok() {
@@ -167,7 +170,6 @@ impl Store {
     /// `at_least` buckets, in one transaction; returns how many it moved.
     /// Every bucket's latest rotation stays what it was.
     pub(crate) fn fold_recent_buckets(&self, at_least: u64) -> Result<Option<u64>, StoreError> {
-        const FOLD: &str = "folding recent rotations";
         let recent: i64 = self
             .conn
             .query_row("SELECT count(*) FROM bucket_recent", [], |row| row.get(0))
@@ -175,6 +177,12 @@ impl Store {
         if (recent as u64) < at_least {
             return Ok(None);
         }
+        self.last_commit
+            .synced(&self.conn, FOLD, || self.fold_transaction())
+            .map(Some)
+    }
+
+    fn fold_transaction(&self) -> Result<u64, StoreError> {
         let tx = self.write_transaction(FOLD)?;
         // `WHERE true` tells the parser the ON CONFLICT is the upsert's.
         let folded = tx
@@ -188,7 +196,7 @@ impl Store {
         tx.execute("DELETE FROM bucket_recent", [])
             .map_err(sql_error(FOLD))?;
         tx.commit().map_err(sql_error(FOLD))?;
-        Ok(Some(folded as u64))
+        Ok(folded as u64)
     }
 
     fn ingest_sorted(

@@ -7,6 +7,7 @@
 //! file and is reached through [`Store::queue`].
 
 mod access;
+mod durable_commit;
 mod identities;
 mod ingest;
 mod remap;
@@ -224,6 +225,7 @@ pub struct StoreStatus {
 
 /// An open database.
 pub struct Store {
+    last_commit: durable_commit::LastCommit,
     conn: Connection,
     path: PathBuf,
 }
@@ -234,13 +236,25 @@ impl std::fmt::Debug for Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.last_commit.before_close(&self.conn);
+    }
+}
+
 impl Store {
     /// Opens (and with [`OpenMode::CreateIfMissing`], creates) the database,
     /// refusing a file that is not SQLite or whose schema is newer than this
     /// binary, and applies pending migrations.
     pub fn open(path: &Path, mode: OpenMode, options: &StoreOptions) -> Result<Self, StoreError> {
         let conn = schema::open(path, mode, options)?;
+        let last_commit =
+            durable_commit::LastCommit::watch(&conn).map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Self {
+            last_commit,
             conn,
             path: path.to_owned(),
         })

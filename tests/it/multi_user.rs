@@ -15,6 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use chrono::Utc;
 use common::app::{TestApp, spawn_app};
 use common::process::output_with_stdin;
+use rusqlite::Connection;
 
 const BUCKETS: u32 = 64;
 
@@ -299,6 +300,23 @@ impl Shared {
         shared
     }
 
+    /// Checkpoints the WAL into the database and removes -wal and -shm, as
+    /// the last connection to close does after any command but `sync`
+    /// (whose last commit is synced, so it skips that checkpoint): the state
+    /// in which the next opener creates the side files.
+    fn without_side_files(&self) {
+        // A connection opens the WAL, and checkpoints it as it closes, only
+        // once it has read something.
+        let conn = Connection::open(&self.db).unwrap();
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+            .unwrap();
+        drop(conn);
+        for side in ["-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{side}", self.db.display()));
+            assert!(!path.exists(), "{} is still there", path.display());
+        }
+    }
+
     fn sync(&self) -> Output {
         tokio::task::block_in_place(|| sync_as_service(&self.binary, &self.users, &self.config))
     }
@@ -329,6 +347,7 @@ async fn the_daemon_and_two_group_members_share_the_database_whoever_opens_it_fi
     // Each of the three opens the database first in turn and holds it
     // (creating -wal and -shm) while the others sync, claim and ack.
     for (round, first_opener) in users.all().into_iter().enumerate() {
+        shared.without_side_files();
         let holder = Holder::start(first_opener, db);
         for side in ["-wal", "-shm"] {
             let path = PathBuf::from(format!("{}{side}", db.display()));
@@ -367,6 +386,7 @@ async fn side_files_with_a_foreign_group_are_named_with_owner_group_and_mode() {
         "the daemon's directory"
     );
     std::fs::set_permissions(&shared.state, std::fs::Permissions::from_mode(0o0770)).unwrap();
+    shared.without_side_files();
     let consumer = &shared.users.consumers[0];
     let _holder = Holder::start(consumer, &shared.db);
 
@@ -415,6 +435,7 @@ async fn a_directory_the_user_cannot_write_is_named_instead_of_readonly_database
     // The file is writable by everyone, its directory is not: SQLite
     // cannot create -wal and -shm there.
     std::fs::set_permissions(&shared.db, std::fs::Permissions::from_mode(0o666)).unwrap();
+    shared.without_side_files();
     let output = shared.consumer_command("nobody", &["queue", "stats"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
