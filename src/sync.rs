@@ -253,7 +253,7 @@ impl SyncCycle {
         let (attempts, body_bytes) = (response.attempts, response.body_bytes);
         let rotations = response.answer;
         let ingest = self
-            .blocking(move |store| store.ingest(rotations, now()))
+            .blocking(move |store| store.ingest_rotations(rotations, now()))
             .await?;
         Ok(CycleReport {
             since,

@@ -7,7 +7,7 @@ use rusqlite::Transaction;
 
 use super::{Store, StoreError, sql_error};
 use crate::queue::{BUCKET_KIND, DueItem, Enqueue, EnqueueOutcome, SqliteEnqueuer};
-use crate::rotation::Rotations;
+use crate::rotation::{BucketRotation, Rotations};
 use crate::timestamp::{from_millis, to_millis};
 
 const OPERATION: &str = "ingesting rotations";
@@ -98,10 +98,19 @@ impl Store {
     /// later; the local clock never enters it. On any error nothing changes.
     pub fn ingest(
         &self,
-        rotations: impl Into<Rotations>,
+        rotations: Vec<BucketRotation>,
         observed_at: DateTime<Utc>,
     ) -> Result<IngestSummary, StoreError> {
-        self.ingest_probed(rotations.into(), observed_at, true, &no_probe)
+        self.ingest_rotations(rotations.into(), observed_at)
+    }
+
+    /// [`Store::ingest`] of an answer as the operator client parses it.
+    pub fn ingest_rotations(
+        &self,
+        rotations: Rotations,
+        observed_at: DateTime<Utc>,
+    ) -> Result<IngestSummary, StoreError> {
+        self.ingest_probed(rotations, observed_at, true, &no_probe)
     }
 
     /// [`Store::ingest`], optionally without its fast path for an empty
@@ -404,7 +413,6 @@ mod tests {
 
     use super::*;
     use crate::queue::{ClaimRequest, QueueOptions, RemapQueue};
-    use crate::rotation::BucketRotation;
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 6, day, hour, 0, 0).unwrap()

@@ -30,7 +30,7 @@ impl Cli {
         if buckets > 0 {
             let response = (0..buckets)
                 .map(|i| rotation(&format!("bucket{i:03}"), recent_day(i)))
-                .collect::<Vec<_>>();
+                .collect();
             db.open().ingest(response, Utc::now()).unwrap();
         }
         Self { db, config }

@@ -231,7 +231,7 @@ fn the_demo_refuses_a_database_the_daemon_created_and_leaves_it_byte_for_byte_un
             .ingest(
                 (0..227)
                     .map(|i| rotation(&format!("bucket{i:03}"), at(1, 0, 0)))
-                    .collect::<Vec<_>>(),
+                    .collect(),
                 at(1, 1, 0),
             )
             .unwrap();

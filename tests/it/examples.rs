@@ -18,7 +18,7 @@ fn prepared() -> (TempDb, std::path::PathBuf) {
     let db = TempDb::new();
     let response = (0..BUCKETS)
         .map(|i| rotation(&format!("bucket{i:03}"), at(1, 0, 0)))
-        .collect::<Vec<_>>();
+        .collect();
     db.open().ingest(response, at(1, 1, 0)).unwrap();
     let config = db.dir.path().join("config.toml");
     // No backoff: the consumers run until nothing is claimable, and the

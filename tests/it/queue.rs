@@ -255,7 +255,7 @@ fn a_claim_never_hands_out_an_item_that_is_leased() {
     let store = db.open();
     let response = (0..50)
         .map(|i| rotation(&format!("b{i:02}"), at(1, 0, 0)))
-        .collect::<Vec<_>>();
+        .collect();
     store.ingest(response, at(1, 1, 0)).unwrap();
     let mut seen = HashSet::new();
     for minute in 0..6 {
@@ -538,7 +538,7 @@ fn purge_deletes_only_done_items_finished_before_the_cutoff() {
         .ingest(
             (0..4)
                 .map(|i| rotation(&format!("b{i}"), at(1, 0, 0)))
-                .collect::<Vec<_>>(),
+                .collect(),
             at(1, 1, 0),
         )
         .unwrap();
@@ -567,7 +567,7 @@ fn stats_count_each_state_and_the_oldest_pending() {
         .ingest(
             (0..5)
                 .map(|i| rotation(&format!("b{i}"), at(1, 0, 0)))
-                .collect::<Vec<_>>(),
+                .collect(),
             at(1, 1, 0),
         )
         .unwrap();
@@ -810,7 +810,7 @@ fn entries_stream_state_by_state_each_in_its_order_and_stop_when_the_visitor_bre
         .ingest(
             (0..6)
                 .map(|i| rotation(&format!("b{i}"), at(1, 0, 0)))
-                .collect::<Vec<_>>(),
+                .collect(),
             at(1, 1, 0),
         )
         .unwrap();

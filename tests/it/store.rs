@@ -590,7 +590,7 @@ fn the_views_show_times_as_iso_8601_utc_to_the_millisecond() {
         .iter()
         .enumerate()
         .map(|(i, t)| rotation(&format!("b{i}"), *t))
-        .collect::<Vec<_>>();
+        .collect();
     store.ingest(response, at(7, 8, 9)).unwrap();
     let conn = raw(&db.path);
     let rows: Vec<(String, String, String)> = conn
