@@ -433,31 +433,31 @@ impl RemapQueue for SqliteQueue<'_> {
                 if remaining == Some(0) {
                     break;
                 }
-                let (condition, order) = match state {
-                    QueueState::Pending => ("state = 'pending'", "due_at_ms"),
-                    QueueState::Leased => ("state = 'leased'", "lease_expires_at_ms"),
-                    QueueState::Done => ("TRUE", "done_at_ms"),
-                    QueueState::Dead => ("state = 'dead'", "updated_at_ms"),
+                // Done entries have their own table, without the columns of
+                // a lease or a newer version.
+                let (columns, table, condition, order) = match state {
+                    QueueState::Pending => {
+                        (LIVE_COLUMNS, "queue_item", "state = 'pending'", "due_at_ms")
+                    }
+                    QueueState::Leased => (
+                        LIVE_COLUMNS,
+                        "queue_item",
+                        "state = 'leased'",
+                        "lease_expires_at_ms",
+                    ),
+                    QueueState::Done => (DONE_COLUMNS, "queue_done", "TRUE", "done_at_ms"),
+                    QueueState::Dead => (
+                        LIVE_COLUMNS,
+                        "queue_item",
+                        "state = 'dead'",
+                        "updated_at_ms",
+                    ),
                 };
-                let sql = if *state == QueueState::Done {
-                    format!(
-                        "SELECT kind, subject, 'done', version_ms, NULL, generation, attempts,
-                                due_at_ms, updated_at_ms, NULL, leased_by, leased_at_ms,
-                                NULL, done_at_ms, last_error
-                         FROM queue_done
-                         ORDER BY {order}, kind, subject
-                         LIMIT :limit"
-                    )
-                } else {
-                    format!(
-                        "SELECT kind, subject, state, version_ms, next_version_ms, generation,
-                                attempts, due_at_ms, updated_at_ms, lease_id, leased_by,
-                                leased_at_ms, lease_expires_at_ms, NULL, last_error
-                         FROM queue_item WHERE {condition}
-                         ORDER BY {order}, kind, subject
-                         LIMIT :limit"
-                    )
-                };
+                let sql = format!(
+                    "SELECT {columns} FROM {table} WHERE {condition}
+                     ORDER BY {order}, kind, subject
+                     LIMIT :limit"
+                );
                 let mut statement = self.conn.prepare_cached(&sql)?;
                 let mut rows = statement
                     .query(rusqlite::named_params! { ":limit": remaining.unwrap_or(-1) })?;
@@ -535,6 +535,14 @@ pub(crate) fn stats_in(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Resul
         })
     })
 }
+
+/// The columns [`entry_from_row`] reads, from `queue_item` and from
+/// `queue_done`.
+const LIVE_COLUMNS: &str = "kind, subject, state, version_ms, next_version_ms, generation,
+    attempts, due_at_ms, updated_at_ms, lease_id, leased_by, leased_at_ms, lease_expires_at_ms,
+    NULL, last_error";
+const DONE_COLUMNS: &str = "kind, subject, 'done', version_ms, NULL, generation, attempts,
+    due_at_ms, updated_at_ms, NULL, leased_by, leased_at_ms, NULL, done_at_ms, last_error";
 
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
     let state_text = row.get_ref(2)?.as_str()?;
@@ -710,7 +718,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::store::{OpenMode, Store, StoreOptions};
+    use crate::store::{Store, open_test_store};
 
     fn at(hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 6, 1, hour, 0, 0).unwrap()
@@ -733,12 +741,7 @@ mod tests {
     #[test]
     fn subjects_of_any_kind_share_the_queue_with_the_same_rules() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &dir.path().join("q.db"),
-            OpenMode::CreateIfMissing,
-            &StoreOptions::default(),
-        )
-        .unwrap();
+        let store = open_test_store(&dir);
         let item = |kind, key, version, due_at| DueItem {
             kind,
             key,
@@ -830,12 +833,7 @@ mod tests {
     #[test]
     fn done_entries_wait_apart_from_live_ones_until_a_newer_version_makes_them_due() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &dir.path().join("q.db"),
-            OpenMode::CreateIfMissing,
-            &StoreOptions::default(),
-        )
-        .unwrap();
+        let store = open_test_store(&dir);
         let item = |key, version| DueItem {
             kind: "bucket",
             key,

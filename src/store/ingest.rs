@@ -427,24 +427,12 @@ mod tests {
 
     /// Every row of every table, in a stable order.
     fn contents(store: &Store) -> Vec<String> {
-        let mut rows = Vec::new();
         // Views, not tables: where the sync state, a bucket's latest
         // rotation or a queue entry is kept is the store's business.
-        for table in ["sync_status", "rotation_log", "buckets", "remap_queue"] {
-            let mut statement = store
-                .conn
-                .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-                .unwrap();
-            let columns = statement.column_count();
-            let mut cursor = statement.query([]).unwrap();
-            while let Some(row) = cursor.next().unwrap() {
-                let values: Vec<String> = (0..columns)
-                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
-                    .collect();
-                rows.push(format!("{table}: {}", values.join(", ")));
-            }
-        }
-        rows
+        crate::store::relation_rows(
+            &store.conn,
+            &["sync_status", "rotation_log", "buckets", "remap_queue"],
+        )
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {

@@ -351,6 +351,28 @@ impl Store {
     }
 }
 
+/// Every row of each of `relations` (tables or views) as text, each
+/// relation's rows sorted: equal when the relations hold the same rows.
+#[cfg(test)]
+pub(crate) fn relation_rows(conn: &Connection, relations: &[&str]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for relation in relations {
+        let mut statement = conn.prepare(&format!("SELECT * FROM {relation}")).unwrap();
+        let columns = statement.column_count();
+        let mut cursor = statement.query([]).unwrap();
+        let mut relation_rows = Vec::new();
+        while let Some(row) = cursor.next().unwrap() {
+            let values: Vec<String> = (0..columns)
+                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                .collect();
+            relation_rows.push(format!("{relation}: {}", values.join(", ")));
+        }
+        relation_rows.sort();
+        rows.extend(relation_rows);
+    }
+    rows
+}
+
 /// A new database file in `dir`, as the store's unit tests open it.
 #[cfg(test)]
 pub(crate) fn open_test_store(dir: &tempfile::TempDir) -> Store {

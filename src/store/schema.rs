@@ -317,23 +317,7 @@ mod tests {
 
     /// Every row of every view of the SQL contract, in a stable order.
     fn contract_rows(path: &Path) -> Vec<String> {
-        let conn = Connection::open(path).unwrap();
-        let mut rows = Vec::new();
-        for view in CONTRACT_VIEWS {
-            let mut statement = conn.prepare(&format!("SELECT * FROM {view}")).unwrap();
-            let columns = statement.column_count();
-            let mut cursor = statement.query([]).unwrap();
-            let mut view_rows = Vec::new();
-            while let Some(row) = cursor.next().unwrap() {
-                let values: Vec<String> = (0..columns)
-                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
-                    .collect();
-                view_rows.push(format!("{view}: {}", values.join(", ")));
-            }
-            view_rows.sort();
-            rows.extend(view_rows);
-        }
-        rows
+        crate::store::relation_rows(&Connection::open(path).unwrap(), CONTRACT_VIEWS)
     }
 
     #[test]
