@@ -73,9 +73,7 @@ impl Rotations {
 
     /// `(bucket_id, last_updated_ms)` of each row, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, i64)> + '_ {
-        self.rows
-            .iter()
-            .map(|row| (id_of(&self.ids, row), row.last_updated_ms))
+        self.slice(0, self.rows.len())
     }
 
     /// The rows as [`BucketRotation`]s, for tests and small answers.
