@@ -1,6 +1,7 @@
 //! `config check`: everything `run` checks before its first cycle, for
 //! install scripts. The settings and both credentials are resolved exactly
-//! as `run` resolves them and the database's directory must exist; nothing
+//! as `run` resolves them and the database's directory must exist (or the
+//! PostgreSQL server must accept the connection); nothing
 //! is sent to the operator and nothing is created. Prints a summary naming
 //! where each credential came from (never the credential) and exits 0, or
 //! prints the one-line error and exits 1.
@@ -13,7 +14,7 @@ use super::table::key_values;
 use crate::cli::Cli;
 use crate::config::Settings;
 use crate::daemon::schedule::describe;
-use crate::store::StoreError;
+use crate::store::{DatabaseLocation, StoreError};
 use crate::sync::SyncError;
 
 /// The first bytes of every SQLite 3 database file.
@@ -68,7 +69,13 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// What `run` needs of the database path without creating it: an existing
 /// SQLite file, or a directory to create it in, and then a place to start.
 fn check_database(settings: &Settings) -> anyhow::Result<String> {
-    let path = &settings.database.path;
+    let path = match &settings.database.location {
+        DatabaseLocation::File(path) => path,
+        DatabaseLocation::Postgres(target) => {
+            target.probe()?;
+            return Ok(format!("{target} (reachable)"));
+        }
+    };
     let shown = path.display();
     if path.is_dir() {
         return Err(StoreError::IsDirectory {

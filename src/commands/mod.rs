@@ -96,7 +96,11 @@ fn open_store(settings: &Settings, mode: OpenMode) -> anyhow::Result<Store> {
         busy_timeout: settings.database.busy_timeout,
         ..StoreOptions::default()
     };
-    Ok(Store::open(&settings.database.path, mode, &options)?)
+    Ok(Store::open_location(
+        &settings.database.location,
+        mode,
+        &options,
+    )?)
 }
 
 /// Resolves the endpoint and credentials, logging every warning about how
@@ -107,7 +111,7 @@ fn operator_connection(settings: &Settings) -> anyhow::Result<OperatorConnection
     for warning in settings.warnings.iter().chain(&secret_warnings) {
         tracing::warn!("{warning}");
     }
-    for note in &connection.credential_notes {
+    for note in connection.credential_notes.iter().chain(&settings.notes) {
         tracing::info!("{note}");
     }
     Ok(connection)

@@ -23,38 +23,52 @@ pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     // Before the database is opened: the probe closes its own handle,
     // which must not happen under an open SQLite connection.
-    let daemon = match daemon_running(&settings.database.path) {
-        Ok(running) => Daemon::Known(running),
-        Err(error) => Daemon::Unknown(error.to_string()),
-    };
+    let file_daemon = settings.database.file().map(daemon_running);
     let store = super::open_store(&settings, OpenMode::MustExist)?;
+    let daemon = match file_daemon {
+        Some(Ok(running)) => Daemon::Known(running),
+        Some(Err(error)) => Daemon::Unknown(error.to_string()),
+        None => match store.poller_running() {
+            Ok(running) => Daemon::Known(running.unwrap_or(false)),
+            Err(error) => Daemon::Unknown(error.to_string()),
+        },
+    };
     let now = truncate_to_millis(Utc::now());
     let status = store.status(now)?;
-    let mapping = store.mapping_state()?;
-    // The configured API decides what is due; without a configuration, the
-    // one the last pass used.
-    let api = match (&settings.source, mapping.api.as_deref()) {
-        (None, Some("v2")) => MapApi::V2,
-        (None, _) => MapApi::V3,
-        (Some(_), _) => settings.mapping.api,
+    // The identities live only in a SQLite database for now.
+    let identities = if store.has_identities() {
+        let mapping = store.mapping_state()?;
+        // The configured API decides what is due; without a configuration,
+        // the one the last pass used.
+        let api = match (&settings.source, mapping.api.as_deref()) {
+            (None, Some("v2")) => MapApi::V2,
+            (None, _) => MapApi::V3,
+            (Some(_), _) => settings.mapping.api,
+        };
+        let counts = store.identity_counts(api, now)?;
+        Some((counts, mapping, api))
+    } else {
+        None
     };
-    let identities = store.identity_counts(api, now)?;
-    let database = store.path().display().to_string();
+    let database = store.name();
     let setup = Setup::new(&settings, daemon, status.sync.last_attempt_at, now);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        serde_json::to_writer(
-            &mut out,
-            &StatusJson::new(&status, &database, &setup, now).with(identities, &mapping, api),
-        )?;
+        let mut report = StatusJson::new(&status, &database, &setup, now);
+        if let Some((counts, mapping, api)) = &identities {
+            report = report.with(*counts, mapping, *api);
+        }
+        serde_json::to_writer(&mut out, &report)?;
         out.write_all(b"\n")?;
     } else {
-        let identities = IdentitiesView {
-            counts: &identities,
-            mapping: &mapping,
-            api,
-        };
-        out.write_all(render(&status, &database, &setup, now, &identities).as_bytes())?;
+        let identities = identities
+            .as_ref()
+            .map(|(counts, mapping, api)| IdentitiesView {
+                counts,
+                mapping,
+                api: *api,
+            });
+        out.write_all(render(&status, &database, &setup, now, identities.as_ref()).as_bytes())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -306,7 +320,7 @@ fn render(
     database: &str,
     setup: &Setup,
     now: DateTime<Utc>,
-    identities: &IdentitiesView<'_>,
+    identities: Option<&IdentitiesView<'_>>,
 ) -> String {
     let sync = &status.sync;
     let never = || "never".to_owned();
@@ -350,6 +364,19 @@ fn render(
     lines.extend(setup.schedule.as_ref().map(|s| ("schedule", describe(s))));
     lines.push(("daemon", setup.daemon_line()));
     lines.extend(setup.next_poll_line(now).map(|line| ("next poll", line)));
+    if let Some(identities) = identities {
+        lines.extend(identity_lines(identities, now));
+    }
+    key_values(&lines)
+}
+
+/// The identities' and the re-map worker's lines.
+fn identity_lines(
+    identities: &IdentitiesView<'_>,
+    now: DateTime<Utc>,
+) -> Vec<(&'static str, String)> {
+    let never = || "never".to_owned();
+    let mut lines = Vec::new();
     let counts = identities.counts;
     lines.push((
         "identities",
@@ -383,7 +410,7 @@ fn render(
         "re-map error",
         failure_line(mapping.last_error.as_ref(), now),
     ));
-    key_values(&lines)
+    lines
 }
 
 /// A recorded failure on one line: when, its kind and its message.

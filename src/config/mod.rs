@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use crate::credentials::{ApiKey, ClientSecret, CredentialOrigins};
 use crate::operator::{BodyEncoding, ClientOptions, ClientSetupError, OperatorClient, RetryPolicy};
 use crate::operator::{MAX_BATCH_SIZE, MapLimits};
-use crate::store::MapApi;
+use crate::store::{DatabaseLocation, MapApi, PostgresTarget};
 use crate::timestamp;
 use schema::{RawDatabase, RawFile, RawLog, RawMapping, RawOperator, RawSync, parse_file};
 use secrets::{ConfiguredSecret, CredentialSources, warn_if_world_readable};
@@ -103,6 +103,8 @@ pub struct Settings {
     /// Things worth telling the user that don't stop the program (for
     /// example a world-readable secret). Logged once logging is set up.
     pub warnings: Vec<String>,
+    /// Which of several sources of a secret was used; logged at start.
+    pub(crate) notes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,8 +136,20 @@ pub struct SyncSettings {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    pub path: PathBuf,
+    /// The SQLite file (`database.path`, the default) or the PostgreSQL
+    /// database (`database.url`).
+    pub location: DatabaseLocation,
     pub busy_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The SQLite file, when the state lives in one.
+    pub fn file(&self) -> Option<&Path> {
+        match &self.location {
+            DatabaseLocation::File(path) => Some(path),
+            DatabaseLocation::Postgres(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -259,7 +273,15 @@ impl Settings {
 
         let operator = build_operator(raw.operator, &origin, env)?;
         let sync = build_sync(raw.sync, &origin)?;
-        let database = build_database(raw.database, &origin, options, env)?;
+        let mut notes = Vec::new();
+        let database = build_database(
+            raw.database,
+            &origin,
+            options,
+            env,
+            &mut warnings,
+            &mut notes,
+        )?;
         let queue = QueueSettings {
             max_attempts: positive(
                 raw.queue.max_attempts.unwrap_or(5),
@@ -297,6 +319,15 @@ impl Settings {
             ));
         }
         let mapping = build_mapping(raw.mapping, &origin)?;
+        if mapping.enabled && database.file().is_none() {
+            return Err(ConfigError::invalid(
+                &origin,
+                "mapping.enabled",
+                "needs a SQLite database (database.path) in this version: the PostgreSQL \
+                 backend keeps the sync state, the rotation log and the queue, not yet the \
+                 identities",
+            ));
+        }
         let log = build_log(raw.log, &origin, env)?;
         let metrics = MetricsSettings {
             listen: raw
@@ -323,6 +354,7 @@ impl Settings {
             log,
             metrics,
             warnings,
+            notes,
         })
     }
 }
@@ -504,24 +536,77 @@ fn build_database(
     origin: &str,
     options: &LoadOptions,
     env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Result<DatabaseSettings, ConfigError> {
-    let path = options
-        .db
-        .clone()
-        .or_else(|| env(DATABASE_ENV).map(PathBuf::from))
-        .or(raw.path)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE_PATH));
+    let busy_timeout = duration(
+        raw.busy_timeout,
+        Duration::from_secs(30),
+        origin,
+        "database.busy_timeout",
+    )?;
+    // `--db` and the environment override the file's choice, whichever
+    // backend either names.
+    let overridden = match (&options.db, env(DATABASE_ENV)) {
+        (Some(db), _) => Some((db.to_string_lossy().into_owned(), "--db", "value")),
+        (None, Some(db)) => Some((db, DATABASE_ENV, "value")),
+        (None, None) => None,
+    };
+    let (url, url_origin, url_key) = match (overridden, raw.url, raw.path) {
+        (Some((db, from, key)), _, _) if is_postgres_url(&db) => (db, from, key),
+        (Some((db, from, _)), _, _) => return file_location(PathBuf::from(db), from, busy_timeout),
+        (None, Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                origin,
+                "database.url",
+                "and database.path are both set: the state lives in one of them, \
+                 remove the other",
+            ));
+        }
+        (None, Some(url), None) => (url, origin, "database.url"),
+        (None, None, path) => {
+            if raw.password_file.is_some() {
+                return Err(ConfigError::invalid(
+                    origin,
+                    "database.password_file",
+                    "is set without database.url: only a PostgreSQL database has a password",
+                ));
+            }
+            let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE_PATH));
+            return file_location(path, origin, busy_timeout);
+        }
+    };
+    let target = PostgresTarget::parse(&url)
+        .map_err(|reason| ConfigError::invalid(url_origin, url_key, reason))?;
+    let configured = secrets::ConfiguredSecret {
+        inline: target.url_has_password().then(String::new),
+        file: raw.password_file,
+    };
+    let target = match secrets::database_password(origin, &configured, env, warnings, notes)? {
+        Some(password) => target.with_password(password),
+        None => target,
+    };
+    Ok(DatabaseSettings {
+        location: DatabaseLocation::Postgres(Box::new(target)),
+        busy_timeout,
+    })
+}
+
+fn is_postgres_url(text: &str) -> bool {
+    text.starts_with("postgresql://") || text.starts_with("postgres://")
+}
+
+fn file_location(
+    path: PathBuf,
+    origin: &str,
+    busy_timeout: Duration,
+) -> Result<DatabaseSettings, ConfigError> {
     if path.as_os_str().is_empty() {
         return Err(ConfigError::invalid(origin, "database.path", "is empty"));
     }
     Ok(DatabaseSettings {
-        path,
-        busy_timeout: duration(
-            raw.busy_timeout,
-            Duration::from_secs(30),
-            origin,
-            "database.busy_timeout",
-        )?,
+        location: DatabaseLocation::File(path),
+        busy_timeout,
     })
 }
 

@@ -65,6 +65,8 @@ pub(super) struct RawSync {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDatabase {
     pub(super) path: Option<PathBuf>,
+    pub(super) url: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
     pub(super) busy_timeout: Option<String>,
 }
 

@@ -22,6 +22,14 @@ const CLIENT_SECRET: SecretSpec = SecretSpec {
     credential_name: "client_secret",
 };
 
+// The URL's own password counts as the inline value of `database.password`.
+const DATABASE_PASSWORD: SecretSpec = SecretSpec {
+    what: "database password",
+    key: "database.password",
+    env_name: "PGPASSWORD",
+    credential_name: "db_password",
+};
+
 /// What the configuration file says about the two credentials.
 #[derive(Debug, Clone, Default)]
 pub(super) struct CredentialSources {
@@ -143,9 +151,7 @@ fn refuse_credential(source: &CredentialSource, reason: String) -> ConfigError {
     ConfigError::invalid(&origin, &key, reason)
 }
 
-/// Precedence: environment variable, then the configuration (inline value
-/// or `*_file`), then the systemd credential of the conventional name.
-/// When several are present, says in the notes which one won.
+/// [`find_secret`] of a credential that must be set.
 fn resolve_secret(
     spec: &SecretSpec,
     origin: &str,
@@ -153,6 +159,62 @@ fn resolve_secret(
     env: &dyn Fn(&str) -> Option<String>,
     findings: &mut Findings,
 ) -> Result<ResolvedSecret, ConfigError> {
+    find_secret(spec, origin, configured, env, findings)?.ok_or_else(|| {
+        let SecretSpec {
+            key,
+            env_name,
+            credential_name,
+            ..
+        } = spec;
+        ConfigError::invalid(
+            origin,
+            key,
+            format!(
+                "not set: set {key}_file (or {key}), the environment variable {env_name}, \
+                 or a systemd credential named {credential_name}"
+            ),
+        )
+    })
+}
+
+/// The database password: PostgreSQL may need none (peer, certificate or
+/// trust authentication), else as [`find_secret`] finds it, where the URL's
+/// own password is the configuration's inline value (its text is not
+/// needed: `None` then says "keep the URL's"). Findings go to `warnings`
+/// and `notes`.
+pub(super) fn database_password(
+    origin: &str,
+    configured: &ConfiguredSecret,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Result<Option<secrecy::SecretString>, ConfigError> {
+    let mut findings = Findings::default();
+    let found = find_secret(&DATABASE_PASSWORD, origin, configured, env, &mut findings)?;
+    warnings.append(&mut findings.warnings);
+    notes.append(&mut findings.notes);
+    Ok(found.and_then(|secret| match secret.source {
+        // The URL keeps its own password.
+        CredentialSource::ConfigValue { .. } => None,
+        CredentialSource::Environment(_) => Some(secrecy::SecretString::from(secret.text)),
+        // A password file's trailing newline is not part of the password.
+        CredentialSource::ConfigFile { .. } | CredentialSource::SystemdCredential { .. } => Some(
+            secrecy::SecretString::from(secret.text.trim_end_matches(['\n', '\r']).to_owned()),
+        ),
+    }))
+}
+
+/// Precedence: environment variable, then the configuration (inline value
+/// or `*_file`), then the systemd credential of the conventional name.
+/// When several are present, says in the notes which one won. `None` when
+/// none is present.
+fn find_secret(
+    spec: &SecretSpec,
+    origin: &str,
+    configured: &ConfiguredSecret,
+    env: &dyn Fn(&str) -> Option<String>,
+    findings: &mut Findings,
+) -> Result<Option<ResolvedSecret>, ConfigError> {
     let &SecretSpec {
         what,
         key,
@@ -190,14 +252,7 @@ fn resolve_secret(
     }
     let mut present = present.into_iter();
     let Some(source) = present.next() else {
-        return Err(ConfigError::invalid(
-            origin,
-            key,
-            format!(
-                "not set: set {key}_file (or {key}), the environment variable {env_name}, \
-                 or a systemd credential named {credential_name}"
-            ),
-        ));
+        return Ok(None);
     };
     let ignored: Vec<String> = present.map(|source| source.to_string()).collect();
     if !ignored.is_empty() {
@@ -217,7 +272,7 @@ fn resolve_secret(
             text
         }
     };
-    Ok(ResolvedSecret { text, source })
+    Ok(Some(ResolvedSecret { text, source }))
 }
 
 pub(super) fn warn_if_world_readable(path: &Path, what: &str, warnings: &mut Vec<String>) {

@@ -1,6 +1,8 @@
-//! One daemon per database. `run` holds an exclusive advisory lock on the
-//! database file for its whole life; `status` asks for a shared one and
-//! reads "refused" as "a daemon is running".
+//! One daemon per database. On SQLite, `run` holds an exclusive advisory
+//! lock on the database file for its whole life; `status` asks for a shared
+//! one and reads "refused" as "a daemon is running". On PostgreSQL, where
+//! `run` instances on several machines share a database, the one holding
+//! the poller lock polls and the others wait as standbys ([`PollerWatch`]).
 //!
 //! The lock is `flock(2)` on a handle of its own. SQLite locks the same file
 //! with POSIX record locks, which on Linux are independent of `flock`, so
@@ -15,6 +17,10 @@ use std::fs::{File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{PollerLock, PostgresTarget, StoreError};
 
 /// `status` holds its shared probe for microseconds; a `run` starting at
 /// that very moment retries briefly instead of refusing.
@@ -55,6 +61,90 @@ impl InstanceLock {
             }
         }
         Err(InstanceLockError::AlreadyRunning(database.to_owned()))
+    }
+}
+
+/// How often a standby tries for the poller lock, and the holder checks
+/// that its lock session is alive.
+const STANDBY_RETRY: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL poller lock, held and watched: a holder whose lock
+/// session ends stops (non-zero exit, for systemd to restart it as a
+/// standby), since a standby may be polling by then.
+#[derive(Debug)]
+pub(crate) struct PollerWatch {
+    watcher: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl PollerWatch {
+    /// Waits as a standby until this process holds the poller lock of
+    /// `target`; `None` when `shutdown` comes first.
+    pub(crate) async fn acquire(
+        target: &PostgresTarget,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Self>, StoreError> {
+        let mut waiting_said = false;
+        let lock = loop {
+            let attempt = target.clone();
+            let acquired = blocking(move || PollerLock::try_acquire(&attempt)).await?;
+            if let Some(lock) = acquired {
+                break lock;
+            }
+            if !waiting_said {
+                tracing::info!(
+                    database = %target,
+                    "another uid2-bucket-sync run polls this database; waiting as a standby"
+                );
+                waiting_said = true;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                () = tokio::time::sleep(STANDBY_RETRY) => {}
+            }
+        };
+        tracing::info!(database = %target, "holding the poller lock");
+        let shutdown = shutdown.clone();
+        let watcher = tokio::spawn(async move {
+            let mut lock = lock;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(STANDBY_RETRY) => {}
+                }
+                let (returned, alive) = blocking(move || {
+                    let alive = lock.still_held(STANDBY_RETRY);
+                    (lock, alive)
+                })
+                .await;
+                lock = returned;
+                if !alive {
+                    tracing::error!(
+                        "lost the poller lock's session; stopping so that one poller runs"
+                    );
+                    shutdown.cancel();
+                    return Err(StoreError::PollerLockLost);
+                }
+            }
+        });
+        Ok(Some(Self { watcher }))
+    }
+
+    /// After the daemon stopped: an error if it stopped because the lock
+    /// was lost.
+    pub(crate) async fn release(self) -> Result<(), StoreError> {
+        match self.watcher.await {
+            Ok(outcome) => outcome,
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+    }
+}
+
+/// Runs blocking PostgreSQL work on the blocking pool; a panic there
+/// carries on here.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
     }
 }
 

@@ -83,6 +83,11 @@ pub(crate) fn bounded_error(error: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}{marker}", &error[..keep]))
 }
 
+/// Milliseconds of a span, at most [`MAX_SPAN`].
+pub(crate) fn span_millis(span: Duration) -> i64 {
+    span.min(MAX_SPAN).as_millis() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

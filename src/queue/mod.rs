@@ -20,12 +20,12 @@
 //! - each claim hands every item its own lease id; ack and fail are checked
 //!   against it, so an expired or superseded lease is refused per id.
 //!
-//! Backends implement [`RemapQueue`] (the consumers' side) and [`Enqueue`]
-//! (the producers' side, used inside the producer's own transaction so that
-//! recording a rotation and queueing it commit together).
+//! This module is the contract, free of IO. Each storage backend
+//! (`store::sqlite`, `store::postgres`) implements [`RemapQueue`] (the
+//! consumers' side) and enqueues inside its own ingest transaction, so that
+//! recording a rotation and queueing it commit together.
 
-mod limits;
-mod sqlite;
+pub(crate) mod limits;
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -37,8 +37,6 @@ use compact_str::CompactString;
 
 pub use limits::{MAX_CLAIM_LIMIT, MAX_ERROR_BYTES, MAX_WORKER_BYTES};
 pub(crate) use limits::{check_lease, check_retry_delay, check_worker};
-pub(crate) use sqlite::{SqliteEnqueuer, SqliteQueue};
-pub(crate) use sqlite::{enqueue_new_from_query, stats_in as sqlite_stats};
 
 /// The subject kind of a salt bucket; its key is the bucket id.
 pub(crate) const BUCKET_KIND: &str = "bucket";
@@ -156,6 +154,27 @@ impl Default for QueueOptions {
             retry_backoff: Duration::from_secs(30),
             max_retry_backoff: Duration::from_secs(3600),
         }
+    }
+}
+
+impl QueueOptions {
+    /// `max_attempts` as the backends compare it (at least one claim).
+    pub(crate) fn attempts_allowed(&self) -> i64 {
+        i64::from(self.max_attempts.max(1))
+    }
+
+    /// The retry wait of a failed item, as the backends compute it in SQL:
+    /// the first delay, the cap, and how many doublings reach the cap (ms).
+    /// Bounding the shift keeps the doubled value within twice the cap (a
+    /// SQLite shift silently drops bits).
+    pub(crate) fn backoff_millis(&self) -> (i64, i64, i64) {
+        let first = limits::span_millis(self.retry_backoff);
+        let cap = limits::span_millis(self.max_retry_backoff);
+        let mut doublings = 0;
+        while first > 0 && (first << doublings) < cap {
+            doublings += 1;
+        }
+        (first, cap, doublings)
     }
 }
 

@@ -1,36 +1,38 @@
-//! The SQLite file: schema and migrations, the sync state, the rotation log
-//! and the atomic ingest of one operator response.
+//! Keeping state: one narrow interface, [`Store`], over two backends.
 //!
-//! One [`Store`] is one connection. The file is in WAL mode, so readers
-//! never wait; writers take the write lock up front (`BEGIN IMMEDIATE`) and
-//! wait up to `busy_timeout` for each other. The queue lives in the same
-//! file and is reached through [`Store::queue`].
+//! - `sqlite`: the embedded default, one file (schema and migrations, the
+//!   sync state, the rotation log, the atomic ingest of one response, the
+//!   queue, the identities and what the re-map worker reads and writes).
+//! - `postgres`: the same sync state, rotation log and queue on a
+//!   PostgreSQL server, for consumers on many machines.
+//!
+//! The sync cycle, the worker and the commands talk to [`Store`] and
+//! [`Queue`] only; which tables hold what, and how a backend makes an
+//! ingest atomic or a claim exclusive, stays inside the backend.
 
-mod access;
-mod durable_commit;
-mod identities;
-mod ingest;
-mod remap;
-mod schema;
+mod postgres;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
-pub(crate) use access::AccessProblem;
-pub(crate) use identities::IdentityCounts;
-pub use identities::IdentityStatus;
-pub(crate) use identities::{IdentityImport, IdentityRecord, Staged};
-pub(crate) use ingest::IngestSummary;
-pub(crate) use remap::{BatchCounts, ChangeRecord, DueCursor, DueIdentity, MapOutcome, PassEnd};
-pub use remap::{MapApi, MappingState, PassCounts};
-pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use postgres::{PollerLock, PostgresTarget};
+pub(crate) use sqlite::AccessProblem;
+pub use sqlite::identities::IdentityStatus;
+pub(crate) use sqlite::identities::{IdentityCounts, IdentityImport, IdentityRecord, Staged};
+pub(crate) use sqlite::remap::{
+    BatchCounts, ChangeRecord, DueCursor, DueIdentity, MapOutcome, PassEnd,
+};
+pub use sqlite::remap::{MapApi, MappingState, PassCounts};
+pub use sqlite::schema::{APPLICATION_ID, SCHEMA_VERSION};
 
-use crate::queue::{QueueError, QueueOptions, QueueStats, SqliteQueue};
-use crate::timestamp::{from_millis, to_millis};
+use crate::queue::{QueueError, QueueOptions, QueueStats};
+use crate::rotation::{BucketRotation, Rotations};
+use postgres::PostgresStore;
+use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -129,6 +131,38 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("cannot connect to the PostgreSQL database {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: ::postgres::Error,
+    },
+    #[error("cannot set up TLS for PostgreSQL: {0}")]
+    Tls(String),
+    #[error(
+        "the session holding the PostgreSQL poller lock ended (network or server restart); \
+         stopped so that another instance can poll"
+    )]
+    PollerLockLost,
+    #[error(
+        "the PostgreSQL database {target} has no uid2-bucket-sync schema; run \
+         `uid2-bucket-sync sync` with this database.url first"
+    )]
+    EmptyPostgres { target: String },
+    #[error("cannot migrate the PostgreSQL database {target}: {reason}")]
+    PostgresMigrate { target: String, reason: String },
+    #[error("PostgreSQL error while {operation}: {source}")]
+    Postgres {
+        operation: &'static str,
+        #[source]
+        source: ::postgres::Error,
+    },
+    #[error(
+        "{what} needs a SQLite database in this version: the PostgreSQL backend keeps the \
+         sync state, the rotation log and the queue; set database.path instead of database.url \
+         for the identities and the re-map worker"
+    )]
+    NotOnPostgres { what: &'static str },
 }
 
 impl StoreError {
@@ -136,28 +170,11 @@ impl StoreError {
     pub(crate) fn is_busy(&self) -> bool {
         match self {
             Self::Busy { .. } => true,
-            Self::Open { source, .. } | Self::Sqlite { source, .. } => is_busy_error(source),
+            Self::Open { source, .. } | Self::Sqlite { source, .. } => {
+                sqlite::is_busy_error(source)
+            }
             Self::Queue(QueueError::Busy { .. }) => true,
             _ => false,
-        }
-    }
-}
-
-/// Another connection held a lock longer than the busy timeout: the one
-/// test of "database busy" for every SQLite call of the store and the queue.
-pub(crate) fn is_busy_error(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
-}
-
-fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |source| {
-        if is_busy_error(&source) {
-            StoreError::Busy { operation }
-        } else {
-            StoreError::Sqlite { operation, source }
         }
     }
 }
@@ -223,74 +240,138 @@ pub struct StoreStatus {
     pub queue: QueueStats,
 }
 
-/// An open database.
-pub struct Store {
-    last_commit: durable_commit::LastCommit,
-    conn: Connection,
-    path: PathBuf,
+/// What one ingest did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Rows in the response.
+    pub received: u64,
+    /// Rows dropped because the same response had a later row for the bucket.
+    pub duplicates_in_response: u64,
+    /// Rotations later than anything known for their bucket; each is now in
+    /// the rotation log and the queue.
+    pub new_rotations: u64,
+    /// New rotations that made an entry pending: a new entry, or a done or
+    /// dead one due again.
+    pub newly_queued: u64,
+    /// Of `newly_queued`, the done or dead entries made pending again.
+    pub(crate) reopened: u64,
+    /// New rotations folded into an entry that was already pending.
+    pub coalesced: u64,
+    /// New rotations of leased entries; pending again when the lease ends.
+    pub requeued_after_lease: u64,
+    /// Rotations already recorded (the operator's `since` is inclusive).
+    pub ignored_rereads: u64,
+    /// Rotations older than the bucket's latest known one.
+    pub ignored_stale: u64,
+    pub mark_before: Option<DateTime<Utc>>,
+    pub mark_after: Option<DateTime<Utc>>,
 }
 
-impl std::fmt::Debug for Store {
+/// Where the state lives, as the configuration says.
+#[derive(Debug, Clone)]
+pub enum DatabaseLocation {
+    /// The embedded default: a SQLite file.
+    File(std::path::PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Box<PostgresTarget>),
+}
+
+impl std::fmt::Display for DatabaseLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Postgres(target) => write!(f, "{target}"),
+        }
     }
 }
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.last_commit.before_close(&self.conn);
-    }
+/// An open database of either backend.
+#[derive(Debug)]
+pub struct Store {
+    backend: Backend,
 }
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+/// Runs `$body` with `$store` bound to whichever backend is open.
+macro_rules! on_backend {
+    ($self:expr, $store:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($store) => $body,
+            Backend::Postgres($store) => $body,
+        }
+    };
+}
+
+/// Runs `$body` on SQLite; on PostgreSQL refuses, naming `$what`.
+macro_rules! sqlite_only {
+    ($self:expr, $what:expr, $store:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($store) => $body,
+            Backend::Postgres(_) => Err(StoreError::NotOnPostgres { what: $what }.into()),
+        }
+    };
+}
+
+const IDENTITIES: &str = "the identity store";
 
 impl Store {
-    /// Opens (and with [`OpenMode::CreateIfMissing`], creates) the database,
-    /// refusing a file that is not SQLite or whose schema is newer than this
-    /// binary, and applies pending migrations.
+    /// Opens (and with [`OpenMode::CreateIfMissing`], creates) the SQLite
+    /// database at `path`, refusing a file that is not SQLite or whose
+    /// schema is newer than this binary, and applies pending migrations.
     pub fn open(path: &Path, mode: OpenMode, options: &StoreOptions) -> Result<Self, StoreError> {
-        let conn = schema::open(path, mode, options)?;
-        let last_commit =
-            durable_commit::LastCommit::watch(&conn).map_err(|source| StoreError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
         Ok(Self {
-            last_commit,
-            conn,
-            path: path.to_owned(),
+            backend: Backend::Sqlite(SqliteStore::open(path, mode, options)?),
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// Connects to the PostgreSQL database `target`; with
+    /// [`OpenMode::CreateIfMissing`] creates the schema in an empty one,
+    /// and applies pending migrations either way.
+    pub fn connect(
+        target: &PostgresTarget,
+        mode: OpenMode,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Postgres(PostgresStore::connect(target, mode, options)?),
+        })
     }
 
-    /// Which command created the database at `path`: [`CREATED_BY_DAEMON`],
-    /// `demo`, or `None` for databases older than that record. Reads the
-    /// file without migrating it or writing anything.
+    /// Opens the database `location` names, of either backend.
+    pub fn open_location(
+        location: &DatabaseLocation,
+        mode: OpenMode,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        match location {
+            DatabaseLocation::File(path) => Self::open(path, mode, options),
+            DatabaseLocation::Postgres(target) => Self::connect(target, mode, options),
+        }
+    }
+
+    /// Which command created the SQLite database at `path`:
+    /// [`CREATED_BY_DAEMON`], `demo`, or `None` for databases older than
+    /// that record. Reads the file without migrating it or writing anything.
     pub fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
-        schema::created_by(path)
+        sqlite::schema::created_by(path)
     }
 
-    /// The consumers' side of the queue in this file.
-    pub fn queue(&self, options: QueueOptions) -> SqliteQueue<'_> {
-        SqliteQueue::new(&self.conn, options)
-    }
-
-    fn write_transaction(&self, operation: &'static str) -> Result<Transaction<'_>, StoreError> {
-        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(sql_error(operation))
+    /// The consumers' side of the queue in this database.
+    pub fn queue(&self, options: QueueOptions) -> Queue<'_> {
+        Queue(match &self.backend {
+            Backend::Sqlite(store) => QueueBackend::Sqlite(store.queue(options)),
+            Backend::Postgres(store) => QueueBackend::Postgres(store.queue(options)),
+        })
     }
 
     /// Records the start of a poll cycle.
     pub fn record_attempt(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        const OPERATION: &str = "recording a sync attempt";
-        let tx = self.write_transaction(OPERATION)?;
-        tx.execute(
-            "UPDATE sync_state SET last_attempt_at_ms = ?1 WHERE id = 1",
-            [to_millis(at)],
-        )
-        .map_err(sql_error(OPERATION))?;
-        tx.commit().map_err(sql_error(OPERATION))
+        on_backend!(self, store => store.record_attempt(at))
     }
 
     /// Records a failed poll cycle. `kind` is a short stable word (for
@@ -301,16 +382,7 @@ impl Store {
         message: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        const OPERATION: &str = "recording a sync failure";
-        let tx = self.write_transaction(OPERATION)?;
-        tx.execute(
-            "UPDATE sync_state SET last_error_at_ms = ?1, last_error_kind = ?2,
-                 last_error_message = ?3
-             WHERE id = 1",
-            rusqlite::params![to_millis(at), kind, message],
-        )
-        .map_err(sql_error(OPERATION))?;
-        tx.commit().map_err(sql_error(OPERATION))
+        on_backend!(self, store => store.record_failure(kind, message, at))
     }
 
     /// The next `since_timestamp`, or `None` before the first success.
@@ -319,18 +391,12 @@ impl Store {
     }
 
     pub fn sync_state(&self) -> Result<SyncState, StoreError> {
-        sync_state_in(&self.conn).map_err(sql_error("reading the sync state"))
+        on_backend!(self, store => store.sync_state())
     }
 
     /// The sync state and the queue counts, consistent with each other.
     pub fn status(&self, now: DateTime<Utc>) -> Result<StoreStatus, StoreError> {
-        const OPERATION: &str = "reading the status";
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
-            .map_err(sql_error(OPERATION))?;
-        let sync = sync_state_in(&tx).map_err(sql_error(OPERATION))?;
-        let queue = crate::queue::sqlite_stats(&tx, now).map_err(sql_error(OPERATION))?;
-        tx.commit().map_err(sql_error(OPERATION))?;
-        Ok(StoreStatus { sync, queue })
+        on_backend!(self, store => store.status(now))
     }
 
     /// The latest known `last_updated` of a bucket.
@@ -338,88 +404,217 @@ impl Store {
         &self,
         bucket_id: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.conn
-            .prepare_cached(&ingest::latest_rotation_sql())
-            .and_then(|mut s| s.query_row([bucket_id], |row| row.get(0)))
-            .map(|ms: Option<i64>| ms.map(from_millis))
-            .map_err(sql_error("reading a bucket"))
+        on_backend!(self, store => store.bucket_last_updated(bucket_id))
     }
 
-    #[cfg(test)]
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
+    /// Records one response, observed at `observed_at`, in one transaction.
+    ///
+    /// A rotation is new when it is later than its bucket's latest known
+    /// one; new rotations are logged and queued. Rows already known are
+    /// ignored, so re-reading the inclusive boundary is harmless. The
+    /// high-water mark becomes the latest `last_updated` received if that is
+    /// later; the local clock never enters it. On any error nothing changes.
+    pub fn ingest(
+        &self,
+        rotations: Vec<BucketRotation>,
+        observed_at: DateTime<Utc>,
+    ) -> Result<IngestSummary, StoreError> {
+        self.ingest_rotations(rotations.into(), observed_at)
     }
-}
 
-/// Every row of each of `relations` (tables or views) as text, each
-/// relation's rows sorted: equal when the relations hold the same rows.
-#[cfg(test)]
-pub(crate) fn relation_rows(conn: &Connection, relations: &[&str]) -> Vec<String> {
-    let mut rows = Vec::new();
-    for relation in relations {
-        let mut statement = conn.prepare(&format!("SELECT * FROM {relation}")).unwrap();
-        let columns = statement.column_count();
-        let mut cursor = statement.query([]).unwrap();
-        let mut relation_rows = Vec::new();
-        while let Some(row) = cursor.next().unwrap() {
-            let values: Vec<String> = (0..columns)
-                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
-                .collect();
-            relation_rows.push(format!("{relation}: {}", values.join(", ")));
+    /// [`Store::ingest`] of an answer as the operator client parses it.
+    pub fn ingest_rotations(
+        &self,
+        rotations: Rotations,
+        observed_at: DateTime<Utc>,
+    ) -> Result<IngestSummary, StoreError> {
+        on_backend!(self, store => store.ingest_rotations(rotations, observed_at))
+    }
+
+    /// The SQLite backend, for the tests of what only it has (its file,
+    /// its fold, its failure probes).
+    pub(crate) fn as_sqlite(&self) -> Option<&SqliteStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => Some(store),
+            Backend::Postgres(_) => None,
         }
-        relation_rows.sort();
-        rows.extend(relation_rows);
     }
-    rows
+
+    /// On PostgreSQL, whether a `run` instance holds the poller lock; on
+    /// SQLite `None`: the daemon's lock is on the file (daemon::instance_lock).
+    pub fn poller_running(&self) -> Result<Option<bool>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(store) => store.poller_running().map(Some),
+        }
+    }
+
+    /// The database as `status` and the logs name it: the file's path, or
+    /// the URL without its password.
+    pub(crate) fn name(&self) -> String {
+        on_backend!(self, store => store.name())
+    }
+
+    // ---- identities and the re-map worker (SQLite only for now) ----------
+
+    /// Starts an import; identities it adds or updates are stamped `now`.
+    pub(crate) fn import_identities(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<IdentityImport<'_>, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.import_identities(now))
+    }
+
+    pub(crate) fn remove_identities<E>(
+        &self,
+        next: impl FnMut() -> Option<Result<String, E>>,
+    ) -> Result<Result<u64, E>, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.remove_identities(next))
+    }
+
+    pub(crate) fn export_identities<E: From<StoreError>>(
+        &self,
+        status: Option<IdentityStatus>,
+        each: impl FnMut(&IdentityRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        sqlite_only!(self, IDENTITIES, store => store.export_identities(status, each))
+    }
+
+    pub(crate) fn next_due(
+        &self,
+        cursor: &mut DueCursor,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DueIdentity>, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.next_due(cursor, limit, now))
+    }
+
+    pub(crate) fn commit_mappings(
+        &self,
+        batch: &[DueIdentity],
+        outcomes: &[MapOutcome],
+        now: DateTime<Utc>,
+    ) -> Result<BatchCounts, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.commit_mappings(batch, outcomes, now))
+    }
+
+    pub(crate) fn record_pass_start(
+        &self,
+        api: MapApi,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.record_pass_start(api, at))
+    }
+
+    pub(crate) fn record_pass_end(
+        &self,
+        counts: &PassCounts,
+        outcome: PassEnd<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.record_pass_end(counts, outcome, at))
+    }
+
+    pub fn mapping_state(&self) -> Result<MappingState, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.mapping_state())
+    }
+
+    pub(crate) fn identity_counts(
+        &self,
+        api: MapApi,
+        now: DateTime<Utc>,
+    ) -> Result<IdentityCounts, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.identity_counts(api, now))
+    }
+
+    pub(crate) fn remaps_due(&self, api: MapApi, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.remaps_due(api, now))
+    }
+
+    pub(crate) fn changes<E: From<StoreError>>(
+        &self,
+        after: i64,
+        limit: Option<u64>,
+        each: impl FnMut(&ChangeRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        sqlite_only!(self, IDENTITIES, store => store.changes(after, limit, each))
+    }
+
+    pub(crate) fn prune_changes(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        sqlite_only!(self, IDENTITIES, store => store.prune_changes(cutoff))
+    }
+
+    /// Whether this database can hold identities (SQLite only for now).
+    pub(crate) fn has_identities(&self) -> bool {
+        self.as_sqlite().is_some()
+    }
 }
 
-/// A new database file in `dir`, as the store's unit tests open it.
-#[cfg(test)]
-pub(crate) fn open_test_store(dir: &tempfile::TempDir) -> Store {
-    Store::open(
-        &dir.path().join("buckets.db"),
-        OpenMode::CreateIfMissing,
-        &StoreOptions::default(),
-    )
-    .unwrap()
+/// The queue of an open [`Store`], of either backend.
+pub struct Queue<'s>(QueueBackend<'s>);
+
+enum QueueBackend<'s> {
+    Sqlite(sqlite::SqliteQueue<'s>),
+    Postgres(postgres::PostgresQueue<'s>),
 }
 
-fn sync_state_in(conn: &Connection) -> rusqlite::Result<SyncState> {
-    conn.prepare_cached(
-        "SELECT high_water_mark_ms, last_attempt_at_ms, last_success_at_ms,
-                last_error_at_ms, last_error_kind, last_error_message,
-                last_received, last_new_rotations, last_newly_queued
-         FROM sync_state WHERE id = 1",
-    )?
-    .query_row([], |row| {
-        let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
-        let last_error = match time(3)? {
-            Some(at) => Some(Failure {
-                at,
-                kind: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                message: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-            }),
-            None => None,
-        };
-        let counts = (
-            row.get::<_, Option<i64>>(6)?,
-            row.get::<_, Option<i64>>(7)?,
-            row.get::<_, Option<i64>>(8)?,
-        );
-        let last_cycle = match counts {
-            (Some(received), Some(new_rotations), Some(newly_queued)) => Some(CycleCounts {
-                received: received as u64,
-                new_rotations: new_rotations as u64,
-                newly_queued: newly_queued as u64,
-            }),
-            _ => None,
-        };
-        Ok(SyncState {
-            high_water_mark: time(0)?,
-            last_attempt_at: time(1)?,
-            last_success_at: time(2)?,
-            last_error,
-            last_cycle,
-        })
-    })
+macro_rules! on_queue {
+    ($self:expr, $queue:ident => $body:expr) => {
+        match &$self.0 {
+            QueueBackend::Sqlite($queue) => $body,
+            QueueBackend::Postgres($queue) => $body,
+        }
+    };
+}
+
+impl crate::queue::RemapQueue for Queue<'_> {
+    fn claim(
+        &self,
+        request: &crate::queue::ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::queue::Lease>, QueueError> {
+        on_queue!(self, queue => queue.claim(request, now))
+    }
+
+    fn ack(
+        &self,
+        lease_ids: &[&str],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::queue::AckOutcome>, QueueError> {
+        on_queue!(self, queue => queue.ack(lease_ids, now))
+    }
+
+    fn fail(
+        &self,
+        lease_ids: &[&str],
+        error: &str,
+        retry_after: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::queue::FailOutcome>, QueueError> {
+        on_queue!(self, queue => queue.fail(lease_ids, error, retry_after, now))
+    }
+
+    fn for_each_entry<B>(
+        &self,
+        filter: &crate::queue::ListFilter,
+        visit: impl FnMut(crate::queue::QueueEntry) -> std::ops::ControlFlow<B>,
+    ) -> Result<std::ops::ControlFlow<B>, QueueError> {
+        on_queue!(self, queue => queue.for_each_entry(filter, visit))
+    }
+
+    fn stats(&self, now: DateTime<Utc>) -> Result<QueueStats, QueueError> {
+        on_queue!(self, queue => queue.stats(now))
+    }
+
+    fn retry_dead(&self, now: DateTime<Utc>) -> Result<u64, QueueError> {
+        on_queue!(self, queue => queue.retry_dead(now))
+    }
+
+    fn purge_done(&self, cutoff: DateTime<Utc>) -> Result<u64, QueueError> {
+        on_queue!(self, queue => queue.purge_done(cutoff))
+    }
+
+    fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<crate::queue::Reclaimed, QueueError> {
+        on_queue!(self, queue => queue.reclaim_expired(now))
+    }
 }

@@ -151,7 +151,7 @@ path = "/tmp/x.db"
         settings.sync.schedule,
         Schedule::Interval(Duration::from_secs(900))
     );
-    assert_eq!(settings.database.path, PathBuf::from("/tmp/x.db"));
+    assert_eq!(settings.database.file(), Some(Path::new("/tmp/x.db")));
     let connection = settings.operator_connection_with_env(&|_| None).unwrap().0;
     assert_eq!(connection.api_key.bearer_header(), "Bearer key-123");
 }
@@ -537,7 +537,10 @@ fn without_a_file_the_db_flag_is_enough_for_consumers() {
         return; // a machine with a system-wide config uses that file instead
     }
     let settings = Settings::load_with_env(&options, &|_| None).unwrap();
-    assert_eq!(settings.database.path, PathBuf::from("/tmp/consumer.db"));
+    assert_eq!(
+        settings.database.file(),
+        Some(Path::new("/tmp/consumer.db"))
+    );
     assert_eq!(settings.queue.max_attempts, 5);
     let missing = Settings::load_with_env(&LoadOptions::default(), &|_| None).unwrap_err();
     assert!(matches!(missing, ConfigError::NoConfigFile));

@@ -22,6 +22,7 @@ mod identity_map_client;
 mod install;
 mod multi_user;
 mod operator_client;
+mod postgres_backend;
 mod queue;
 mod queue_concurrency;
 mod readme;

@@ -1,5 +1,6 @@
 //! The queue's promises (INTERFACE.md, "Queue semantics"), one or more
-//! tests each, on real database files.
+//! tests each, on both backends: real database files and a real
+//! PostgreSQL server (`on_both_backends!` at the end).
 
 use crate::common;
 
@@ -35,9 +36,7 @@ fn entries(store: &Store) -> usize {
 
 // ---- one entry per bucket --------------------------------------------------------
 
-#[test]
-fn a_rotation_while_pending_coalesces_into_one_entry_with_the_newer_version() {
-    let db = TempDb::new();
+fn a_rotation_while_pending_coalesces_into_one_entry_with_the_newer_version(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
@@ -61,9 +60,7 @@ fn a_rotation_while_pending_coalesces_into_one_entry_with_the_newer_version() {
     assert_eq!(leases[0].version, at(2, 0, 0));
 }
 
-#[test]
-fn a_rotation_while_leased_is_pending_again_after_the_ack_with_the_newer_version() {
-    let db = TempDb::new();
+fn a_rotation_while_leased_is_pending_again_after_the_ack_with_the_newer_version(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -101,9 +98,7 @@ fn a_rotation_while_leased_is_pending_again_after_the_ack_with_the_newer_version
     assert_eq!(entry(&store, "a").state, QueueState::Done);
 }
 
-#[test]
-fn a_rotation_while_leased_is_pending_again_when_the_lease_expires() {
-    let db = TempDb::new();
+fn a_rotation_while_leased_is_pending_again_when_the_lease_expires(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
@@ -126,9 +121,7 @@ fn a_rotation_while_leased_is_pending_again_when_the_lease_expires() {
     assert_eq!(entry(&store, "a").state, QueueState::Leased);
 }
 
-#[test]
-fn a_rotation_while_leased_survives_a_failed_lease() {
-    let db = TempDb::new();
+fn a_rotation_while_leased_survives_a_failed_lease(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
@@ -154,9 +147,7 @@ fn a_rotation_while_leased_survives_a_failed_lease() {
     );
 }
 
-#[test]
-fn a_rotation_after_done_is_a_new_generation_with_attempts_reset() {
-    let db = TempDb::new();
+fn a_rotation_after_done_is_a_new_generation_with_attempts_reset(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
@@ -176,9 +167,7 @@ fn a_rotation_after_done_is_a_new_generation_with_attempts_reset() {
     assert_eq!(a.due_at, at(2, 1, 0));
 }
 
-#[test]
-fn a_rotation_of_a_dead_entry_makes_it_pending_as_a_new_generation() {
-    let db = TempDb::new();
+fn a_rotation_of_a_dead_entry_makes_it_pending_as_a_new_generation(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions {
         max_attempts: 1,
@@ -208,9 +197,7 @@ fn a_rotation_of_a_dead_entry_makes_it_pending_as_a_new_generation() {
 
 // ---- claims and leases -------------------------------------------------------------
 
-#[test]
-fn claims_take_the_longest_waiting_first_each_item_with_its_own_lease() {
-    let db = TempDb::new();
+fn claims_take_the_longest_waiting_first_each_item_with_its_own_lease(db: TempDb) {
     let store = db.open();
     store
         .ingest(
@@ -249,9 +236,7 @@ fn claims_take_the_longest_waiting_first_each_item_with_its_own_lease() {
     assert_eq!(rest[0].subject.bucket_id(), Some("late-2"));
 }
 
-#[test]
-fn a_claim_never_hands_out_an_item_that_is_leased() {
-    let db = TempDb::new();
+fn a_claim_never_hands_out_an_item_that_is_leased(db: TempDb) {
     let store = db.open();
     let response = (0..50)
         .map(|i| rotation(&format!("b{i:02}"), at(1, 0, 0)))
@@ -266,9 +251,7 @@ fn a_claim_never_hands_out_an_item_that_is_leased() {
     assert_eq!(seen.len(), 50);
 }
 
-#[test]
-fn a_claim_of_nothing_pending_is_empty() {
-    let db = TempDb::new();
+fn a_claim_of_nothing_pending_is_empty(db: TempDb) {
     let store = db.open();
     assert!(claim(&store, 10, lease_for(1), at(1, 0, 0)).is_empty());
     store
@@ -277,9 +260,7 @@ fn a_claim_of_nothing_pending_is_empty() {
     assert!(claim(&store, 0, lease_for(1), at(1, 2, 0)).is_empty());
 }
 
-#[test]
-fn a_lease_must_last_a_sensible_time() {
-    let db = TempDb::new();
+fn a_lease_must_last_a_sensible_time(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     for lease in [Duration::ZERO, Duration::from_secs(11 * 366 * 24 * 3600)] {
@@ -297,9 +278,7 @@ fn a_lease_must_last_a_sensible_time() {
     }
 }
 
-#[test]
-fn an_expired_lease_returns_its_item_to_pending_at_the_next_claim() {
-    let db = TempDb::new();
+fn an_expired_lease_returns_its_item_to_pending_at_the_next_claim(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
@@ -320,9 +299,7 @@ fn an_expired_lease_returns_its_item_to_pending_at_the_next_claim() {
     assert_eq!(a.last_error.as_deref(), Some("lease expired"));
 }
 
-#[test]
-fn acking_an_expired_lease_is_refused_even_before_it_is_reclaimed() {
-    let db = TempDb::new();
+fn acking_an_expired_lease_is_refused_even_before_it_is_reclaimed(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -346,9 +323,7 @@ fn acking_an_expired_lease_is_refused_even_before_it_is_reclaimed() {
     assert_eq!(claim(&store, 1, lease_for(10), at(1, 2, 12)).len(), 1);
 }
 
-#[test]
-fn acking_a_superseded_lease_is_refused_and_the_new_holder_keeps_the_item() {
-    let db = TempDb::new();
+fn acking_a_superseded_lease_is_refused_and_the_new_holder_keeps_the_item(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -368,9 +343,7 @@ fn acking_a_superseded_lease_is_refused_and_the_new_holder_keeps_the_item() {
     );
 }
 
-#[test]
-fn each_id_of_a_mixed_ack_gets_its_own_answer() {
-    let db = TempDb::new();
+fn each_id_of_a_mixed_ack_gets_its_own_answer(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -402,9 +375,7 @@ fn each_id_of_a_mixed_ack_gets_its_own_answer() {
 
 // ---- attempts, dead, retry, purge ------------------------------------------------
 
-#[test]
-fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
-    let db = TempDb::new();
+fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions {
         max_attempts: 3,
@@ -462,9 +433,7 @@ fn failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset() {
     assert_eq!(leases[0].attempt, 1);
 }
 
-#[test]
-fn an_expired_lease_counts_as_a_failed_attempt() {
-    let db = TempDb::new();
+fn an_expired_lease_counts_as_a_failed_attempt(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions {
         max_attempts: 2,
@@ -502,9 +471,7 @@ fn an_expired_lease_counts_as_a_failed_attempt() {
     );
 }
 
-#[test]
-fn reclaiming_leaves_live_leases_alone() {
-    let db = TempDb::new();
+fn reclaiming_leaves_live_leases_alone(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -529,9 +496,7 @@ fn reclaiming_leaves_live_leases_alone() {
     );
 }
 
-#[test]
-fn purge_deletes_only_done_items_finished_before_the_cutoff() {
-    let db = TempDb::new();
+fn purge_deletes_only_done_items_finished_before_the_cutoff(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -555,9 +520,7 @@ fn purge_deletes_only_done_items_finished_before_the_cutoff() {
     );
 }
 
-#[test]
-fn stats_count_each_state_and_the_oldest_pending() {
-    let db = TempDb::new();
+fn stats_count_each_state_and_the_oldest_pending(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions {
         max_attempts: 1,
@@ -611,9 +574,7 @@ fn claim_with(queue: &impl RemapQueue, now: chrono::DateTime<chrono::Utc>) -> Ve
         .unwrap()
 }
 
-#[test]
-fn a_failed_item_waits_its_backoff_doubling_per_attempt_up_to_the_cap() {
-    let db = TempDb::new();
+fn a_failed_item_waits_its_backoff_doubling_per_attempt_up_to_the_cap(db: TempDb) {
     let store = db.open();
     let queue = store.queue(backoff_options(30, 100));
     store
@@ -645,9 +606,7 @@ fn a_failed_item_waits_its_backoff_doubling_per_attempt_up_to_the_cap() {
     assert_eq!(claim_with(&queue, now)[0].attempt, 5);
 }
 
-#[test]
-fn retry_after_overrides_the_backoff_for_the_ids_it_fails() {
-    let db = TempDb::new();
+fn retry_after_overrides_the_backoff_for_the_ids_it_fails(db: TempDb) {
     let store = db.open();
     let queue = store.queue(backoff_options(30, 3600));
     store
@@ -683,9 +642,7 @@ fn retry_after_overrides_the_backoff_for_the_ids_it_fails() {
     assert_eq!(claim_with(&queue, at(1, 3, 31)).len(), 1);
 }
 
-#[test]
-fn an_expired_lease_is_claimable_at_once_whatever_the_backoff() {
-    let db = TempDb::new();
+fn an_expired_lease_is_claimable_at_once_whatever_the_backoff(db: TempDb) {
     let store = db.open();
     let queue = store.queue(backoff_options(3600, 3600));
     store
@@ -697,9 +654,7 @@ fn an_expired_lease_is_claimable_at_once_whatever_the_backoff() {
     assert_eq!(again[0].attempt, 2);
 }
 
-#[test]
-fn a_rotation_that_arrived_while_leased_is_due_from_its_arrival_after_a_fail() {
-    let db = TempDb::new();
+fn a_rotation_that_arrived_while_leased_is_due_from_its_arrival_after_a_fail(db: TempDb) {
     let store = db.open();
     let queue = store.queue(backoff_options(3600, 3600));
     store
@@ -721,9 +676,7 @@ fn a_rotation_that_arrived_while_leased_is_due_from_its_arrival_after_a_fail() {
     assert_eq!(second[0].version, at(1, 12, 0));
 }
 
-#[test]
-fn stats_count_the_items_waiting_for_their_retry_apart_from_the_oldest_due() {
-    let db = TempDb::new();
+fn stats_count_the_items_waiting_for_their_retry_apart_from_the_oldest_due(db: TempDb) {
     let store = db.open();
     let queue = store.queue(backoff_options(3600, 3600));
     store
@@ -747,9 +700,7 @@ fn stats_count_the_items_waiting_for_their_retry_apart_from_the_oldest_due() {
 
 // ---- bounds ------------------------------------------------------------------------
 
-#[test]
-fn a_claim_refuses_a_limit_above_the_bound_and_a_bad_worker_name() {
-    let db = TempDb::new();
+fn a_claim_refuses_a_limit_above_the_bound_and_a_bad_worker_name(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -780,9 +731,7 @@ fn a_claim_refuses_a_limit_above_the_bound_and_a_bad_worker_name() {
     );
 }
 
-#[test]
-fn a_long_error_is_stored_cut_to_the_bound_with_a_marker() {
-    let db = TempDb::new();
+fn a_long_error_is_stored_cut_to_the_bound_with_a_marker(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -801,9 +750,7 @@ fn a_long_error_is_stored_cut_to_the_bound_with_a_marker() {
 
 // ---- listing -------------------------------------------------------------------------
 
-#[test]
-fn entries_stream_state_by_state_each_in_its_order_and_stop_when_the_visitor_breaks() {
-    let db = TempDb::new();
+fn entries_stream_state_by_state_each_in_its_order_and_stop_when_the_visitor_breaks(db: TempDb) {
     let store = db.open();
     let queue = store.queue(QueueOptions::default());
     store
@@ -847,3 +794,33 @@ fn entries_stream_state_by_state_each_in_its_order_and_stop_when_the_visitor_bre
     assert_eq!(flow, ControlFlow::Break("enough"));
     assert_eq!(seen, ["b3", "b4"]);
 }
+
+crate::on_both_backends!(
+    a_rotation_while_pending_coalesces_into_one_entry_with_the_newer_version,
+    a_rotation_while_leased_is_pending_again_after_the_ack_with_the_newer_version,
+    a_rotation_while_leased_is_pending_again_when_the_lease_expires,
+    a_rotation_while_leased_survives_a_failed_lease,
+    a_rotation_after_done_is_a_new_generation_with_attempts_reset,
+    a_rotation_of_a_dead_entry_makes_it_pending_as_a_new_generation,
+    claims_take_the_longest_waiting_first_each_item_with_its_own_lease,
+    a_claim_never_hands_out_an_item_that_is_leased,
+    a_claim_of_nothing_pending_is_empty,
+    a_lease_must_last_a_sensible_time,
+    an_expired_lease_returns_its_item_to_pending_at_the_next_claim,
+    acking_an_expired_lease_is_refused_even_before_it_is_reclaimed,
+    acking_a_superseded_lease_is_refused_and_the_new_holder_keeps_the_item,
+    each_id_of_a_mixed_ack_gets_its_own_answer,
+    failures_count_attempts_until_dead_and_retry_revives_with_attempts_reset,
+    an_expired_lease_counts_as_a_failed_attempt,
+    reclaiming_leaves_live_leases_alone,
+    purge_deletes_only_done_items_finished_before_the_cutoff,
+    stats_count_each_state_and_the_oldest_pending,
+    a_failed_item_waits_its_backoff_doubling_per_attempt_up_to_the_cap,
+    retry_after_overrides_the_backoff_for_the_ids_it_fails,
+    an_expired_lease_is_claimable_at_once_whatever_the_backoff,
+    a_rotation_that_arrived_while_leased_is_due_from_its_arrival_after_a_fail,
+    stats_count_the_items_waiting_for_their_retry_apart_from_the_oldest_due,
+    a_claim_refuses_a_limit_above_the_bound_and_a_bad_worker_name,
+    a_long_error_is_stored_cut_to_the_bound_with_a_marker,
+    entries_stream_state_by_state_each_in_its_order_and_stop_when_the_visitor_breaks,
+);

@@ -249,9 +249,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
 
 // ---- ingest ------------------------------------------------------------------
 
-#[test]
-fn new_rotations_are_logged_and_queued() {
-    let db = TempDb::new();
+fn new_rotations_are_logged_and_queued(db: TempDb) {
     let store = db.open();
     let summary = store
         .ingest(
@@ -286,12 +284,10 @@ fn new_rotations_are_logged_and_queued() {
             ("c", QueueState::Pending, at(1, 12, 0), at(3, 0, 0)),
         ]
     );
-    assert_eq!(count(&db.path, "rotation_log"), 3);
+    assert_eq!(db.count("rotation_log"), 3);
 }
 
-#[test]
-fn rereading_the_inclusive_boundary_changes_nothing() {
-    let db = TempDb::new();
+fn rereading_the_inclusive_boundary_changes_nothing(db: TempDb) {
     let store = db.open();
     let response = vec![rotation("a", at(1, 0, 0)), rotation("b", at(2, 0, 0))];
     store.ingest(response.clone(), at(3, 0, 0)).unwrap();
@@ -303,12 +299,10 @@ fn rereading_the_inclusive_boundary_changes_nothing() {
     assert_eq!(summary.new_rotations, 0);
     assert_eq!(summary.newly_queued, 0);
     assert_eq!(queue.list(&ListFilter::default()).unwrap(), before);
-    assert_eq!(count(&db.path, "rotation_log"), 2);
+    assert_eq!(db.count("rotation_log"), 2);
 }
 
-#[test]
-fn rereading_after_the_ack_does_not_queue_again() {
-    let db = TempDb::new();
+fn rereading_after_the_ack_does_not_queue_again(db: TempDb) {
     let store = db.open();
     let response = vec![rotation("a", at(1, 0, 0)), rotation("b", at(2, 0, 0))];
     store.ingest(response.clone(), at(3, 0, 0)).unwrap();
@@ -323,9 +317,7 @@ fn rereading_after_the_ack_does_not_queue_again() {
     assert!(claim(&store, 10, lease_for(10), at(4, 1, 0)).is_empty());
 }
 
-#[test]
-fn rereading_after_the_done_entries_are_purged_does_not_queue_again() {
-    let db = TempDb::new();
+fn rereading_after_the_done_entries_are_purged_does_not_queue_again(db: TempDb) {
     let store = db.open();
     let response = vec![rotation("a", at(1, 0, 0))];
     store.ingest(response.clone(), at(3, 0, 0)).unwrap();
@@ -339,9 +331,7 @@ fn rereading_after_the_done_entries_are_purged_does_not_queue_again() {
     assert_eq!(queue.stats(at(21, 0, 0)).unwrap().pending, 0);
 }
 
-#[test]
-fn duplicates_within_one_response_keep_the_latest() {
-    let db = TempDb::new();
+fn duplicates_within_one_response_keep_the_latest(db: TempDb) {
     let store = db.open();
     let summary = store
         .ingest(
@@ -365,12 +355,10 @@ fn duplicates_within_one_response_keep_the_latest() {
         .unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0].version, at(3, 0, 0));
-    assert_eq!(count(&db.path, "rotation_log"), 2);
+    assert_eq!(db.count("rotation_log"), 2);
 }
 
-#[test]
-fn a_rotation_older_than_the_known_one_is_ignored() {
-    let db = TempDb::new();
+fn a_rotation_older_than_the_known_one_is_ignored(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(2, 0, 0))], at(3, 0, 0))
@@ -381,12 +369,10 @@ fn a_rotation_older_than_the_known_one_is_ignored() {
     assert_eq!(summary.ignored_stale, 1);
     assert_eq!(summary.new_rotations, 0);
     assert_eq!(store.bucket_last_updated("a").unwrap(), Some(at(2, 0, 0)));
-    assert_eq!(count(&db.path, "rotation_log"), 1);
+    assert_eq!(db.count("rotation_log"), 1);
 }
 
-#[test]
-fn later_rotations_of_known_buckets_are_logged_next_to_the_earlier_ones() {
-    let db = TempDb::new();
+fn later_rotations_of_known_buckets_are_logged_next_to_the_earlier_ones(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
@@ -400,16 +386,13 @@ fn later_rotations_of_known_buckets_are_logged_next_to_the_earlier_ones() {
     assert_eq!(summary.new_rotations, 2);
     assert_eq!(summary.coalesced, 1);
     assert_eq!(summary.newly_queued, 1);
-    let log: Vec<(String, i64)> = raw(&db.path)
-        .prepare("SELECT bucket_id, last_updated_ms FROM rotation_log ORDER BY 1, 2")
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let log: Vec<_> = log
+    let log: Vec<_> = db
+        .rows("SELECT bucket_id, last_updated_ms FROM rotation_log ORDER BY 1, 2")
         .into_iter()
-        .map(|(bucket, ms)| (bucket, from_millis(ms)))
+        .map(|row| {
+            let ms: i64 = row[1].as_deref().unwrap().parse().unwrap();
+            (row[0].clone().unwrap(), from_millis(ms))
+        })
         .collect();
     assert_eq!(
         log,
@@ -421,9 +404,7 @@ fn later_rotations_of_known_buckets_are_logged_next_to_the_earlier_ones() {
     );
 }
 
-#[test]
-fn the_high_water_mark_is_the_latest_rotation_received_not_the_clock() {
-    let db = TempDb::new();
+fn the_high_water_mark_is_the_latest_rotation_received_not_the_clock(db: TempDb) {
     let store = db.open();
     let summary = store
         .ingest(
@@ -435,9 +416,7 @@ fn the_high_water_mark_is_the_latest_rotation_received_not_the_clock() {
     assert_eq!(store.high_water_mark().unwrap(), Some(at(2, 3, 4)));
 }
 
-#[test]
-fn the_high_water_mark_never_moves_backwards() {
-    let db = TempDb::new();
+fn the_high_water_mark_never_moves_backwards(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(5, 0, 0))], at(6, 0, 0))
@@ -462,9 +441,7 @@ fn the_high_water_mark_never_moves_backwards() {
     );
 }
 
-#[test]
-fn an_empty_first_answer_records_success_without_a_mark() {
-    let db = TempDb::new();
+fn an_empty_first_answer_records_success_without_a_mark(db: TempDb) {
     let store = db.open();
     let summary = store.ingest(vec![], at(1, 0, 0)).unwrap();
     assert_eq!((summary.mark_before, summary.mark_after), (None, None));
@@ -473,9 +450,7 @@ fn an_empty_first_answer_records_success_without_a_mark() {
     assert_eq!(state.last_success_at, Some(at(1, 0, 0)));
 }
 
-#[test]
-fn attempts_and_failures_are_recorded_in_the_sync_state_only() {
-    let db = TempDb::new();
+fn attempts_and_failures_are_recorded_in_the_sync_state_only(db: TempDb) {
     let store = db.open();
     store
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
@@ -517,27 +492,15 @@ fn attempts_and_failures_are_recorded_in_the_sync_state_only() {
             .unwrap(),
         queue_before
     );
-    assert_eq!(count(&db.path, "rotation_log"), 1);
+    assert_eq!(db.count("rotation_log"), 1);
 }
 
 // ---- the SQL contract ----------------------------------------------------------
 
-fn columns(conn: &Connection, view: &str) -> Vec<String> {
-    conn.prepare(&format!("SELECT * FROM {view}"))
-        .unwrap()
-        .column_names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect()
-}
-
-#[test]
-fn the_documented_views_have_their_documented_columns() {
-    let db = TempDb::new();
+fn the_documented_views_have_their_documented_columns(db: TempDb) {
     drop(db.open());
-    let conn = raw(&db.path);
     assert_eq!(
-        columns(&conn, "remap_queue"),
+        db.columns("remap_queue"),
         [
             "kind",
             "subject",
@@ -556,12 +519,12 @@ fn the_documented_views_have_their_documented_columns() {
         ]
     );
     assert_eq!(
-        columns(&conn, "bucket_rotations"),
+        db.columns("bucket_rotations"),
         ["bucket_id", "last_updated", "observed_at"]
     );
-    assert_eq!(columns(&conn, "buckets"), ["bucket_id", "last_updated"]);
+    assert_eq!(db.columns("buckets"), ["bucket_id", "last_updated"]);
     assert_eq!(
-        columns(&conn, "sync_status"),
+        db.columns("sync_status"),
         [
             "high_water_mark",
             "last_attempt_at",
@@ -576,9 +539,7 @@ fn the_documented_views_have_their_documented_columns() {
     );
 }
 
-#[test]
-fn the_views_show_times_as_iso_8601_utc_to_the_millisecond() {
-    let db = TempDb::new();
+fn the_views_show_times_as_iso_8601_utc_to_the_millisecond(db: TempDb) {
     let store = db.open();
     let odd = [
         uid2_bucket_sync::timestamp::parse_iso_local("2022-06-05T22:52:03.109").unwrap(),
@@ -592,44 +553,33 @@ fn the_views_show_times_as_iso_8601_utc_to_the_millisecond() {
         .map(|(i, t)| rotation(&format!("b{i}"), *t))
         .collect();
     store.ingest(response, at(7, 8, 9)).unwrap();
-    let conn = raw(&db.path);
-    let rows: Vec<(String, String, String)> = conn
-        .prepare("SELECT bucket_id, last_updated, observed_at FROM bucket_rotations ORDER BY 1")
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for (i, (bucket, last_updated, observed_at)) in rows.iter().enumerate() {
-        assert_eq!(bucket, &format!("b{i}"));
-        assert_eq!(last_updated, &format_utc(odd[i]));
-        assert_eq!(observed_at, "2025-06-07T08:09:00.000Z");
+    let rows =
+        db.rows("SELECT bucket_id, last_updated, observed_at FROM bucket_rotations ORDER BY 1");
+    assert_eq!(rows.len(), odd.len());
+    for (i, row) in rows.iter().enumerate() {
+        let text = |column: usize| row[column].as_deref().unwrap();
+        assert_eq!(text(0), format!("b{i}"));
+        assert_eq!(text(1), format_utc(odd[i]));
+        assert_eq!(text(2), "2025-06-07T08:09:00.000Z");
     }
-    let (mark, queued): (String, String) = conn
-        .query_row(
-            "SELECT (SELECT high_water_mark FROM sync_status),
-                    (SELECT last_updated FROM remap_queue WHERE bucket_id = 'b1')",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(mark, "2025-06-01T00:00:00.000Z");
-    assert_eq!(queued, "2022-06-05T22:52:03.999Z");
+    let row = &db.rows(
+        "SELECT (SELECT high_water_mark FROM sync_status),
+                (SELECT last_updated FROM remap_queue WHERE bucket_id = 'b1')",
+    )[0];
+    assert_eq!(row[0].as_deref(), Some("2025-06-01T00:00:00.000Z"));
+    assert_eq!(row[1].as_deref(), Some("2022-06-05T22:52:03.999Z"));
 }
 
-#[test]
-fn the_rotation_log_is_append_only() {
-    let db = TempDb::new();
+fn the_rotation_log_is_append_only(db: TempDb) {
     db.open()
         .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
         .unwrap();
-    let conn = raw(&db.path);
     for sql in [
         "DELETE FROM rotation_log",
         "UPDATE rotation_log SET last_updated_ms = 0",
     ] {
-        let error = conn.execute(sql, []).unwrap_err();
-        assert!(error.to_string().contains("append-only"), "{error}");
+        let error = db.execute_error(sql);
+        assert!(error.contains("append-only"), "{error}");
     }
 }
 
@@ -658,3 +608,20 @@ fn processes_opening_a_new_file_at_once_all_succeed() {
         assert_eq!(version, SCHEMA_VERSION);
     }
 }
+
+crate::on_both_backends!(
+    new_rotations_are_logged_and_queued,
+    rereading_the_inclusive_boundary_changes_nothing,
+    rereading_after_the_ack_does_not_queue_again,
+    rereading_after_the_done_entries_are_purged_does_not_queue_again,
+    duplicates_within_one_response_keep_the_latest,
+    a_rotation_older_than_the_known_one_is_ignored,
+    later_rotations_of_known_buckets_are_logged_next_to_the_earlier_ones,
+    the_high_water_mark_is_the_latest_rotation_received_not_the_clock,
+    the_high_water_mark_never_moves_backwards,
+    an_empty_first_answer_records_success_without_a_mark,
+    attempts_and_failures_are_recorded_in_the_sync_state_only,
+    the_documented_views_have_their_documented_columns,
+    the_views_show_times_as_iso_8601_utc_to_the_millisecond,
+    the_rotation_log_is_append_only,
+);

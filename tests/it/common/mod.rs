@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use uid2_bucket_sync::queue::{ClaimRequest, Lease, QueueOptions, RemapQueue};
 use uid2_bucket_sync::rotation::BucketRotation;
-use uid2_bucket_sync::store::{OpenMode, Store, StoreOptions};
+use uid2_bucket_sync::store::{DatabaseLocation, OpenMode, PostgresTarget, Store, StoreOptions};
 
 /// 2025-06-`day` `hour`:`minute` UTC.
 pub fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
@@ -22,21 +22,180 @@ pub fn rotation(bucket: &str, last_updated: DateTime<Utc>) -> BucketRotation {
     }
 }
 
+/// A fresh database of one backend: a SQLite file in a temporary
+/// directory, or a new database on the test PostgreSQL server.
 pub struct TempDb {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
+    /// The PostgreSQL database's URL, for the PostgreSQL backend.
+    pub url: Option<String>,
 }
 
 impl TempDb {
+    /// A SQLite file.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("buckets.db");
-        Self { dir, path }
+        Self {
+            dir,
+            path,
+            url: None,
+        }
+    }
+
+    /// A PostgreSQL database; `None` where PostgreSQL is not installed
+    /// (see `pg_server::server`).
+    pub fn postgres() -> Option<Self> {
+        let url = pg_server::fresh_database()?;
+        Some(Self {
+            url: Some(url),
+            ..Self::new()
+        })
     }
 
     pub fn open(&self) -> Store {
-        open_existing_or_new(&self.path)
+        match &self.url {
+            Some(_) => Store::open_location(
+                &self.location(),
+                OpenMode::CreateIfMissing,
+                &StoreOptions::default(),
+            )
+            .unwrap(),
+            None => open_existing_or_new(&self.path),
+        }
     }
+
+    /// Where the state lives, as the configuration would say.
+    pub fn location(&self) -> DatabaseLocation {
+        match &self.url {
+            Some(url) => DatabaseLocation::Postgres(Box::new(PostgresTarget::parse(url).unwrap())),
+            None => DatabaseLocation::File(self.path.clone()),
+        }
+    }
+
+    /// Every row `sql` returns, each value as text (`None` for NULL), read
+    /// straight from the database as a batch job would.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match &self.url {
+            Some(url) => {
+                let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+                client
+                    .simple_query(sql)
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|message| match message {
+                        ::postgres::SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|i| row.get(i).map(str::to_owned))
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            None => {
+                let conn = rusqlite::Connection::open(&self.path).unwrap();
+                let mut statement = conn.prepare(sql).unwrap();
+                let columns = statement.column_count();
+                statement
+                    .query_map([], |row| {
+                        (0..columns)
+                            .map(|i| {
+                                Ok(match row.get_ref(i)? {
+                                    rusqlite::types::ValueRef::Null => None,
+                                    rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                                    rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                                    rusqlite::types::ValueRef::Text(text) => {
+                                        Some(String::from_utf8_lossy(text).into_owned())
+                                    }
+                                    rusqlite::types::ValueRef::Blob(_) => Some("<blob>".into()),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+        }
+    }
+
+    /// The rows of `relation`.
+    pub fn count(&self, relation: &str) -> i64 {
+        self.rows(&format!("SELECT count(*) FROM {relation}"))[0][0]
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// The columns of a table or view, in order.
+    pub fn columns(&self, relation: &str) -> Vec<String> {
+        let sql = match &self.url {
+            Some(_) => format!(
+                "SELECT column_name FROM information_schema.columns
+                 WHERE table_name = '{relation}' ORDER BY ordinal_position"
+            ),
+            None => format!("SELECT name FROM pragma_table_info('{relation}')"),
+        };
+        self.rows(&sql)
+            .into_iter()
+            .map(|row| row[0].clone().unwrap())
+            .collect()
+    }
+
+    /// Runs `sql`, which must fail, and returns the error's text.
+    pub fn execute_error(&self, sql: &str) -> String {
+        match &self.url {
+            Some(url) => {
+                let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+                let error = client.batch_execute(sql).unwrap_err();
+                error
+                    .as_db_error()
+                    .map_or_else(|| error.to_string(), |db| db.message().to_owned())
+            }
+            None => rusqlite::Connection::open(&self.path)
+                .unwrap()
+                .execute(sql, [])
+                .unwrap_err()
+                .to_string(),
+        }
+    }
+
+    /// The `[database]` table of a configuration file for this database.
+    pub fn config_section(&self) -> String {
+        match &self.url {
+            Some(url) => format!("[database]\nurl = {url:?}\n"),
+            None => format!("[database]\npath = {:?}\n", self.path),
+        }
+    }
+}
+
+/// Declares each named test, a `fn(TempDb)`, once per backend: in module
+/// `sqlite` on a database file, in module `postgres` on a database of the
+/// test server (where PostgreSQL is installed).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($crate::common::TempDb::new());
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $test() {
+                    if let Some(db) = $crate::common::TempDb::postgres() {
+                        super::$test(db);
+                    }
+                }
+            )*
+        }
+    };
 }
 
 pub fn open_existing_or_new(path: &Path) -> Store {
@@ -77,4 +236,5 @@ pub fn ack_all(store: &Store, leases: &[Lease], now: DateTime<Utc>) {
     );
 }
 pub mod app;
+pub mod pg_server;
 pub mod process;

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;
 
-use super::{StoreError, sql_error};
+use super::sql_error;
+use crate::store::StoreError;
 
 /// Whether a connection's latest commit was synced as it committed.
 #[derive(Debug, Default)]
@@ -72,10 +73,12 @@ impl LastCommit {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::sqlite::SqliteStore as Store;
     use chrono::{TimeZone, Utc};
 
     use crate::rotation::BucketRotation;
-    use crate::store::{OpenMode, Store, StoreOptions, open_test_store};
+    use crate::store::sqlite::open_test_store;
+    use crate::store::{OpenMode, StoreOptions};
 
     fn wal_bytes(dir: &tempfile::TempDir) -> Option<u64> {
         std::fs::metadata(dir.path().join("buckets.db-wal"))

@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::identities::{IdentityCounts, IdentityStatus, identity_counts_in, type_name};
 use super::ingest::latest_rotation_of;
-use super::{Failure, Store, StoreError, sql_error};
+use super::{SqliteStore, sql_error};
 use crate::identity::{IdentityHash, IdentityType};
-use crate::store::identities::{IdentityCounts, IdentityStatus, identity_counts_in, type_name};
+use crate::store::{Failure, StoreError};
 use crate::timestamp::{from_millis, to_millis};
 
 const DUE: &str = "reading the identities due for mapping";
@@ -254,7 +255,7 @@ pub(crate) struct ChangeRecord {
     pub changed_at: DateTime<Utc>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Reads up to `limit` due identities past `cursor` and moves it on.
     /// Fewer than `limit` only when the pass has read every set or its
     /// re-maps budget.
@@ -863,6 +864,7 @@ fn mapping_state_in(conn: &Connection) -> rusqlite::Result<MappingState> {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::sqlite::SqliteStore as Store;
     use chrono::TimeZone;
 
     use super::*;
@@ -873,7 +875,7 @@ mod tests {
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
-        crate::store::open_test_store(dir)
+        crate::store::sqlite::open_test_store(dir)
     }
 
     fn hash(n: u8) -> IdentityHash {

@@ -8,8 +8,9 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, params};
 
-use super::{Store, StoreError, sql_error};
+use super::{SqliteStore, sql_error};
 use crate::identity::{IdentityHash, IdentityType};
+use crate::store::StoreError;
 use crate::timestamp::{from_millis, to_millis};
 
 const IMPORT: &str = "importing identities";
@@ -78,7 +79,7 @@ pub(crate) struct IdentityImport<'a> {
     now_ms: i64,
 }
 
-impl Store {
+impl SqliteStore {
     /// Starts an import; identities it adds or updates are stamped `now`.
     pub(crate) fn import_identities(
         &self,

@@ -9,14 +9,15 @@ use backon::{BlockingRetryable, ExponentialBuilder};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
-use super::{OpenMode, StoreError, StoreOptions, access};
+use super::access;
+use crate::store::{OpenMode, StoreError, StoreOptions};
 
 const MIGRATION_SQL: &[&str] = &[
-    include_str!("../../migrations/0001_initial.sql"),
-    include_str!("../../migrations/0002_database_meta.sql"),
-    include_str!("../../migrations/0003_identities.sql"),
-    include_str!("../../migrations/0004_mapping.sql"),
-    include_str!("../../migrations/0005_write_news_only.sql"),
+    include_str!("../../../migrations/0001_initial.sql"),
+    include_str!("../../../migrations/0002_database_meta.sql"),
+    include_str!("../../../migrations/0003_identities.sql"),
+    include_str!("../../../migrations/0004_mapping.sql"),
+    include_str!("../../../migrations/0005_write_news_only.sql"),
 ];
 
 /// `PRAGMA application_id` of our files: "UID2" in ASCII.
@@ -260,7 +261,7 @@ fn classify_open_error(path: &Path, source: rusqlite::Error) -> StoreError {
 
 /// Which command created an existing database (`None` for files created
 /// before that was recorded), read without migrating or writing anything.
-pub(super) fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
+pub(crate) fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
     if path.is_dir() {
         return Err(StoreError::IsDirectory {
             path: path.to_owned(),
@@ -293,11 +294,12 @@ pub(super) fn created_by(path: &Path) -> Result<Option<String>, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::sqlite::SqliteStore as Store;
     use chrono::{TimeZone, Utc};
 
     use super::*;
     use crate::rotation::BucketRotation;
-    use crate::store::{MapApi, Store};
+    use crate::store::MapApi;
     use crate::timestamp::from_millis;
 
     /// Written by the last release of schema version 4 (`sync`, claims,
@@ -317,7 +319,7 @@ mod tests {
 
     /// Every row of every view of the SQL contract, in a stable order.
     fn contract_rows(path: &Path) -> Vec<String> {
-        crate::store::relation_rows(&Connection::open(path).unwrap(), CONTRACT_VIEWS)
+        crate::store::sqlite::relation_rows(&Connection::open(path).unwrap(), CONTRACT_VIEWS)
     }
 
     #[test]

@@ -5,9 +5,11 @@
 use chrono::{DateTime, Utc};
 use rusqlite::Transaction;
 
-use super::{Store, StoreError, sql_error};
-use crate::queue::{BUCKET_KIND, DueItem, Enqueue, EnqueueOutcome, SqliteEnqueuer};
-use crate::rotation::{BucketRotation, Rotations};
+use super::queue::SqliteEnqueuer;
+use super::{SqliteStore, sql_error};
+use crate::queue::{BUCKET_KIND, DueItem, Enqueue, EnqueueOutcome};
+use crate::rotation::Rotations;
+use crate::store::{IngestSummary, StoreError};
 use crate::timestamp::{from_millis, to_millis};
 
 const OPERATION: &str = "ingesting rotations";
@@ -39,33 +41,6 @@ pub(super) fn latest_rotation_sql() -> String {
 /// rewrites most leaves of a full `bucket` table, is rare.
 pub(crate) const FOLD_RECENT_AT: u64 = 16_384;
 
-/// What one ingest did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IngestSummary {
-    /// Rows in the response.
-    pub received: u64,
-    /// Rows dropped because the same response had a later row for the bucket.
-    pub duplicates_in_response: u64,
-    /// Rotations later than anything known for their bucket; each is now in
-    /// the rotation log and the queue.
-    pub new_rotations: u64,
-    /// New rotations that made an entry pending: a new entry, or a done or
-    /// dead one due again.
-    pub newly_queued: u64,
-    /// Of `newly_queued`, the done or dead entries made pending again.
-    pub(crate) reopened: u64,
-    /// New rotations folded into an entry that was already pending.
-    pub coalesced: u64,
-    /// New rotations of leased entries; pending again when the lease ends.
-    pub requeued_after_lease: u64,
-    /// Rotations already recorded (the operator's `since` is inclusive).
-    pub ignored_rereads: u64,
-    /// Rotations older than the bucket's latest known one.
-    pub ignored_stale: u64,
-    pub mark_before: Option<DateTime<Utc>>,
-    pub mark_after: Option<DateTime<Utc>>,
-}
-
 /// A point of an ingest where a probe may make it fail (see
 /// [`Store::ingest_probed`]): after so many rows, or just before commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,24 +63,20 @@ fn cache_kib_for(rows: usize) -> i64 {
     (rows * BYTES_PER_ROW / 1024).clamp(MIN_KIB, MAX_KIB) as i64
 }
 
-impl Store {
-    /// Records one response, observed at `observed_at`, in one transaction.
-    ///
-    /// A rotation is new when it is later than its bucket's latest known
-    /// one; new rotations are logged and queued. Rows already known are
-    /// ignored, so re-reading the inclusive boundary is harmless. The
-    /// high-water mark becomes the latest `last_updated` received if that is
-    /// later; the local clock never enters it. On any error nothing changes.
-    pub fn ingest(
+impl SqliteStore {
+    /// [`crate::store::Store::ingest`] of rows, for the tests of this backend.
+    #[cfg(test)]
+    pub(crate) fn ingest(
         &self,
-        rotations: Vec<BucketRotation>,
+        rotations: Vec<crate::rotation::BucketRotation>,
         observed_at: DateTime<Utc>,
     ) -> Result<IngestSummary, StoreError> {
         self.ingest_rotations(rotations.into(), observed_at)
     }
 
-    /// [`Store::ingest`] of an answer as the operator client parses it.
-    pub fn ingest_rotations(
+    /// [`crate::store::Store::ingest`] of an answer as the operator client
+    /// parses it.
+    pub(crate) fn ingest_rotations(
         &self,
         rotations: Rotations,
         observed_at: DateTime<Utc>,
@@ -330,7 +301,7 @@ fn ingest_into_empty(
         [observed_ms],
     )
     .map_err(sql_error(OPERATION))?;
-    crate::queue::enqueue_new_from_query(
+    super::queue::enqueue_new_from_query(
         tx,
         &format!(
             "SELECT '{BUCKET_KIND}' AS kind, bucket_id AS subject, last_updated_ms AS version_ms
@@ -409,6 +380,8 @@ fn ingest_rows(
 
 #[cfg(test)]
 mod tests {
+    use crate::rotation::BucketRotation;
+    use crate::store::sqlite::SqliteStore as Store;
     use chrono::TimeZone;
 
     use super::*;
@@ -429,14 +402,14 @@ mod tests {
     fn contents(store: &Store) -> Vec<String> {
         // Views, not tables: where the sync state, a bucket's latest
         // rotation or a queue entry is kept is the store's business.
-        crate::store::relation_rows(
+        crate::store::sqlite::relation_rows(
             &store.conn,
             &["sync_status", "rotation_log", "buckets", "remap_queue"],
         )
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
-        crate::store::open_test_store(dir)
+        crate::store::sqlite::open_test_store(dir)
     }
 
     /// A probe that fails like a disk once `rows` rows are written, or

@@ -16,10 +16,10 @@ use rusqlite::{
     CachedStatement, Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params,
 };
 
-use super::limits::{
-    MAX_SPAN, bounded_error, check_claim_limit, check_lease, check_retry_delay, check_worker,
+use crate::queue::limits::{
+    bounded_error, check_claim_limit, check_lease, check_retry_delay, check_worker, span_millis,
 };
-use super::{
+use crate::queue::{
     AckOutcome, ClaimRequest, DueItem, Enqueue, EnqueueOutcome, FailOutcome, Lease, LeaseRefusal,
     ListFilter, QueueEntry, QueueError, QueueOptions, QueueState, QueueStats, Reclaimed,
     RemapQueue, Subject,
@@ -52,32 +52,18 @@ impl<'c> SqliteQueue<'c> {
     }
 
     fn max_attempts(&self) -> i64 {
-        i64::from(self.options.max_attempts.max(1))
+        self.options.attempts_allowed()
     }
 
-    /// The parameters of [`RETRY_DUE`]: the first delay, the cap, and how
-    /// many doublings reach the cap. Bounding the shift keeps the doubled
-    /// value within twice the cap (a SQLite shift silently drops bits).
     fn backoff(&self) -> (i64, i64, i64) {
-        let first = span_millis(self.options.retry_backoff);
-        let cap = span_millis(self.options.max_retry_backoff);
-        let mut doublings = 0;
-        while first > 0 && (first << doublings) < cap {
-            doublings += 1;
-        }
-        (first, cap, doublings)
+        self.options.backoff_millis()
     }
-}
-
-/// Milliseconds of a span, at most [`MAX_SPAN`].
-fn span_millis(span: Duration) -> i64 {
-    span.min(MAX_SPAN).as_millis() as i64
 }
 
 /// Turns a rusqlite error into a [`QueueError`] naming the operation.
 pub(crate) fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
     move |error| {
-        if crate::store::is_busy_error(&error) {
+        if super::is_busy_error(&error) {
             QueueError::Busy { operation }
         } else {
             QueueError::Backend {
@@ -114,7 +100,7 @@ fn release_for_retry(retry_due: &str) -> String {
 
 // A failed item waits `:retry_after` when the caller gave one, else the
 // backoff for the attempt that failed: `:backoff` after the first,
-// doubling per attempt, at most `:max_backoff` (see `SqliteQueue::backoff`).
+// doubling per attempt, at most `:max_backoff` (see `QueueOptions::backoff_millis`).
 const RETRY_DUE: &str = ":now + coalesce(:retry_after,
     min(:max_backoff, :backoff << min(max(attempts - 1, 0), :doublings)))";
 
@@ -718,7 +704,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::store::{Store, open_test_store};
+    use crate::store::sqlite::{SqliteStore as Store, open_test_store};
 
     fn at(hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 6, 1, hour, 0, 0).unwrap()

@@ -1,0 +1,215 @@
+//! The PostgreSQL backend: the sync state, the rotation log, each bucket's
+//! latest rotation and the queue on a server that consumers on many
+//! machines share (migrations/postgres/).
+//!
+//! One [`PostgresStore`] is one connection, used by one caller at a time
+//! like the SQLite one; callers run it on the blocking pool. Writers wait
+//! for each other's row locks at most `busy_timeout` (`lock_timeout`), and
+//! a wait that runs out is "database busy", as on SQLite. Claims skip rows
+//! other transactions hold (`FOR UPDATE SKIP LOCKED`), so consumers never
+//! wait for each other.
+
+mod ingest;
+mod poller_lock;
+mod queue;
+mod schema;
+mod target;
+
+use std::cell::{RefCell, RefMut};
+
+use chrono::{DateTime, Utc};
+use postgres::error::SqlState;
+use postgres::{Client, IsolationLevel, Row, Transaction};
+
+pub use poller_lock::PollerLock;
+pub(crate) use queue::PostgresQueue;
+pub use target::PostgresTarget;
+
+use super::{CycleCounts, Failure, OpenMode, StoreError, StoreOptions, StoreStatus, SyncState};
+use crate::queue::QueueOptions;
+use crate::timestamp::{from_millis, to_millis};
+
+/// Another transaction held a lock longer than the busy timeout, or the
+/// server chose this one to break a deadlock: the one test of "database
+/// busy" for every PostgreSQL call. Either way, trying again later works.
+pub(crate) fn is_busy_error(error: &postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(&SqlState::LOCK_NOT_AVAILABLE | &SqlState::T_R_DEADLOCK_DETECTED)
+    )
+}
+
+fn pg_error(operation: &'static str) -> impl Fn(postgres::Error) -> StoreError {
+    move |source| {
+        if is_busy_error(&source) {
+            StoreError::Busy { operation }
+        } else {
+            StoreError::Postgres { operation, source }
+        }
+    }
+}
+
+/// An open PostgreSQL database.
+pub(crate) struct PostgresStore {
+    client: RefCell<Client>,
+    shown: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.shown)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date (see [`schema::prepare`]).
+    pub(crate) fn connect(
+        target: &PostgresTarget,
+        mode: OpenMode,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let mut client = target.connect()?;
+        let shown = target.to_string();
+        let lock_timeout = format!(
+            "SET lock_timeout = {}",
+            options.busy_timeout.as_millis().max(1)
+        );
+        client
+            .batch_execute(&lock_timeout)
+            .map_err(pg_error("setting the lock timeout"))?;
+        schema::prepare(&mut client, mode, options, &shown)?;
+        Ok(Self {
+            client: RefCell::new(client),
+            shown,
+        })
+    }
+
+    pub(super) fn name(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn client(&self) -> RefMut<'_, Client> {
+        self.client.borrow_mut()
+    }
+
+    /// The consumers' side of the queue in this database.
+    pub(crate) fn queue(&self, options: QueueOptions) -> PostgresQueue<'_> {
+        PostgresQueue::new(&self.client, options)
+    }
+
+    pub(crate) fn record_attempt(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client()
+            .execute(
+                "UPDATE sync_state SET last_attempt_at_ms = $1 WHERE id = 1",
+                &[&to_millis(at)],
+            )
+            .map(drop)
+            .map_err(pg_error("recording a sync attempt"))
+    }
+
+    pub(crate) fn record_failure(
+        &self,
+        kind: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .execute(
+                "UPDATE sync_state SET last_error_at_ms = $1, last_error_kind = $2,
+                     last_error_message = $3
+                 WHERE id = 1",
+                &[&to_millis(at), &kind, &message],
+            )
+            .map(drop)
+            .map_err(pg_error("recording a sync failure"))
+    }
+
+    pub(crate) fn sync_state(&self) -> Result<SyncState, StoreError> {
+        const OPERATION: &str = "reading the sync state";
+        let row = self
+            .client()
+            .query_one(SYNC_STATE, &[])
+            .map_err(pg_error(OPERATION))?;
+        sync_state_from(&row).map_err(pg_error(OPERATION))
+    }
+
+    /// The sync state and the queue counts, from one snapshot.
+    pub(crate) fn status(&self, now: DateTime<Utc>) -> Result<StoreStatus, StoreError> {
+        const OPERATION: &str = "reading the status";
+        let mut client = self.client();
+        let mut tx = read_snapshot(&mut client).map_err(pg_error(OPERATION))?;
+        let row = tx.query_one(SYNC_STATE, &[]).map_err(pg_error(OPERATION))?;
+        let sync = sync_state_from(&row).map_err(pg_error(OPERATION))?;
+        let queue = queue::stats_in(&mut tx, now).map_err(pg_error(OPERATION))?;
+        tx.commit().map_err(pg_error(OPERATION))?;
+        Ok(StoreStatus { sync, queue })
+    }
+
+    /// Whether a `run` instance holds the poller lock of this database.
+    pub(crate) fn poller_running(&self) -> Result<bool, StoreError> {
+        poller_lock::poller_running(&mut self.client())
+    }
+
+    pub(crate) fn bucket_last_updated(
+        &self,
+        bucket_id: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.client()
+            .query_opt(
+                "SELECT last_updated_ms FROM bucket WHERE bucket_id = $1",
+                &[&bucket_id],
+            )
+            .map(|row| row.map(|row| from_millis(row.get(0))))
+            .map_err(pg_error("reading a bucket"))
+    }
+}
+
+/// A read-only transaction that sees one snapshot for all its queries.
+fn read_snapshot(client: &mut Client) -> Result<Transaction<'_>, postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+}
+
+const SYNC_STATE: &str = "SELECT high_water_mark_ms, last_attempt_at_ms, last_success_at_ms,
+        last_error_at_ms, last_error_kind, last_error_message,
+        last_received, last_new_rotations, last_newly_queued
+    FROM sync_state WHERE id = 1";
+
+fn sync_state_from(row: &Row) -> Result<SyncState, postgres::Error> {
+    let time = |index| -> Result<Option<DateTime<Utc>>, postgres::Error> {
+        Ok(row.try_get::<_, Option<i64>>(index)?.map(from_millis))
+    };
+    let last_error = match time(3)? {
+        Some(at) => Some(Failure {
+            at,
+            kind: row.try_get::<_, Option<String>>(4)?.unwrap_or_default(),
+            message: row.try_get::<_, Option<String>>(5)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let counts = (
+        row.try_get::<_, Option<i64>>(6)?,
+        row.try_get::<_, Option<i64>>(7)?,
+        row.try_get::<_, Option<i64>>(8)?,
+    );
+    let last_cycle = match counts {
+        (Some(received), Some(new_rotations), Some(newly_queued)) => Some(CycleCounts {
+            received: received as u64,
+            new_rotations: new_rotations as u64,
+            newly_queued: newly_queued as u64,
+        }),
+        _ => None,
+    };
+    Ok(SyncState {
+        high_water_mark: time(0)?,
+        last_attempt_at: time(1)?,
+        last_success_at: time(2)?,
+        last_error,
+        last_cycle,
+    })
+}
