@@ -39,21 +39,31 @@ pub fn execute(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(async {
-        match &cli.command {
-            Command::Run => run::run(&cli).await,
-            Command::Sync => sync::run(&cli).await,
-            Command::Status { json } => status::run(&cli, *json),
-            Command::Queue(command) => queue::run(&cli, command),
-            Command::Config(ConfigCommand::Check) => config_check::run(&cli),
-            Command::Identities(command) => identities::run(&cli, command),
-            Command::Map(args) => map::run(&cli, args).await,
-            Command::Remap { limit } => remap::run(&cli, *limit).await,
-            Command::Changes { after, limit, json } => changes::run(&cli, *after, *limit, *json),
-            Command::DevOperator(args) => dev_operator::run(args).await,
-            Command::Demo(args) => demo::run(&cli, args).await,
-        }
-    });
+    // The commands without async work run outside the runtime: the
+    // PostgreSQL client blocks on a runtime of its own, which tokio refuses
+    // to start inside another.
+    let outcome = match &cli.command {
+        Command::Status { json } => status::run(&cli, *json),
+        Command::Queue(command) => queue::run(&cli, command),
+        Command::Config(ConfigCommand::Check) => config_check::run(&cli),
+        Command::Identities(command) => identities::run(&cli, command),
+        Command::Changes { after, limit, json } => changes::run(&cli, *after, *limit, *json),
+        asynchronous => runtime.block_on(async {
+            match asynchronous {
+                Command::Run => run::run(&cli).await,
+                Command::Sync => sync::run(&cli).await,
+                Command::Map(args) => map::run(&cli, args).await,
+                Command::Remap { limit } => remap::run(&cli, *limit).await,
+                Command::DevOperator(args) => dev_operator::run(args).await,
+                Command::Demo(args) => demo::run(&cli, args).await,
+                Command::Status { .. }
+                | Command::Queue(_)
+                | Command::Config(_)
+                | Command::Identities(_)
+                | Command::Changes { .. } => unreachable!("run outside the runtime above"),
+            }
+        }),
+    };
     match outcome {
         Ok(code) => code,
         Err(error) => {
@@ -130,7 +140,10 @@ struct Configured {
 fn configured(settings: &Settings) -> anyhow::Result<Configured> {
     let connection = operator_connection(settings)?;
     let client = Arc::new(connection.client()?);
-    let store = Arc::new(Mutex::new(open_store(settings, OpenMode::CreateIfMissing)?));
+    // Inside the runtime, a PostgreSQL connection must be opened where
+    // blocking is allowed (its client blocks on a runtime of its own).
+    let store = tokio::task::block_in_place(|| open_store(settings, OpenMode::CreateIfMissing))?;
+    let store = Arc::new(Mutex::new(store));
     let credentials = Arc::new(connection.credentials);
     let cycle = SyncCycle::new(
         Arc::clone(&client),

@@ -6,6 +6,7 @@ mod common;
 
 mod cli_map;
 mod cli_operations;
+mod cli_postgres;
 mod cli_queue;
 mod cli_run;
 mod config;

@@ -1,5 +1,5 @@
 //! Several consumer processes and the poller at once (INTERFACE.md,
-//! "Concurrency"): four processes of the real binary claim and ack in a
+//! "Concurrency"), on both backends: four processes of the real binary claim and ack in a
 //! loop while this test ingests rotations through the library on its own
 //! connection, re-rotating buckets that are leased at that moment.
 //!
@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use uid2_bucket_sync::queue::{ListFilter, QueueOptions, QueueState, RemapQueue};
 use uid2_bucket_sync::rotation::BucketRotation;
-use uid2_bucket_sync::store::{OpenMode, Store, StoreOptions};
+use uid2_bucket_sync::store::{DatabaseLocation, OpenMode, Store, StoreOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_uid2-bucket-sync");
 const WORKERS: usize = 4;
@@ -45,13 +45,11 @@ struct Held {
     acking: Instant,
 }
 
-fn run(config: &Path, db: &Path, args: &[&str], stdin: Option<String>) -> Output {
+fn run(config: &Path, args: &[&str], stdin: Option<String>) -> Output {
     let mut command = Command::new(BIN);
     command
         .arg("--config")
         .arg(config)
-        .arg("--db")
-        .arg(db)
         .args(args)
         .env_remove("UID2_BUCKET_SYNC_CONFIG")
         .env_remove("UID2_BUCKET_SYNC_DATABASE");
@@ -72,16 +70,15 @@ fn check(output: &Output, what: &str) -> Result<String, String> {
 fn consume(
     worker: usize,
     config: PathBuf,
-    db: PathBuf,
+    db: DatabaseLocation,
     ingest_done: Arc<AtomicBool>,
 ) -> Result<Vec<Held>, String> {
     let name = format!("worker-{worker}");
-    let reader = Store::open(&db, OpenMode::MustExist, &StoreOptions::default()).unwrap();
+    let reader = Store::open_location(&db, OpenMode::MustExist, &StoreOptions::default()).unwrap();
     let mut held = Vec::new();
     loop {
         let claim = run(
             &config,
-            &db,
             &[
                 "queue", "claim", "--limit", "25", "--lease", "10m", "--worker", &name, "--json",
             ],
@@ -109,7 +106,7 @@ fn consume(
             .map(|l| format!("{}\n", l["lease_id"].as_str().unwrap()))
             .collect();
         let acking = Instant::now();
-        let ack = run(&config, &db, &["queue", "ack"], Some(ids));
+        let ack = run(&config, &["queue", "ack"], Some(ids));
         let acked = check(&ack, "ack")?;
         if acked != format!("acked {0} of {0}\n", leases.len())
             && !acked.starts_with(&format!("acked {0} of {0} (", leases.len()))
@@ -134,11 +131,9 @@ fn hour(n: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap() + chrono::Duration::hours(n)
 }
 
-#[test]
-fn four_consumer_processes_and_the_poller_never_double_lease_or_lose_a_rotation() {
-    let db = TempDb::new();
+fn four_consumer_processes_and_the_poller_never_double_lease_or_lose_a_rotation(db: TempDb) {
     let config = db.dir.path().join("config.toml");
-    std::fs::write(&config, "").unwrap();
+    std::fs::write(&config, db.config_section()).unwrap();
     let ingester = db.open();
     let mut latest: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     let initial: Vec<BucketRotation> = (0..INITIAL_BUCKETS)
@@ -152,7 +147,7 @@ fn four_consumer_processes_and_the_poller_never_double_lease_or_lose_a_rotation(
     let ingest_done = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..WORKERS)
         .map(|worker| {
-            let (config, path, done) = (config.clone(), db.path.clone(), ingest_done.clone());
+            let (config, path, done) = (config.clone(), db.location(), ingest_done.clone());
             std::thread::spawn(move || consume(worker, config, path, done))
         })
         .collect();
@@ -266,3 +261,7 @@ fn four_consumer_processes_and_the_poller_never_double_lease_or_lose_a_rotation(
         workers_used.len()
     );
 }
+
+crate::on_both_backends!(
+    four_consumer_processes_and_the_poller_never_double_lease_or_lose_a_rotation
+);

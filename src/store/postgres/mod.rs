@@ -13,6 +13,7 @@ mod ingest;
 mod poller_lock;
 mod queue;
 mod schema;
+mod session;
 mod target;
 
 use std::cell::{RefCell, RefMut};
@@ -20,6 +21,7 @@ use std::cell::{RefCell, RefMut};
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, Row, Transaction};
+use session::Session;
 
 pub use poller_lock::PollerLock;
 pub(crate) use queue::PostgresQueue;
@@ -51,7 +53,7 @@ fn pg_error(operation: &'static str) -> impl Fn(postgres::Error) -> StoreError {
 
 /// An open PostgreSQL database.
 pub(crate) struct PostgresStore {
-    client: RefCell<Client>,
+    client: RefCell<Session>,
     shown: String,
 }
 
@@ -81,7 +83,7 @@ impl PostgresStore {
             .map_err(pg_error("setting the lock timeout"))?;
         schema::prepare(&mut client, mode, options, &shown)?;
         Ok(Self {
-            client: RefCell::new(client),
+            client: RefCell::new(Session::new(client)),
             shown,
         })
     }
@@ -90,7 +92,7 @@ impl PostgresStore {
         self.shown.clone()
     }
 
-    fn client(&self) -> RefMut<'_, Client> {
+    fn client(&self) -> RefMut<'_, Session> {
         self.client.borrow_mut()
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::pg_error;
 use super::schema::LOCK_CLASS;
+use super::session::Session;
 use super::target::PostgresTarget;
 use crate::store::StoreError;
 
@@ -22,7 +23,7 @@ const KEEPALIVE: &str = "SET tcp_keepalives_idle = 10;
 
 /// The held lock. Dropping it ends the session, which releases the lock.
 pub struct PollerLock {
-    client: postgres::Client,
+    client: Session,
 }
 
 impl std::fmt::Debug for PollerLock {
@@ -45,7 +46,9 @@ impl PollerLock {
             )
             .map_err(pg_error("taking the poller lock"))?
             .get(0);
-        Ok(acquired.then_some(Self { client }))
+        Ok(acquired.then_some(Self {
+            client: Session::new(client),
+        }))
     }
 
     /// Whether the session, and so the lock, is still there: a holder that

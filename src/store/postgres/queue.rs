@@ -17,7 +17,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, GenericClient, Row};
+use postgres::{GenericClient, Row};
+
+use super::session::Session;
 
 use crate::queue::limits::{
     bounded_error, check_claim_limit, check_lease, check_retry_delay, check_worker, span_millis,
@@ -30,7 +32,7 @@ use crate::timestamp::{from_millis, to_millis};
 
 /// The queue of one open database.
 pub(crate) struct PostgresQueue<'c> {
-    client: &'c RefCell<Client>,
+    client: &'c RefCell<Session>,
     options: QueueOptions,
 }
 
@@ -139,7 +141,7 @@ fn to_u32(value: i64) -> u32 {
 }
 
 impl<'c> PostgresQueue<'c> {
-    pub(crate) fn new(client: &'c RefCell<Client>, options: QueueOptions) -> Self {
+    pub(crate) fn new(client: &'c RefCell<Session>, options: QueueOptions) -> Self {
         Self { client, options }
     }
 
@@ -325,8 +327,9 @@ impl RemapQueue for PostgresQueue<'_> {
         };
         let mut remaining = filter.limit.map(i64::from);
         let mut client = self.client.borrow_mut();
-        let mut run = || -> Result<ControlFlow<B>, postgres::Error> {
-            let mut tx = super::read_snapshot(&mut client)?;
+        const OPERATION: &str = "listing the queue";
+        let mut run = || -> Result<ControlFlow<B>, QueueError> {
+            let mut tx = super::read_snapshot(&mut client).map_err(pg_error(OPERATION))?;
             for state in states {
                 if remaining == Some(0) {
                     break;
@@ -343,8 +346,10 @@ impl RemapQueue for PostgresQueue<'_> {
                      LIMIT $2"
                 );
                 let parameters: [&(dyn ToSql + Sync); 2] = [&state.as_str(), &remaining];
-                let mut rows = tx.query_raw(&sql, parameters)?;
-                while let Some(row) = rows.next()? {
+                let mut rows = tx
+                    .query_raw(&sql, parameters)
+                    .map_err(pg_error(OPERATION))?;
+                while let Some(row) = rows.next().map_err(pg_error(OPERATION))? {
                     if let Some(left) = &mut remaining {
                         *left -= 1;
                     }
@@ -353,15 +358,15 @@ impl RemapQueue for PostgresQueue<'_> {
                     }
                 }
             }
-            tx.commit()?;
+            tx.commit().map_err(pg_error(OPERATION))?;
             Ok(ControlFlow::Continue(()))
         };
-        run().map_err(pg_error("listing the queue"))
+        run()
     }
 
     fn stats(&self, now: DateTime<Utc>) -> Result<QueueStats, QueueError> {
         let mut client = self.client.borrow_mut();
-        stats_in(&mut *client, now).map_err(pg_error("counting the queue"))
+        stats_in(&mut **client, now).map_err(pg_error("counting the queue"))
     }
 
     fn retry_dead(&self, now: DateTime<Utc>) -> Result<u64, QueueError> {
@@ -424,10 +429,13 @@ const COLUMNS: &str = "kind, subject, state, version_ms, next_version_ms, genera
     due_at_ms, updated_at_ms, lease_id, leased_by, leased_at_ms, lease_expires_at_ms,
     done_at_ms, last_error";
 
-fn entry_from_row(row: &Row) -> Result<QueueEntry, postgres::Error> {
-    let state_text: &str = row.try_get(2)?;
-    // The table's CHECK admits only the four states.
-    let state = state_text.parse::<QueueState>().unwrap_or(QueueState::Dead);
+fn entry_from_row(row: &Row) -> Result<QueueEntry, QueueError> {
+    let read = pg_error("reading a queue entry");
+    let state = row.try_get::<_, &str>(2).map_err(&read)?.parse()?;
+    entry_fields(row, state).map_err(read)
+}
+
+fn entry_fields(row: &Row, state: QueueState) -> Result<QueueEntry, postgres::Error> {
     let millis = |index| -> Result<Option<DateTime<Utc>>, postgres::Error> {
         Ok(row.try_get::<_, Option<i64>>(index)?.map(from_millis))
     };

@@ -13,7 +13,7 @@ use uid2_bucket_sync::credentials::{ApiKey, ClientSecret};
 use uid2_bucket_sync::daemon::Daemon;
 use uid2_bucket_sync::operator::{ClientOptions, OperatorClient, RetryPolicy};
 use uid2_bucket_sync::simulator::{SimulatedOperator, SimulatorConfig};
-use uid2_bucket_sync::store::{OpenMode, SharedStore, Store, StoreOptions};
+use uid2_bucket_sync::store::{OpenMode, PostgresTarget, SharedStore, Store, StoreOptions};
 use uid2_bucket_sync::sync::{SyncCycle, SyncPlan};
 
 pub const API_KEY: &str = "test-api-key-7f3a9c";
@@ -27,6 +27,9 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub db_path: PathBuf,
     pub config_path: PathBuf,
+    /// Set by [`TestApp::on_postgres`]: the PostgreSQL database to use
+    /// instead of the file at `db_path`.
+    pub pg_url: Option<String>,
 }
 
 /// A simulated operator with `buckets` buckets and no periodic rotations,
@@ -52,6 +55,7 @@ pub async fn spawn_app_with(config: SimulatorConfig) -> TestApp {
     let app = TestApp {
         db_path: dir.path().join("buckets.db"),
         config_path: dir.path().join("config.toml"),
+        pg_url: None,
         operator,
         dir,
     };
@@ -82,13 +86,31 @@ max_elapsed = "20s"
 interval = "1h"
 initial_since = "{INITIAL_SINCE}"
 
-[database]
-path = "{db}"
+{database}
 {extra}
 "#,
             base_url = self.operator.base_url(),
-            db = self.db_path.display(),
+            database = self.database_section(),
         )
+    }
+
+    /// The `[database]` table: the file, or the PostgreSQL database.
+    fn database_section(&self) -> String {
+        match &self.pg_url {
+            Some(url) => format!("[database]\nurl = {url:?}"),
+            None => format!(
+                "[database]\npath = {:?}",
+                self.db_path.display().to_string()
+            ),
+        }
+    }
+
+    /// The same app on a new database of the test PostgreSQL server;
+    /// `None` where PostgreSQL is not installed.
+    pub fn on_postgres(mut self) -> Option<Self> {
+        self.pg_url = Some(super::pg_server::fresh_database()?);
+        self.write_config("");
+        Some(self)
     }
 
     /// Rewrites the config file, readable by the owner only.
@@ -120,11 +142,18 @@ path = "{db}"
 
     /// Opens the test's database (created if missing).
     pub fn store(&self) -> Store {
-        Store::open(
-            &self.db_path,
-            OpenMode::CreateIfMissing,
-            &StoreOptions::default(),
-        )
+        match &self.pg_url {
+            Some(url) => Store::connect(
+                &PostgresTarget::parse(url).unwrap(),
+                OpenMode::CreateIfMissing,
+                &StoreOptions::default(),
+            ),
+            None => Store::open(
+                &self.db_path,
+                OpenMode::CreateIfMissing,
+                &StoreOptions::default(),
+            ),
+        }
         .unwrap()
     }
 
