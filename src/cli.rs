@@ -75,6 +75,18 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the configured SQLite database into an empty PostgreSQL database: the sync state,
+    /// every rotation and the queue as it stands, leases included. Stop the daemon first.
+    MigrateTo {
+        /// postgresql://user@host:port/database, without a password: give that in $PGPASSWORD,
+        /// --password-file or the systemd credential `db_password` (a command line is visible
+        /// to every user of the machine).
+        #[arg(value_name = "URL")]
+        url: String,
+        /// A file holding the PostgreSQL password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<std::path::PathBuf>,
+    },
     /// Serve a simulated UID2 operator (`POST /v2/identity/buckets`) for development and tests.
     DevOperator(DevOperatorArgs),
     /// The whole flow offline: a simulated operator, the daemon and a consumer in one process.

@@ -7,6 +7,7 @@ mod demo;
 mod dev_operator;
 mod identities;
 mod map;
+mod migrate_to;
 mod queue;
 mod remap;
 mod run;
@@ -48,6 +49,9 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Config(ConfigCommand::Check) => config_check::run(&cli),
         Command::Identities(command) => identities::run(&cli, command),
         Command::Changes { after, limit, json } => changes::run(&cli, *after, *limit, *json),
+        Command::MigrateTo { url, password_file } => {
+            migrate_to::run(&cli, url, password_file.clone())
+        }
         asynchronous => runtime.block_on(async {
             match asynchronous {
                 Command::Run => run::run(&cli).await,
@@ -60,7 +64,8 @@ pub fn execute(cli: Cli) -> ExitCode {
                 | Command::Queue(_)
                 | Command::Config(_)
                 | Command::Identities(_)
-                | Command::Changes { .. } => unreachable!("run outside the runtime above"),
+                | Command::Changes { .. }
+                | Command::MigrateTo { .. } => unreachable!("run outside the runtime above"),
             }
         }),
     };

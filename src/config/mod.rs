@@ -576,20 +576,46 @@ fn build_database(
             return file_location(path, origin, busy_timeout);
         }
     };
-    let target = PostgresTarget::parse(&url)
-        .map_err(|reason| ConfigError::invalid(url_origin, url_key, reason))?;
-    let configured = secrets::ConfiguredSecret {
-        inline: target.url_has_password().then(String::new),
-        file: raw.password_file,
-    };
-    let target = match secrets::database_password(origin, &configured, env, warnings, notes)? {
-        Some(password) => target.with_password(password),
-        None => target,
-    };
+    let target = postgres_target(
+        &url,
+        (url_origin, url_key),
+        origin,
+        raw.password_file,
+        env,
+        warnings,
+        notes,
+    )?;
     Ok(DatabaseSettings {
         location: DatabaseLocation::Postgres(Box::new(target)),
         busy_timeout,
     })
+}
+
+/// A PostgreSQL database from its URL (`url_source`: where the URL came
+/// from, and under which key) and the password wherever it is: the URL,
+/// `password_file` (a key of the file `origin`), `$PGPASSWORD` or the
+/// systemd credential `db_password`. The one place a URL becomes a target.
+pub(crate) fn postgres_target(
+    url: &str,
+    url_source: (&str, &str),
+    origin: &str,
+    password_file: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Result<PostgresTarget, ConfigError> {
+    let target = PostgresTarget::parse(url)
+        .map_err(|reason| ConfigError::invalid(url_source.0, url_source.1, reason))?;
+    let configured = secrets::ConfiguredSecret {
+        inline: target.url_has_password().then(String::new),
+        file: password_file,
+    };
+    Ok(
+        match secrets::database_password(origin, &configured, env, warnings, notes)? {
+            Some(password) => target.with_password(password),
+            None => target,
+        },
+    )
 }
 
 fn is_postgres_url(text: &str) -> bool {

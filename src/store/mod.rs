@@ -10,6 +10,7 @@
 //! [`Queue`] only; which tables hold what, and how a backend makes an
 //! ingest atomic or a claim exclusive, stays inside the backend.
 
+pub mod migrate;
 mod postgres;
 mod sqlite;
 
@@ -131,7 +132,10 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error("cannot connect to the PostgreSQL database {target}: {source}")]
+    #[error(
+        "cannot connect to the PostgreSQL database {target}: {}",
+        postgres::describe(source)
+    )]
     Connect {
         target: String,
         #[source]
@@ -151,7 +155,7 @@ pub enum StoreError {
     EmptyPostgres { target: String },
     #[error("cannot migrate the PostgreSQL database {target}: {reason}")]
     PostgresMigrate { target: String, reason: String },
-    #[error("PostgreSQL error while {operation}: {source}")]
+    #[error("PostgreSQL error while {operation}: {}", postgres::describe(source))]
     Postgres {
         operation: &'static str,
         #[source]

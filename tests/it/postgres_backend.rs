@@ -192,3 +192,152 @@ fn an_ingest_and_the_queue_see_the_same_database_from_two_connections() {
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].subject.bucket_id(), Some("a"));
 }
+
+/// The grants the README gives batch jobs' role, verbatim.
+const JOBS_GRANTS: &str = "
+GRANT CONNECT ON DATABASE {database} TO uid2jobs;
+GRANT USAGE ON SCHEMA public TO uid2jobs;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO uid2jobs;
+GRANT UPDATE, DELETE ON queue_item TO uid2jobs;
+";
+
+#[test]
+fn a_jobs_role_with_the_readme_grants_consumes_but_cannot_change_the_schema() {
+    let Some(db) = TempDb::postgres() else { return };
+    let daemon = db.open();
+    daemon
+        .ingest(
+            vec![rotation("a", at(1, 0, 0)), rotation("b", at(1, 0, 0))],
+            at(1, 1, 0),
+        )
+        .unwrap();
+    let name = target(&db).database().to_owned();
+    db.rows(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'uid2jobs') THEN
+                 CREATE ROLE uid2jobs LOGIN PASSWORD 'jobs-password';
+             END IF;
+         END $$",
+    );
+    db.rows(&JOBS_GRANTS.replace("{database}", &name));
+    let url = db.url.as_deref().unwrap().replace(
+        "postgres:throwaway-test-password@",
+        "uid2jobs:jobs-password@",
+    );
+    let jobs = Store::connect(
+        &PostgresTarget::parse(&url).unwrap(),
+        OpenMode::MustExist,
+        &StoreOptions::default(),
+    )
+    .unwrap();
+    let leases = common::claim(&jobs, 1, common::lease_for(5), at(1, 2, 0));
+    common::ack_all(&jobs, &leases, at(1, 2, 1));
+    let status = jobs.status(at(1, 4, 0)).unwrap();
+    assert_eq!((status.queue.pending, status.queue.done), (1, 1));
+    use uid2_bucket_sync::queue::RemapQueue;
+    let queue = jobs.queue(Default::default());
+    assert_eq!(queue.purge_done(at(2, 0, 0)).unwrap(), 1);
+    assert_eq!(jobs.bucket_last_updated("b").unwrap(), Some(at(1, 0, 0)));
+
+    // The role reads the views, and cannot write the log or the state.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let pending: i64 = client
+        .query_one(
+            "SELECT count(*) FROM remap_queue WHERE state = 'pending'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 1);
+    let refused = client
+        .batch_execute("INSERT INTO rotation_log VALUES ('x', 1, 1)")
+        .unwrap_err();
+    let message = refused.as_db_error().unwrap().message();
+    assert!(message.contains("permission denied"), "{message}");
+}
+
+/// `migrate-to` as the real binary: the views read the same on both sides,
+/// a lease taken on SQLite is acked on PostgreSQL, and a second copy into
+/// the now non-empty database is refused.
+#[test]
+fn migrate_to_copies_every_view_and_live_lease_and_refuses_a_non_empty_target() {
+    use uid2_bucket_sync::queue::{QueueOptions, RemapQueue};
+    let Some(target_db) = TempDb::postgres() else {
+        return;
+    };
+    let source = TempDb::new();
+    let store = source.open();
+    store
+        .ingest(
+            (0..20)
+                .map(|i| rotation(&format!("b{i:02}"), at(1, 0, 0)))
+                .collect(),
+            at(1, 1, 0),
+        )
+        .unwrap();
+    store
+        .ingest(vec![rotation("b03", at(2, 0, 0))], at(2, 1, 0))
+        .unwrap();
+    let leases = common::claim(&store, 6, common::lease_for(600), at(2, 2, 0));
+    let queue = store.queue(QueueOptions::default());
+    queue
+        .ack(&[leases[0].lease_id.as_str()], at(2, 3, 0))
+        .unwrap();
+    queue
+        .fail(&[leases[1].lease_id.as_str()], "no luck", None, at(2, 3, 0))
+        .unwrap();
+    store
+        .record_failure("timeout", "no answer", at(2, 4, 0))
+        .unwrap();
+    drop(store);
+
+    let (without_password, password) = split_password(target_db.url.as_deref().unwrap());
+    let migrate = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"))
+            .args(["--db"])
+            .arg(&source.path)
+            .args(["migrate-to", url])
+            .env("PGPASSWORD", &password)
+            .env_remove("UID2_BUCKET_SYNC_CONFIG")
+            .env_remove("UID2_BUCKET_SYNC_DATABASE")
+            .output()
+            .unwrap()
+    };
+    let refused = migrate(target_db.url.as_deref().unwrap());
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the URL holds a password"),
+        "{refused:?}"
+    );
+    assert_eq!(target_db.count("pg_tables WHERE schemaname = 'public'"), 0);
+
+    let copied = migrate(&without_password);
+    let said = String::from_utf8_lossy(&copied.stdout);
+    assert!(copied.status.success(), "{copied:?}");
+    assert!(
+        said.contains("21 rotations of 20 buckets, 20 queue entries (4 leased)"),
+        "{said}"
+    );
+    assert!(!said.contains(&password), "{said}");
+
+    for view in [
+        "sync_status",
+        "buckets ORDER BY bucket_id",
+        "bucket_rotations ORDER BY bucket_id, last_updated",
+        "remap_queue ORDER BY kind, subject",
+    ] {
+        let sql = format!("SELECT * FROM {view}");
+        assert_eq!(source.rows(&sql), target_db.rows(&sql), "{view}");
+    }
+    let copy = target_db.open();
+    let acked = copy
+        .queue(QueueOptions::default())
+        .ack(&[leases[2].lease_id.as_str()], at(2, 5, 0))
+        .unwrap();
+    assert!(!acked[0].is_refused(), "{acked:?}");
+
+    let again = migrate(&without_password);
+    assert!(!again.status.success());
+    let refusal = String::from_utf8_lossy(&again.stderr);
+    assert!(refusal.contains("is not empty"), "{refusal}");
+}

@@ -13,7 +13,7 @@ mod ingest;
 mod poller_lock;
 mod queue;
 mod schema;
-mod session;
+pub(in crate::store) mod session;
 mod target;
 
 use std::cell::{RefCell, RefMut};
@@ -41,7 +41,35 @@ pub(crate) fn is_busy_error(error: &postgres::Error) -> bool {
     )
 }
 
-fn pg_error(operation: &'static str) -> impl Fn(postgres::Error) -> StoreError {
+/// What went wrong, in the server's words when the server said it: the
+/// client's own text for those is only "db error". The message and the
+/// SQLSTATE, never the detail, which may quote the row's values.
+pub(crate) fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// A client error shown as [`describe`] shows it.
+#[derive(Debug)]
+pub(crate) struct Described(pub(crate) postgres::Error);
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe(&self.0))
+    }
+}
+
+impl std::error::Error for Described {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+pub(in crate::store) fn pg_error(
+    operation: &'static str,
+) -> impl Fn(postgres::Error) -> StoreError {
     move |source| {
         if is_busy_error(&source) {
             StoreError::Busy { operation }
@@ -92,7 +120,7 @@ impl PostgresStore {
         self.shown.clone()
     }
 
-    fn client(&self) -> RefMut<'_, Session> {
+    pub(in crate::store) fn client(&self) -> RefMut<'_, Session> {
         self.client.borrow_mut()
     }
 

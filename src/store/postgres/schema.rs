@@ -30,10 +30,11 @@ pub(crate) fn supported_version() -> i32 {
         .unwrap_or(0)
 }
 
-/// Checks the database and applies pending migrations, holding the
-/// migration lock so that processes starting together take turns. A
-/// database without our schema is refused for consumers
-/// ([`OpenMode::MustExist`]) and, when it holds other tables, for everyone.
+/// Checks the database and, for the daemon ([`OpenMode::CreateIfMissing`]),
+/// applies pending migrations, holding the migration lock so that
+/// processes starting together take turns. Consumers
+/// ([`OpenMode::MustExist`]) only check: a database without our schema, or
+/// with an older one, is refused, as is one that holds other tables.
 pub(super) fn prepare(
     client: &mut Client,
     mode: OpenMode,
@@ -93,12 +94,25 @@ fn check_and_migrate(
             .query_one(&format!("SELECT max(version) FROM {HISTORY}"), &[])
             .map_err(pg_error(OPERATION))?
             .get(0);
+        let found = found.unwrap_or(0);
         let supported = supported_version();
-        if let Some(found) = found.filter(|found| *found > supported) {
+        if found > supported {
             return Err(refuse(format!(
                 "it has schema version {found}, newer than the version {supported} this \
                  uid2-bucket-sync knows; use a newer uid2-bucket-sync"
             )));
+        }
+        // Consumers' roles need no right to change the schema (README,
+        // "PostgreSQL"): only the daemon migrates.
+        if mode == OpenMode::MustExist {
+            if found < supported {
+                return Err(refuse(format!(
+                    "it has schema version {found}, older than the version {supported} this \
+                     uid2-bucket-sync uses; start the upgraded daemon (`run` or `sync`) first, \
+                     it migrates the database"
+                )));
+            }
+            return Ok(());
         }
     }
     embedded::migrations::runner()

@@ -36,7 +36,9 @@ pub(crate) fn is_busy_error(error: &rusqlite::Error) -> bool {
     )
 }
 
-fn sql_error(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+pub(in crate::store) fn sql_error(
+    operation: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError {
     move |source| {
         if is_busy_error(&source) {
             StoreError::Busy { operation }
@@ -158,8 +160,9 @@ impl SqliteStore {
             .map_err(sql_error("reading a bucket"))
     }
 
-    #[cfg(test)]
-    pub(crate) fn connection(&self) -> &Connection {
+    /// The connection, for the tests of this backend and for copying the
+    /// database elsewhere (`store::migrate`).
+    pub(in crate::store) fn connection(&self) -> &Connection {
         &self.conn
     }
 }
