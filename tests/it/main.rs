@@ -21,6 +21,7 @@ mod faults;
 mod identities;
 mod identity_map_client;
 mod install;
+mod many_machines;
 mod multi_user;
 mod operator_client;
 mod postgres_backend;

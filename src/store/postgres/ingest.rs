@@ -20,10 +20,6 @@ use crate::timestamp::{from_millis, to_millis};
 
 const OPERATION: &str = "ingesting rotations";
 
-/// Above this many rows the planner is told the temporary table's size,
-/// so that it joins by hash rather than by index lookups.
-const ANALYZE_FROM: usize = 10_000;
-
 impl PostgresStore {
     /// See [`crate::store::Store::ingest`].
     pub(crate) fn ingest_rotations(
@@ -71,9 +67,10 @@ fn ingest_in(
         .get::<_, Option<i64>>(0)
         .map(from_millis);
 
+    // One row per bucket already (keep_latest_per_bucket): no key needed.
     tx.batch_execute(
         "CREATE TEMPORARY TABLE incoming (
-             bucket_id        text COLLATE \"C\" PRIMARY KEY,
+             bucket_id        text COLLATE \"C\" NOT NULL,
              last_updated_ms  bigint NOT NULL
          ) ON COMMIT DROP",
     )?;
@@ -83,9 +80,9 @@ fn ingest_in(
         writer.write(&[&bucket_id, &last_updated_ms])?;
     }
     writer.finish()?;
-    if rotations.len() >= ANALYZE_FROM {
-        tx.batch_execute("ANALYZE incoming")?;
-    }
+    // Without its size the planner guesses, and for a day's few thousand
+    // rows would scan the whole bucket table rather than look them up.
+    tx.batch_execute("ANALYZE incoming")?;
 
     // Rows no later than their bucket's latest rotation are not news.
     let known = tx.query_one(
@@ -108,10 +105,17 @@ fn ingest_in(
          SELECT bucket_id, last_updated_ms, $1 FROM incoming",
         &[&observed_ms],
     )?;
+    // Ingests take turns (the lock above), so a plain anti-join finds the
+    // new buckets: no per-row conflict check.
+    tx.execute(
+        "UPDATE bucket AS b SET last_updated_ms = i.last_updated_ms
+         FROM incoming AS i WHERE b.bucket_id = i.bucket_id",
+        &[],
+    )?;
     tx.execute(
         "INSERT INTO bucket (bucket_id, last_updated_ms)
-         SELECT bucket_id, last_updated_ms FROM incoming
-         ON CONFLICT (bucket_id) DO UPDATE SET last_updated_ms = excluded.last_updated_ms",
+         SELECT i.bucket_id, i.last_updated_ms FROM incoming AS i
+         WHERE NOT EXISTS (SELECT 1 FROM bucket AS b WHERE b.bucket_id = i.bucket_id)",
         &[],
     )?;
     enqueue(tx, observed_ms, summary)?;
@@ -193,11 +197,14 @@ fn enqueue(
         ),
         &[&BUCKET_KIND, &observed_ms],
     )?;
+    // Only ingests add entries, one at a time: an anti-join finds the
+    // subjects without one.
     let queued = tx.execute(
         "INSERT INTO queue_item
              (kind, subject, state, version_ms, generation, attempts, due_at_ms, updated_at_ms)
-         SELECT $1, bucket_id, 'pending', last_updated_ms, 1, 0, $2, $2 FROM incoming
-         ON CONFLICT (kind, subject) DO NOTHING",
+         SELECT $1, i.bucket_id, 'pending', i.last_updated_ms, 1, 0, $2, $2 FROM incoming AS i
+         WHERE NOT EXISTS (
+             SELECT 1 FROM queue_item AS q WHERE q.kind = $1 AND q.subject = i.bucket_id)",
         &[&BUCKET_KIND, &observed_ms],
     )?;
     summary.newly_queued = queued + summary.reopened;

@@ -105,17 +105,27 @@ fn reclaim_expired_in(
     Ok(reclaimed)
 }
 
-/// Why no update accepted these lease ids: lease ids exist only while
-/// leased, so a remaining one has run out; anything else is gone.
-fn refusals(
+/// Why no update accepted the lease ids of `lease_ids` missing from
+/// `released`: lease ids exist only while leased, so a remaining one has
+/// run out; anything else is gone.
+fn refusals<T>(
     client: &mut impl GenericClient,
     lease_ids: &[&str],
+    released: &HashMap<String, T>,
 ) -> Result<HashMap<String, LeaseRefusal>, postgres::Error> {
+    let refused: Vec<&str> = lease_ids
+        .iter()
+        .copied()
+        .filter(|id| !released.contains_key(*id))
+        .collect();
+    if refused.is_empty() {
+        return Ok(HashMap::new());
+    }
     Ok(client
         .query(
             "SELECT lease_id, lease_expires_at_ms FROM queue_item
              WHERE lease_id = ANY($1) AND state = 'leased'",
-            &[&lease_ids],
+            &[&refused],
         )?
         .into_iter()
         .map(|row| {
@@ -247,7 +257,7 @@ impl RemapQueue for PostgresQueue<'_> {
                 .into_iter()
                 .map(|row| (row.get(0), row.get(1)))
                 .collect();
-            let expired = refusals(tx, lease_ids)?;
+            let expired = refusals(tx, lease_ids, &released)?;
             Ok(lease_ids
                 .iter()
                 .map(|id| match released.get(*id) {
@@ -299,7 +309,7 @@ impl RemapQueue for PostgresQueue<'_> {
                 .into_iter()
                 .map(|row| (row.get(0), (row.get(1), row.get(2))))
                 .collect();
-            let expired = refusals(tx, lease_ids)?;
+            let expired = refusals(tx, lease_ids, &released)?;
             Ok(lease_ids
                 .iter()
                 .map(|id| match released.get(*id) {
