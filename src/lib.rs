@@ -25,13 +25,23 @@
 //!   used by tests, `dev-operator` and `demo`.
 //!
 //! Keeping state:
-//! - [`store`]: the SQLite file, its migrations, the sync state and the
-//!   atomic ingest of one response; who may open the file (modes, groups,
-//!   and what to say when access is wrong) in `store::access`; the user's
-//!   identities (import, export) in `store::identities`; what the re-map
-//!   worker reads and writes (due sets, batch commits, change feed) in
-//!   `store::remap`.
-//! - [`queue`]: the lease-based re-mapping queue batch jobs consume.
+//! - [`store`]: one narrow interface ([`store::Store`], [`store::Queue`])
+//!   over two backends, which the sync cycle, the worker and the commands
+//!   use without knowing which one they write:
+//!   - `store::sqlite`, the embedded default: the file, its migrations, the
+//!     sync state, the atomic ingest of one response and the queue; who may
+//!     open the file (modes, groups, what to say when access is wrong) in
+//!     `access`; the user's identities (import, export) in `identities`;
+//!     what the re-map worker reads and writes (due sets, batch commits,
+//!     change feed) in `remap`;
+//!   - `store::postgres`: the sync state, the rotation log and the queue on
+//!     a PostgreSQL server shared by many machines (the URL and password in
+//!     `target`, migrations in `schema`, `COPY` ingest in `ingest`,
+//!     `SKIP LOCKED` claims in `queue`, the one-poller lock in
+//!     `poller_lock`);
+//!   - `store::migrate`: copying a SQLite database into PostgreSQL.
+//! - [`queue`]: the contract of the lease-based re-mapping queue batch jobs
+//!   consume (its promises, types and limits), free of IO.
 //!
 //! Running:
 //! - [`config`]: layered settings (file, environment, credentials).

@@ -116,18 +116,22 @@ fn start_run(app: &TestApp) -> Child {
         .unwrap()
 }
 
-/// Polls `status` until `done` says yes, at most `limit`.
+/// Polls `status` until `done` says yes, at most `limit`. Until the first
+/// `run` has created the schema, `status` refuses the database.
 fn wait_for(app: &TestApp, limit: Duration, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + limit;
     loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&run_ok(app, &["status", "--json"], "")).unwrap();
-        if done(&status) {
-            return;
+        let output = output_with_stdin(app.command().args(["status", "--json"]), "");
+        if output.status.success() {
+            let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            if done(&status) {
+                return;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: not within {limit:?}: {status}"
+            "{what}: not within {limit:?}: {}",
+            text(&output)
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -73,7 +73,9 @@ fn consume(app: &TestApp, worker: usize, stop: &AtomicBool) -> Vec<Held> {
     let mut held = Vec::new();
     let name = format!("consumer-{worker}");
     while !stop.load(Ordering::SeqCst) {
-        let args = ["queue", "claim", "--limit", "50", "--lease", "10m", "--worker", &name, "--json"];
+        let args = [
+            "queue", "claim", "--limit", "50", "--lease", "10m", "--worker", &name, "--json",
+        ];
         let claim = output_with_stdin(app.command().args(args), "");
         let claimed = Instant::now();
         assert!(claim.status.success(), "{claim:?}");
@@ -131,7 +133,8 @@ fn three_run_instances_and_eight_consumers_share_one_database_through_poller_kil
     };
     std::fs::write(
         &app.config_path,
-        app.config_text("").replace("interval = \"1h\"", "interval = \"1s\""),
+        app.config_text("")
+            .replace("interval = \"1h\"", "interval = \"1s\""),
     )
     .unwrap();
     let app = Arc::new(app);
@@ -174,7 +177,10 @@ fn three_run_instances_and_eight_consumers_share_one_database_through_poller_kil
     let store = app.store();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let stats = store.queue(QueueOptions::default()).stats(chrono::Utc::now()).unwrap();
+        let stats = store
+            .queue(QueueOptions::default())
+            .stats(chrono::Utc::now())
+            .unwrap();
         if stats.pending == 0 && stats.leased == 0 {
             break;
         }
@@ -202,7 +208,10 @@ fn three_run_instances_and_eight_consumers_share_one_database_through_poller_kil
         .map(|n| log_of(&app.dir.path().join(format!("run-{n}.log"))))
         .collect::<Vec<_>>();
     assert_eq!(
-        all_logs.iter().map(|log| log.matches(HOLDING).count()).sum::<usize>(),
+        all_logs
+            .iter()
+            .map(|log| log.matches(HOLDING).count())
+            .sum::<usize>(),
         KILLS + 1,
         "one holder at the start and one after each kill"
     );
@@ -238,7 +247,11 @@ fn three_run_instances_and_eight_consumers_share_one_database_through_poller_kil
     for entry in &entries {
         let bucket = entry.subject.bucket_id().unwrap();
         assert_eq!(entry.state, QueueState::Done, "{entry:?}");
-        assert_eq!(Some(&format_utc(entry.version)), latest.get(bucket), "{entry:?}");
+        assert_eq!(
+            Some(&format_utc(entry.version)),
+            latest.get(bucket),
+            "{entry:?}"
+        );
         let mut generations: Vec<u64> = by_bucket
             .get(bucket)
             .map(|spans| spans.iter().map(|h| h.generation).collect())

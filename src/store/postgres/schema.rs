@@ -102,24 +102,25 @@ fn check_and_migrate(
                  uid2-bucket-sync knows; use a newer uid2-bucket-sync"
             )));
         }
+        if found == supported {
+            return Ok(());
+        }
         // Consumers' roles need no right to change the schema (README,
         // "PostgreSQL"): only the daemon migrates.
         if mode == OpenMode::MustExist {
-            if found < supported {
-                return Err(refuse(format!(
-                    "it has schema version {found}, older than the version {supported} this \
-                     uid2-bucket-sync uses; start the upgraded daemon (`run` or `sync`) first, \
-                     it migrates the database"
-                )));
-            }
-            return Ok(());
+            return Err(refuse(format!(
+                "it has schema version {found}, older than the version {supported} this \
+                 uid2-bucket-sync uses; start the upgraded daemon (`run` or `sync`) first, \
+                 it migrates the database"
+            )));
         }
     }
     embedded::migrations::runner()
         .set_migration_table_name(HISTORY)
         .run(client)
         .map_err(|error| refuse(error_chain(&error)))?;
-    if mode == OpenMode::CreateIfMissing {
+    // A database created now records by whom.
+    if !ours {
         client
             .execute(
                 "INSERT INTO database_meta (key, value) VALUES ('created_by', $1)
