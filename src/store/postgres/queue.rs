@@ -190,7 +190,7 @@ impl RemapQueue for PostgresQueue<'_> {
             }
             let rows = tx.query(
                 "WITH picked AS (
-                     SELECT kind, subject FROM queue_item
+                     SELECT ctid FROM queue_item
                      WHERE state = 'pending' AND due_at_ms <= $1
                      ORDER BY due_at_ms
                      LIMIT $2
@@ -203,7 +203,7 @@ impl RemapQueue for PostgresQueue<'_> {
                      lease_expires_at_ms = $4,
                      attempts = q.attempts + 1,
                      updated_at_ms = $1
-                 FROM picked WHERE q.kind = picked.kind AND q.subject = picked.subject
+                 FROM picked WHERE q.ctid = picked.ctid
                  RETURNING q.kind, q.subject, q.version_ms, q.lease_id, q.lease_expires_at_ms,
                            q.attempts, q.generation, q.due_at_ms",
                 &[&now_ms, &limit, &worker, &now_ms.saturating_add(lease_ms)],
