@@ -94,6 +94,15 @@ CREATE INDEX queue_item_dead ON queue_item (updated_at_ms) WHERE state = 'dead';
 CREATE UNIQUE INDEX queue_item_lease ON queue_item (lease_id) WHERE state = 'leased';
 CREATE INDEX queue_item_lease_expiry ON queue_item (lease_expires_at_ms) WHERE state = 'leased';
 
+-- The queue's settings, as the daemon's `[queue]` configuration gives
+-- them: every consumer uses these (see 0006_queue_settings.sql).
+CREATE TABLE queue_settings (
+    id                    integer PRIMARY KEY CHECK (id = 1),
+    max_attempts          bigint NOT NULL,
+    retry_backoff_ms      bigint NOT NULL,
+    max_retry_backoff_ms  bigint NOT NULL
+);
+
 -- ---- the SQL contract (README, "Reading the database directly") ---------
 
 CREATE VIEW sync_status AS

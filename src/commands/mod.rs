@@ -22,6 +22,7 @@ use crate::config::{ENVIRONMENTS, LoadOptions, OperatorConnection, Settings};
 use crate::store::{OpenMode, Store, StoreOptions};
 use std::sync::{Arc, Mutex};
 
+use crate::queue::QueueOptions;
 use crate::remap::Remapper;
 use crate::sync::{SyncCycle, SyncPlan};
 
@@ -147,7 +148,12 @@ fn configured(settings: &Settings) -> anyhow::Result<Configured> {
     let client = Arc::new(connection.client()?);
     // Inside the runtime, a PostgreSQL connection must be opened where
     // blocking is allowed (its client blocks on a runtime of its own).
-    let store = tokio::task::block_in_place(|| open_store(settings, OpenMode::CreateIfMissing))?;
+    let store = tokio::task::block_in_place(|| -> anyhow::Result<Store> {
+        let store = open_store(settings, OpenMode::CreateIfMissing)?;
+        // The queue's settings live with the queue: consumers use these.
+        store.record_queue_settings(&QueueOptions::from(&settings.queue))?;
+        Ok(store)
+    })?;
     let store = Arc::new(Mutex::new(store));
     let credentials = Arc::new(connection.credentials);
     let cycle = SyncCycle::new(

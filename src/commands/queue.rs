@@ -35,7 +35,11 @@ pub(crate) const EXIT_LEASES_REFUSED: u8 = 3;
 pub(crate) fn run(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(cli)?;
     let store = super::open_store(&settings, OpenMode::MustExist)?;
-    let queue = store.queue(QueueOptions::from(&settings.queue));
+    // The daemon's settings, recorded with the queue, over this machine's.
+    let options = store
+        .queue_settings()?
+        .unwrap_or_else(|| QueueOptions::from(&settings.queue));
+    let queue = store.queue(options);
     let now = truncate_to_millis(Utc::now());
     // One write per batch, not per line: a claim prints thousands of lines.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

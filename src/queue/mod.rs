@@ -178,6 +178,33 @@ impl QueueOptions {
     }
 }
 
+impl QueueOptions {
+    /// As stored with the queue: attempts and the two waits in ms.
+    pub(crate) fn to_stored(self) -> [i64; 3] {
+        let (first, cap, _) = self.backoff_millis();
+        [self.attempts_allowed(), first, cap]
+    }
+
+    /// From the stored form, refusing values no configuration could give.
+    pub(crate) fn from_stored([attempts, first, cap]: [i64; 3]) -> Result<Self, QueueError> {
+        let span = |ms: i64| u64::try_from(ms).ok().map(Duration::from_millis);
+        match (
+            u32::try_from(attempts).ok().filter(|n| *n >= 1),
+            span(first),
+            span(cap),
+        ) {
+            (Some(max_attempts), Some(retry_backoff), Some(max_retry_backoff)) => Ok(Self {
+                max_attempts,
+                retry_backoff,
+                max_retry_backoff,
+            }),
+            _ => Err(QueueError::Corrupt(format!(
+                "queue settings {attempts} attempts, backoff {first} ms to {cap} ms"
+            ))),
+        }
+    }
+}
+
 impl From<&crate::config::QueueSettings> for QueueOptions {
     fn from(settings: &crate::config::QueueSettings) -> Self {
         Self {

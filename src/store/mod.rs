@@ -373,6 +373,24 @@ impl Store {
         })
     }
 
+    /// Records the daemon's queue settings with the queue, for every
+    /// consumer to use (see [`Store::queue_settings`]).
+    /// Writes only when they changed: a sync that finds nothing new writes
+    /// nothing but its sync state.
+    pub fn record_queue_settings(&self, options: &QueueOptions) -> Result<(), StoreError> {
+        let stored = options.to_stored();
+        if on_backend!(self, store => store.queue_settings())? == Some(stored) {
+            return Ok(());
+        }
+        on_backend!(self, store => store.record_queue_settings(stored))
+    }
+
+    /// The queue settings the daemon recorded, or `None` before any did.
+    pub fn queue_settings(&self) -> Result<Option<QueueOptions>, StoreError> {
+        let stored = on_backend!(self, store => store.queue_settings())?;
+        Ok(stored.map(QueueOptions::from_stored).transpose()?)
+    }
+
     /// Records the start of a poll cycle.
     pub fn record_attempt(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
         on_backend!(self, store => store.record_attempt(at))

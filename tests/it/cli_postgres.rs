@@ -192,3 +192,108 @@ fn run_instances_poll_one_at_a_time_and_a_standby_takes_over_from_a_killed_one()
         "the first instance polled at once:\n{stderr}"
     );
 }
+
+/// The daemon's `[queue]` settings live with the queue: a consumer whose
+/// own configuration has none (the default: five attempts) follows the
+/// daemon's one attempt.
+fn consumers_follow_the_daemons_queue_settings(app: &TestApp) {
+    app.write_config("[queue]\nmax_attempts = 1\nretry_backoff = \"0s\"\n");
+    run_ok(app, &["sync"], "");
+    let consumer = app.dir.path().join("consumer.toml");
+    let database = app
+        .config_text("")
+        .split("[database]")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    std::fs::write(&consumer, format!("[database]{database}")).unwrap();
+    let consumer_run = |args: &[&str], stdin: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_uid2-bucket-sync"));
+        command
+            .arg("--config")
+            .arg(&consumer)
+            .args(args)
+            .env_remove("UID2_BUCKET_SYNC_DATABASE")
+            .env_remove("UID2_BUCKET_SYNC_CONFIG");
+        let output = output_with_stdin(&mut command, stdin);
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let claimed = consumer_run(
+        &["queue", "claim", "--limit", "1", "--lease", "5m", "--json"],
+        "",
+    );
+    let lease: serde_json::Value = serde_json::from_str(claimed.trim()).unwrap();
+    consumer_run(
+        &[
+            "queue",
+            "fail",
+            lease["lease_id"].as_str().unwrap(),
+            "--error",
+            "no luck",
+        ],
+        "",
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&consumer_run(&["queue", "stats", "--json"], "")).unwrap();
+    assert_eq!(stats["dead"], 1, "{stats}");
+}
+
+#[test]
+fn consumers_follow_the_daemons_queue_settings_on_postgres() {
+    let Some((_runtime, app)) = app_on_postgres(3) else {
+        return;
+    };
+    consumers_follow_the_daemons_queue_settings(&app);
+}
+
+#[test]
+fn consumers_follow_the_daemons_queue_settings_on_sqlite() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app = runtime.block_on(spawn_app(3));
+    consumers_follow_the_daemons_queue_settings(&app);
+}
+
+/// A first sync killed (SIGKILL) at spread moments leaves all of the answer
+/// or none of it; a sync afterwards completes with every bucket queued once.
+#[test]
+fn a_sync_killed_at_any_moment_leaves_all_of_an_answer_or_none() {
+    const BUCKETS: i64 = 1 << 16;
+    let Some((_runtime, app)) = app_on_postgres(BUCKETS as u32) else {
+        return;
+    };
+    let db = common::TempDb {
+        url: app.pg_url.clone(),
+        ..common::TempDb::new()
+    };
+    // How long a whole sync takes here, to spread the kills over it.
+    let started = Instant::now();
+    run_ok(&app, &["sync"], "");
+    let whole = started.elapsed();
+    db.rows("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+    for step in 1..=8u32 {
+        let mut child = app
+            .command()
+            .arg("sync")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(whole * step / 8);
+        let _ = child.kill();
+        child.wait().unwrap();
+        if db.count("pg_tables WHERE tablename = 'sync_state'") == 0 {
+            continue; // killed before the schema was there
+        }
+        let rotations = db.count("rotation_log");
+        assert!(
+            rotations == 0 || rotations == BUCKETS,
+            "kill {step}: {rotations} rotations"
+        );
+        assert_eq!(db.count("queue_item"), rotations, "kill {step}");
+        assert_eq!(db.count("bucket"), rotations, "kill {step}");
+    }
+    run_ok(&app, &["sync"], "");
+    assert_eq!(db.count("remap_queue WHERE state = 'pending'"), BUCKETS);
+    assert_eq!(db.count("bucket_rotations"), BUCKETS);
+}

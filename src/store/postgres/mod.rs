@@ -129,6 +129,31 @@ impl PostgresStore {
         PostgresQueue::new(&self.client, options)
     }
 
+    pub(crate) fn record_queue_settings(&self, stored: [i64; 3]) -> Result<(), StoreError> {
+        self.client()
+            .execute(
+                "INSERT INTO queue_settings (id, max_attempts, retry_backoff_ms, max_retry_backoff_ms)
+                 VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET max_attempts = excluded.max_attempts,
+                     retry_backoff_ms = excluded.retry_backoff_ms,
+                     max_retry_backoff_ms = excluded.max_retry_backoff_ms",
+                &[&stored[0], &stored[1], &stored[2]],
+            )
+            .map(drop)
+            .map_err(pg_error("recording the queue settings"))
+    }
+
+    pub(crate) fn queue_settings(&self) -> Result<Option<[i64; 3]>, StoreError> {
+        self.client()
+            .query_opt(
+                "SELECT max_attempts, retry_backoff_ms, max_retry_backoff_ms
+                 FROM queue_settings WHERE id = 1",
+                &[],
+            )
+            .map(|row| row.map(|row| [row.get(0), row.get(1), row.get(2)]))
+            .map_err(pg_error("reading the queue settings"))
+    }
+
     pub(crate) fn record_attempt(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.client()
             .execute(

@@ -101,6 +101,34 @@ impl SqliteStore {
             .map_err(sql_error(operation))
     }
 
+    pub(super) fn record_queue_settings(&self, stored: [i64; 3]) -> Result<(), StoreError> {
+        const OPERATION: &str = "recording the queue settings";
+        let tx = self.write_transaction(OPERATION)?;
+        tx.execute(
+            "INSERT INTO queue_settings (id, max_attempts, retry_backoff_ms, max_retry_backoff_ms)
+             VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET max_attempts = excluded.max_attempts,
+                 retry_backoff_ms = excluded.retry_backoff_ms,
+                 max_retry_backoff_ms = excluded.max_retry_backoff_ms",
+            stored,
+        )
+        .map_err(sql_error(OPERATION))?;
+        tx.commit().map_err(sql_error(OPERATION))
+    }
+
+    pub(super) fn queue_settings(&self) -> Result<Option<[i64; 3]>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT max_attempts, retry_backoff_ms, max_retry_backoff_ms
+                 FROM queue_settings WHERE id = 1",
+                [],
+                |row| Ok([row.get(0)?, row.get(1)?, row.get(2)?]),
+            )
+            .optional()
+            .map_err(sql_error("reading the queue settings"))
+    }
+
     /// Records the start of a poll cycle.
     pub fn record_attempt(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
         const OPERATION: &str = "recording a sync attempt";

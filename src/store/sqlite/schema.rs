@@ -18,6 +18,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../../migrations/0003_identities.sql"),
     include_str!("../../../migrations/0004_mapping.sql"),
     include_str!("../../../migrations/0005_write_news_only.sql"),
+    include_str!("../../../migrations/0006_queue_settings.sql"),
 ];
 
 /// `PRAGMA application_id` of our files: "UID2" in ASCII.
