@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use postgres::{PollerLock, PostgresTarget};
+pub use postgres::{PollerLock, PostgresError, PostgresTarget};
 pub(crate) use sqlite::AccessProblem;
 pub use sqlite::identities::IdentityStatus;
 pub(crate) use sqlite::identities::{IdentityCounts, IdentityImport, IdentityRecord, Staged};
@@ -132,14 +132,11 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error(
-        "cannot connect to the PostgreSQL database {target}: {}",
-        postgres::describe(source)
-    )]
+    #[error("cannot connect to the PostgreSQL database {target}: {source}")]
     Connect {
         target: String,
         #[source]
-        source: ::postgres::Error,
+        source: postgres::PostgresError,
     },
     #[error("cannot set up TLS for PostgreSQL: {0}")]
     Tls(String),
@@ -155,11 +152,11 @@ pub enum StoreError {
     EmptyPostgres { target: String },
     #[error("cannot migrate the PostgreSQL database {target}: {reason}")]
     PostgresMigrate { target: String, reason: String },
-    #[error("PostgreSQL error while {operation}: {}", postgres::describe(source))]
+    #[error("PostgreSQL error while {operation}: {source}")]
     Postgres {
         operation: &'static str,
         #[source]
-        source: ::postgres::Error,
+        source: postgres::PostgresError,
     },
     #[error(
         "{what} needs a SQLite database in this version: the PostgreSQL backend keeps the \

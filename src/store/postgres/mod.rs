@@ -51,21 +51,25 @@ pub(crate) fn describe(error: &postgres::Error) -> String {
     }
 }
 
-/// A client error shown as [`describe`] shows it.
-#[derive(Debug)]
-pub(crate) struct Described(pub(crate) postgres::Error);
+/// A client error shown as [`describe`] shows it, and ending the chain of
+/// causes there: the client's own causes include the server's detail.
+pub struct PostgresError(pub(crate) postgres::Error);
 
-impl std::fmt::Display for Described {
+impl std::fmt::Debug for PostgresError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PostgresError")
+            .field(&describe(&self.0))
+            .finish()
+    }
+}
+
+impl std::fmt::Display for PostgresError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&describe(&self.0))
     }
 }
 
-impl std::error::Error for Described {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+impl std::error::Error for PostgresError {}
 
 pub(in crate::store) fn pg_error(
     operation: &'static str,
@@ -74,7 +78,10 @@ pub(in crate::store) fn pg_error(
         if is_busy_error(&source) {
             StoreError::Busy { operation }
         } else {
-            StoreError::Postgres { operation, source }
+            StoreError::Postgres {
+                operation,
+                source: PostgresError(source),
+            }
         }
     }
 }

@@ -43,7 +43,7 @@ fn pg_error(operation: &'static str) -> impl Fn(postgres::Error) -> QueueError {
         } else {
             QueueError::Backend {
                 operation,
-                source: Box::new(super::Described(error)),
+                source: Box::new(super::PostgresError(error)),
             }
         }
     }

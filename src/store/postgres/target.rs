@@ -83,7 +83,7 @@ impl PostgresTarget {
             .connect(tls()?)
             .map_err(|source| StoreError::Connect {
                 target: self.shown.clone(),
-                source,
+                source: super::PostgresError(source),
             })
     }
 }
@@ -97,7 +97,7 @@ impl PostgresTarget {
             .map(drop)
             .map_err(|source| StoreError::Connect {
                 target: self.shown.clone(),
-                source,
+                source: super::PostgresError(source),
             })
     }
 }
