@@ -341,3 +341,36 @@ fn migrate_to_copies_every_view_and_live_lease_and_refuses_a_non_empty_target() 
     let refusal = String::from_utf8_lossy(&again.stderr);
     assert!(refusal.contains("is not empty"), "{refusal}");
 }
+
+#[test]
+fn a_lock_held_past_the_busy_timeout_is_database_busy_and_changes_nothing() {
+    let Some(db) = TempDb::postgres() else { return };
+    drop(db.open());
+    let store = Store::connect(
+        &target(&db),
+        OpenMode::MustExist,
+        &StoreOptions {
+            busy_timeout: std::time::Duration::from_millis(200),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    // Another writer (an ingest elsewhere) holds the sync state's row.
+    let mut other = postgres::Client::connect(db.url.as_deref().unwrap(), postgres::NoTls).unwrap();
+    let mut holding = other.transaction().unwrap();
+    holding
+        .execute("SELECT 1 FROM sync_state WHERE id = 1 FOR UPDATE", &[])
+        .unwrap();
+    let error = store
+        .ingest(vec![rotation("a", at(1, 0, 0))], at(1, 1, 0))
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "the database stayed locked by another writer for longer than the busy timeout"
+        ),
+        "{error}"
+    );
+    holding.rollback().unwrap();
+    assert_eq!(db.count("rotation_log"), 0);
+    assert_eq!(store.sync_state().unwrap(), Default::default());
+}
