@@ -41,9 +41,9 @@ pub fn execute(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The commands without async work run outside the runtime: the
-    // PostgreSQL client blocks on a runtime of its own, which tokio refuses
-    // to start inside another.
+    // Only the commands with async work enter the runtime: the PostgreSQL
+    // client blocks on a runtime of its own, which tokio refuses to start
+    // inside another.
     let outcome = match &cli.command {
         Command::Status { json } => status::run(&cli, *json),
         Command::Queue(command) => queue::run(&cli, command),
@@ -53,22 +53,12 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::MigrateTo { url, password_file } => {
             migrate_to::run(&cli, url, password_file.clone())
         }
-        asynchronous => runtime.block_on(async {
-            match asynchronous {
-                Command::Run => run::run(&cli).await,
-                Command::Sync => sync::run(&cli).await,
-                Command::Map(args) => map::run(&cli, args).await,
-                Command::Remap { limit } => remap::run(&cli, *limit).await,
-                Command::DevOperator(args) => dev_operator::run(args).await,
-                Command::Demo(args) => demo::run(&cli, args).await,
-                Command::Status { .. }
-                | Command::Queue(_)
-                | Command::Config(_)
-                | Command::Identities(_)
-                | Command::Changes { .. }
-                | Command::MigrateTo { .. } => unreachable!("run outside the runtime above"),
-            }
-        }),
+        Command::Run => runtime.block_on(run::run(&cli)),
+        Command::Sync => runtime.block_on(sync::run(&cli)),
+        Command::Map(args) => runtime.block_on(map::run(&cli, args)),
+        Command::Remap { limit } => runtime.block_on(remap::run(&cli, *limit)),
+        Command::DevOperator(args) => runtime.block_on(dev_operator::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(&cli, args)),
     };
     match outcome {
         Ok(code) => code,

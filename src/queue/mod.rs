@@ -223,6 +223,18 @@ pub struct ClaimRequest<'a> {
     pub worker: Option<&'a str>,
 }
 
+impl<'a> ClaimRequest<'a> {
+    /// The request checked against the limits: the lease in ms, the number
+    /// of items, the worker name.
+    pub(crate) fn checked(&self) -> Result<(i64, u32, Option<&'a str>), QueueError> {
+        Ok((
+            limits::span_millis(check_lease(self.lease)?),
+            limits::check_claim_limit(self.limit)?,
+            self.worker.map(check_worker).transpose()?,
+        ))
+    }
+}
+
 /// One claimed item. Whoever holds `lease_id` may ack or fail it until
 /// `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,6 +303,37 @@ impl FailOutcome {
     pub(crate) fn is_refused(self) -> bool {
         matches!(self, Self::Refused(_))
     }
+
+    /// The outcome for a lease the fail released, from the entry's new
+    /// state and attempts.
+    pub(crate) fn of_release(state: &str, attempts: i64) -> Self {
+        match (state, attempts) {
+            ("dead", _) => Self::Dead,
+            // Attempts restart only for a new generation; a retried one
+            // has at least the failed claim.
+            (_, 0) => Self::NewerPending,
+            _ => Self::Retrying,
+        }
+    }
+}
+
+/// What a fail stores, checked: the caller's retry wait in ms, and the
+/// error cut to [`MAX_ERROR_BYTES`].
+pub(crate) fn fail_arguments(
+    retry_after: Option<Duration>,
+    error: &str,
+) -> Result<(Option<i64>, std::borrow::Cow<'_, str>), QueueError> {
+    let retry_after = retry_after
+        .map(check_retry_delay)
+        .transpose()?
+        .map(limits::span_millis);
+    Ok((retry_after, limits::bounded_error(error)))
+}
+
+/// Puts claimed leases in claim order (the longest-waiting first), which
+/// an `UPDATE … RETURNING` does not keep.
+pub(crate) fn in_claim_order(leases: &mut [Lease]) {
+    leases.sort_by(|a, b| (a.due_at, &a.subject).cmp(&(b.due_at, &b.subject)));
 }
 
 /// One queue entry as stored.

@@ -32,6 +32,7 @@ pub use sqlite::schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use crate::queue::{QueueError, QueueOptions, QueueStats};
 use crate::rotation::{BucketRotation, Rotations};
+use crate::timestamp::from_millis;
 use postgres::PostgresStore;
 use sqlite::SqliteStore;
 
@@ -219,6 +220,48 @@ pub struct SyncState {
     pub last_cycle: Option<CycleCounts>,
 }
 
+/// The sync state's columns, as both backends select them
+/// ([`SyncStateRow::COLUMNS`]).
+pub(crate) struct SyncStateRow {
+    /// High-water mark, last attempt, last success, last error (ms).
+    pub(crate) times: [Option<i64>; 4],
+    pub(crate) error_kind: Option<String>,
+    pub(crate) error_message: Option<String>,
+    /// Received, new rotations, newly queued, of the last success.
+    pub(crate) counts: [Option<i64>; 3],
+}
+
+impl SyncStateRow {
+    /// The select list, in the order of the fields.
+    pub(crate) const COLUMNS: &str = "high_water_mark_ms, last_attempt_at_ms, \
+        last_success_at_ms, last_error_at_ms, last_error_kind, last_error_message, \
+        last_received, last_new_rotations, last_newly_queued";
+
+    pub(crate) fn into_state(self) -> SyncState {
+        let [mark, attempt, success, error] = self.times.map(|ms| ms.map(from_millis));
+        let last_error = error.map(|at| Failure {
+            at,
+            kind: self.error_kind.unwrap_or_default(),
+            message: self.error_message.unwrap_or_default(),
+        });
+        let last_cycle = match self.counts {
+            [Some(received), Some(new_rotations), Some(newly_queued)] => Some(CycleCounts {
+                received: received as u64,
+                new_rotations: new_rotations as u64,
+                newly_queued: newly_queued as u64,
+            }),
+            _ => None,
+        };
+        SyncState {
+            high_water_mark: mark,
+            last_attempt_at: attempt,
+            last_success_at: success,
+            last_error,
+            last_cycle,
+        }
+    }
+}
+
 /// A failed sync cycle or re-map pass, as recorded: `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -266,6 +309,21 @@ pub struct IngestSummary {
     pub ignored_stale: u64,
     pub mark_before: Option<DateTime<Utc>>,
     pub mark_after: Option<DateTime<Utc>>,
+}
+
+impl IngestSummary {
+    /// The summary of an answer about to be ingested, and the latest
+    /// `last_updated` it holds (ms): `rotations` is left with one row per
+    /// bucket, its latest, sorted by bucket.
+    pub(crate) fn of_answer(rotations: &mut Rotations) -> (Self, Option<i64>) {
+        let summary = Self {
+            received: rotations.len() as u64,
+            // Sorted by bucket, the backends write their indexes in order.
+            duplicates_in_response: rotations.keep_latest_per_bucket() as u64,
+            ..Self::default()
+        };
+        (summary, rotations.latest_ms())
+    }
 }
 
 /// Where the state lives, as the configuration says.

@@ -30,12 +30,7 @@ impl PostgresStore {
         mut rotations: Rotations,
         observed_at: DateTime<Utc>,
     ) -> Result<IngestSummary, StoreError> {
-        let mut summary = IngestSummary {
-            received: rotations.len() as u64,
-            ..IngestSummary::default()
-        };
-        let latest_received = rotations.latest_ms();
-        summary.duplicates_in_response = rotations.keep_latest_per_bucket() as u64;
+        let (mut summary, latest_received) = IngestSummary::of_answer(&mut rotations);
         let mut client = self.client();
         let mut run = || -> Result<IngestSummary, postgres::Error> {
             let mut tx = client.transaction()?;

@@ -27,7 +27,7 @@ pub use poller_lock::PollerLock;
 pub(crate) use queue::PostgresQueue;
 pub use target::PostgresTarget;
 
-use super::{CycleCounts, Failure, OpenMode, StoreError, StoreOptions, StoreStatus, SyncState};
+use super::{OpenMode, StoreError, StoreOptions, StoreStatus, SyncState, SyncStateRow};
 use crate::queue::QueueOptions;
 use crate::timestamp::{from_millis, to_millis};
 
@@ -192,7 +192,7 @@ impl PostgresStore {
         const OPERATION: &str = "reading the sync state";
         let row = self
             .client()
-            .query_one(SYNC_STATE, &[])
+            .query_one(&sync_state_sql(), &[])
             .map_err(pg_error(OPERATION))?;
         sync_state_from(&row).map_err(pg_error(OPERATION))
     }
@@ -202,7 +202,9 @@ impl PostgresStore {
         const OPERATION: &str = "reading the status";
         let mut client = self.client();
         let mut tx = read_snapshot(&mut client).map_err(pg_error(OPERATION))?;
-        let row = tx.query_one(SYNC_STATE, &[]).map_err(pg_error(OPERATION))?;
+        let row = tx
+            .query_one(&sync_state_sql(), &[])
+            .map_err(pg_error(OPERATION))?;
         let sync = sync_state_from(&row).map_err(pg_error(OPERATION))?;
         let queue = queue::stats_in(&mut tx, now).map_err(pg_error(OPERATION))?;
         tx.commit().map_err(pg_error(OPERATION))?;
@@ -237,41 +239,24 @@ fn read_snapshot(client: &mut Client) -> Result<Transaction<'_>, postgres::Error
         .start()
 }
 
-const SYNC_STATE: &str = "SELECT high_water_mark_ms, last_attempt_at_ms, last_success_at_ms,
-        last_error_at_ms, last_error_kind, last_error_message,
-        last_received, last_new_rotations, last_newly_queued
-    FROM sync_state WHERE id = 1";
+fn sync_state_sql() -> String {
+    format!(
+        "SELECT {} FROM sync_state WHERE id = 1",
+        SyncStateRow::COLUMNS
+    )
+}
 
 fn sync_state_from(row: &Row) -> Result<SyncState, postgres::Error> {
-    let time = |index| -> Result<Option<DateTime<Utc>>, postgres::Error> {
-        Ok(row.try_get::<_, Option<i64>>(index)?.map(from_millis))
-    };
-    let last_error = match time(3)? {
-        Some(at) => Some(Failure {
-            at,
-            kind: row.try_get::<_, Option<String>>(4)?.unwrap_or_default(),
-            message: row.try_get::<_, Option<String>>(5)?.unwrap_or_default(),
-        }),
-        None => None,
-    };
-    let counts = (
-        row.try_get::<_, Option<i64>>(6)?,
-        row.try_get::<_, Option<i64>>(7)?,
-        row.try_get::<_, Option<i64>>(8)?,
-    );
-    let last_cycle = match counts {
-        (Some(received), Some(new_rotations), Some(newly_queued)) => Some(CycleCounts {
-            received: received as u64,
-            new_rotations: new_rotations as u64,
-            newly_queued: newly_queued as u64,
-        }),
-        _ => None,
-    };
-    Ok(SyncState {
-        high_water_mark: time(0)?,
-        last_attempt_at: time(1)?,
-        last_success_at: time(2)?,
-        last_error,
-        last_cycle,
-    })
+    Ok(SyncStateRow {
+        times: [
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        ],
+        error_kind: row.try_get(4)?,
+        error_message: row.try_get(5)?,
+        counts: [row.try_get(6)?, row.try_get(7)?, row.try_get(8)?],
+    }
+    .into_state())
 }

@@ -21,12 +21,10 @@ use postgres::{GenericClient, Row};
 
 use super::session::Session;
 
-use crate::queue::limits::{
-    bounded_error, check_claim_limit, check_lease, check_retry_delay, check_worker, span_millis,
-};
 use crate::queue::{
     AckOutcome, ClaimRequest, FailOutcome, Lease, LeaseRefusal, ListFilter, QueueEntry, QueueError,
-    QueueOptions, QueueState, QueueStats, Reclaimed, RemapQueue, Subject,
+    QueueOptions, QueueState, QueueStats, Reclaimed, RemapQueue, Subject, fail_arguments,
+    in_claim_order,
 };
 use crate::timestamp::{from_millis, to_millis};
 
@@ -178,9 +176,8 @@ impl RemapQueue for PostgresQueue<'_> {
         request: &ClaimRequest<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Lease>, QueueError> {
-        let lease_ms = span_millis(check_lease(request.lease)?);
-        let limit = i64::from(check_claim_limit(request.limit)?);
-        let worker = request.worker.map(check_worker).transpose()?;
+        let (lease_ms, limit, worker) = request.checked()?;
+        let limit = i64::from(limit);
         let now_ms = to_millis(now);
         let max_attempts = self.options.attempts_allowed();
         let mut leases = self.write("claiming", |tx| {
@@ -224,8 +221,7 @@ impl RemapQueue for PostgresQueue<'_> {
                 })
                 .collect::<Vec<_>>())
         })?;
-        // RETURNING has no defined order; hand items out in claim order.
-        leases.sort_by(|a, b| (a.due_at, &a.subject).cmp(&(b.due_at, &b.subject)));
+        in_claim_order(&mut leases);
         Ok(leases)
     }
 
@@ -276,11 +272,7 @@ impl RemapQueue for PostgresQueue<'_> {
         retry_after: Option<Duration>,
         now: DateTime<Utc>,
     ) -> Result<Vec<FailOutcome>, QueueError> {
-        let retry_after = retry_after
-            .map(check_retry_delay)
-            .transpose()?
-            .map(span_millis);
-        let stored_error = bounded_error(error);
+        let (retry_after, stored_error) = fail_arguments(retry_after, error)?;
         let error: &str = &stored_error;
         let now_ms = to_millis(now);
         let max_attempts = self.options.attempts_allowed();
@@ -313,11 +305,7 @@ impl RemapQueue for PostgresQueue<'_> {
             Ok(lease_ids
                 .iter()
                 .map(|id| match released.get(*id) {
-                    Some((state, _)) if state == "dead" => FailOutcome::Dead,
-                    // Attempts restart only for a new generation; a
-                    // retried one has at least the failed claim.
-                    Some((_, 0)) => FailOutcome::NewerPending,
-                    Some(_) => FailOutcome::Retrying,
+                    Some((state, attempts)) => FailOutcome::of_release(state, *attempts),
                     None => FailOutcome::Refused(refusal_of(&expired, id)),
                 })
                 .collect())

@@ -95,13 +95,7 @@ impl SqliteStore {
         fast_path_allowed: bool,
         probe: &dyn Fn(Stage) -> rusqlite::Result<()>,
     ) -> Result<IngestSummary, StoreError> {
-        let mut summary = IngestSummary {
-            received: rotations.len() as u64,
-            ..IngestSummary::default()
-        };
-        let latest_received = rotations.latest_ms();
-        // Sorted by bucket, every B-tree is written front to back.
-        summary.duplicates_in_response = rotations.keep_latest_per_bucket() as u64;
+        let (summary, latest_received) = IngestSummary::of_answer(&mut rotations);
 
         let previous_cache: i64 = self
             .conn

@@ -23,7 +23,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 pub(crate) use access::AccessProblem;
 pub(crate) use queue::SqliteQueue;
 
-use super::{CycleCounts, Failure, OpenMode, StoreError, StoreOptions, StoreStatus, SyncState};
+use super::{OpenMode, StoreError, StoreOptions, StoreStatus, SyncState, SyncStateRow};
 use crate::queue::QueueOptions;
 use crate::timestamp::{from_millis, to_millis};
 
@@ -229,41 +229,17 @@ pub(crate) fn open_test_store(dir: &tempfile::TempDir) -> SqliteStore {
 }
 
 fn sync_state_in(conn: &Connection) -> rusqlite::Result<SyncState> {
-    conn.prepare_cached(
-        "SELECT high_water_mark_ms, last_attempt_at_ms, last_success_at_ms,
-                last_error_at_ms, last_error_kind, last_error_message,
-                last_received, last_new_rotations, last_newly_queued
-         FROM sync_state WHERE id = 1",
-    )?
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM sync_state WHERE id = 1",
+        SyncStateRow::COLUMNS
+    ))?
     .query_row([], |row| {
-        let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
-        let last_error = match time(3)? {
-            Some(at) => Some(Failure {
-                at,
-                kind: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                message: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-            }),
-            None => None,
-        };
-        let counts = (
-            row.get::<_, Option<i64>>(6)?,
-            row.get::<_, Option<i64>>(7)?,
-            row.get::<_, Option<i64>>(8)?,
-        );
-        let last_cycle = match counts {
-            (Some(received), Some(new_rotations), Some(newly_queued)) => Some(CycleCounts {
-                received: received as u64,
-                new_rotations: new_rotations as u64,
-                newly_queued: newly_queued as u64,
-            }),
-            _ => None,
-        };
-        Ok(SyncState {
-            high_water_mark: time(0)?,
-            last_attempt_at: time(1)?,
-            last_success_at: time(2)?,
-            last_error,
-            last_cycle,
-        })
+        Ok(SyncStateRow {
+            times: [row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?],
+            error_kind: row.get(4)?,
+            error_message: row.get(5)?,
+            counts: [row.get(6)?, row.get(7)?, row.get(8)?],
+        }
+        .into_state())
     })
 }

@@ -16,13 +16,10 @@ use rusqlite::{
     CachedStatement, Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params,
 };
 
-use crate::queue::limits::{
-    bounded_error, check_claim_limit, check_lease, check_retry_delay, check_worker, span_millis,
-};
 use crate::queue::{
     AckOutcome, ClaimRequest, DueItem, Enqueue, EnqueueOutcome, FailOutcome, Lease, LeaseRefusal,
     ListFilter, QueueEntry, QueueError, QueueOptions, QueueState, QueueStats, Reclaimed,
-    RemapQueue, Subject,
+    RemapQueue, Subject, fail_arguments, in_claim_order,
 };
 use crate::timestamp::{from_millis, to_millis};
 
@@ -49,14 +46,6 @@ impl<'c> SqliteQueue<'c> {
         let value = work(&tx)?;
         tx.commit().map_err(sql_error(operation))?;
         Ok(value)
-    }
-
-    fn max_attempts(&self) -> i64 {
-        self.options.attempts_allowed()
-    }
-
-    fn backoff(&self) -> (i64, i64, i64) {
-        self.options.backoff_millis()
     }
 }
 
@@ -245,11 +234,9 @@ impl RemapQueue for SqliteQueue<'_> {
         request: &ClaimRequest<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Lease>, QueueError> {
-        let lease_ms = span_millis(check_lease(request.lease)?);
-        let limit = check_claim_limit(request.limit)?;
-        let worker = request.worker.map(check_worker).transpose()?;
+        let (lease_ms, limit, worker) = request.checked()?;
         let now_ms = to_millis(now);
-        let max_attempts = self.max_attempts();
+        let max_attempts = self.options.attempts_allowed();
         let mut leases = self.write("claiming", |tx| {
             reclaim_expired_in(tx, now_ms, max_attempts).map_err(sql_error("claiming"))?;
             if limit == 0 {
@@ -301,8 +288,7 @@ impl RemapQueue for SqliteQueue<'_> {
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sql_error("claiming"))
         })?;
-        // RETURNING has no defined order; hand items out in claim order.
-        leases.sort_by(|a, b| (a.due_at, &a.subject).cmp(&(b.due_at, &b.subject)));
+        in_claim_order(&mut leases);
         Ok(leases)
     }
 
@@ -354,15 +340,11 @@ impl RemapQueue for SqliteQueue<'_> {
         retry_after: Option<Duration>,
         now: DateTime<Utc>,
     ) -> Result<Vec<FailOutcome>, QueueError> {
-        let retry_after = retry_after
-            .map(check_retry_delay)
-            .transpose()?
-            .map(span_millis);
-        let stored_error = bounded_error(error);
+        let (retry_after, stored_error) = fail_arguments(retry_after, error)?;
         let error: &str = &stored_error;
         let now_ms = to_millis(now);
-        let max_attempts = self.max_attempts();
-        let (backoff, max_backoff, doublings) = self.backoff();
+        let max_attempts = self.options.attempts_allowed();
+        let (backoff, max_backoff, doublings) = self.options.backoff_millis();
         self.write("failing", |tx| {
             let run = || -> rusqlite::Result<Vec<FailOutcome>> {
                 let mut released = release_leases(
@@ -384,11 +366,7 @@ impl RemapQueue for SqliteQueue<'_> {
                     .iter()
                     .map(|id| {
                         Ok(match released.remove(*id) {
-                            Some((state, _)) if state == "dead" => FailOutcome::Dead,
-                            // Attempts restart only for a new generation; a
-                            // retried one has at least the failed claim.
-                            Some((_, 0)) => FailOutcome::NewerPending,
-                            Some(_) => FailOutcome::Retrying,
+                            Some((state, attempts)) => FailOutcome::of_release(&state, attempts),
                             None => FailOutcome::Refused(classify_refused(tx, id)?),
                         })
                     })
@@ -488,7 +466,7 @@ impl RemapQueue for SqliteQueue<'_> {
     }
 
     fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<Reclaimed, QueueError> {
-        let max_attempts = self.max_attempts();
+        let max_attempts = self.options.attempts_allowed();
         self.write("reclaiming expired leases", |tx| {
             reclaim_expired_in(tx, to_millis(now), max_attempts)
                 .map_err(sql_error("reclaiming expired leases"))
