@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::app::{TestApp, spawn_app};
+use common::deliveries::{Held, assert_each_rotation_delivered_once, by_bucket_never_held_twice};
 use common::process::{output_with_stdin, terminate, wait_at_most};
-use uid2_bucket_sync::queue::{ListFilter, QueueOptions, QueueState, RemapQueue};
-use uid2_bucket_sync::timestamp::format_utc;
+use uid2_bucket_sync::queue::{ListFilter, QueueOptions, RemapQueue};
 
 const BUCKETS: u32 = 2000;
 const INSTANCES: usize = 3;
@@ -59,16 +59,6 @@ fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// One claimed item, held by `worker` at least from `claimed` to `acking`.
-#[derive(Debug)]
-struct Held {
-    worker: usize,
-    bucket: String,
-    generation: u64,
-    claimed: Instant,
-    acking: Instant,
-}
-
 fn consume(app: &TestApp, worker: usize, stop: &AtomicBool) -> Vec<Held> {
     let mut held = Vec::new();
     let name = format!("consumer-{worker}");
@@ -95,13 +85,7 @@ fn consume(app: &TestApp, worker: usize, stop: &AtomicBool) -> Vec<Held> {
         let acking = Instant::now();
         let ack = output_with_stdin(app.command().args(["queue", "ack"]), &ids);
         assert!(ack.status.success(), "{ack:?}");
-        held.extend(leases.iter().map(|lease| Held {
-            worker,
-            bucket: lease["bucket_id"].as_str().unwrap().to_owned(),
-            generation: lease["generation"].as_u64().unwrap(),
-            claimed,
-            acking,
-        }));
+        held.extend(Held::from_claim(worker, &leases, claimed, acking));
     }
     held
 }
@@ -217,49 +201,21 @@ fn three_run_instances_and_eight_consumers_share_one_database_through_poller_kil
     );
     assert!(logs.iter().all(|log| !log.contains("lost the poller lock")));
 
-    // No bucket held by two consumers at once.
-    let mut by_bucket: HashMap<&str, Vec<&Held>> = HashMap::new();
-    for h in &held {
-        by_bucket.entry(&h.bucket).or_default().push(h);
-    }
-    for (bucket, spans) in &by_bucket {
-        for (i, a) in spans.iter().enumerate() {
-            for b in &spans[i + 1..] {
-                let overlap = a.claimed < b.acking && b.claimed < a.acking;
-                assert!(!overlap, "{bucket} held twice at once: {a:?} {b:?}");
-            }
-        }
-    }
-
-    // Every rotation the operator made is the entry's version, done, each
-    // generation acked once.
-    let latest: HashMap<String, String> = app
+    // No bucket held by two consumers at once; every rotation the operator
+    // made is its entry's version, done, each generation acked once.
+    let by_bucket = by_bucket_never_held_twice(&held);
+    let latest: HashMap<String, chrono::DateTime<chrono::Utc>> = app
         .operator
         .snapshot()
         .into_iter()
-        .map(|r| (r.bucket_id.to_string(), format_utc(r.last_updated)))
+        .map(|r| (r.bucket_id.to_string(), r.last_updated))
         .collect();
     let entries = store
         .queue(QueueOptions::default())
         .list(&ListFilter::default())
         .unwrap();
     assert_eq!(entries.len(), latest.len());
-    for entry in &entries {
-        let bucket = entry.subject.bucket_id().unwrap();
-        assert_eq!(entry.state, QueueState::Done, "{entry:?}");
-        assert_eq!(
-            Some(&format_utc(entry.version)),
-            latest.get(bucket),
-            "{entry:?}"
-        );
-        let mut generations: Vec<u64> = by_bucket
-            .get(bucket)
-            .map(|spans| spans.iter().map(|h| h.generation).collect())
-            .unwrap_or_default();
-        generations.sort_unstable();
-        let expected: Vec<u64> = (1..=u64::from(entry.generation)).collect();
-        assert_eq!(generations, expected, "{bucket}");
-    }
+    assert_each_rotation_delivered_once(&entries, &by_bucket, |bucket| latest.get(bucket).copied());
     let workers: std::collections::HashSet<usize> = held.iter().map(|h| h.worker).collect();
     eprintln!(
         "{} deliveries of {} buckets by {} consumers, {} run instances in all",

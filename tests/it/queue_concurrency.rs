@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use common::deliveries::{Held, assert_each_rotation_delivered_once, by_bucket_never_held_twice};
 use common::process::output_with_stdin;
 use common::{TempDb, rotation};
 use rand::rngs::StdRng;
@@ -31,19 +32,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_uid2-bucket-sync");
 const WORKERS: usize = 4;
 const INITIAL_BUCKETS: usize = 1000;
 const ROUNDS: i64 = 100;
-
-/// One claimed item and the span in which its worker certainly held it:
-/// from the end of the claim process to the start of the ack process.
-#[derive(Debug, Clone)]
-struct Held {
-    worker: usize,
-    bucket: String,
-    last_updated: String,
-    generation: u64,
-    attempt: u64,
-    claimed: Instant,
-    acking: Instant,
-}
 
 fn run(config: &Path, args: &[&str], stdin: Option<String>) -> Output {
     let mut command = Command::new(BIN);
@@ -113,17 +101,7 @@ fn consume(
         {
             return Err(format!("ack answered {acked:?}"));
         }
-        for lease in &leases {
-            held.push(Held {
-                worker,
-                bucket: lease["bucket_id"].as_str().unwrap().to_owned(),
-                last_updated: lease["last_updated"].as_str().unwrap().to_owned(),
-                generation: lease["generation"].as_u64().unwrap(),
-                attempt: lease["attempt"].as_u64().unwrap(),
-                claimed: claimed_at,
-                acking,
-            });
-        }
+        held.extend(Held::from_claim(worker, &leases, claimed_at, acking));
     }
 }
 
@@ -206,22 +184,7 @@ fn four_consumer_processes_and_the_poller_never_double_lease_or_lose_a_rotation(
         held.iter().all(|h| h.attempt == 1),
         "re-claimed while leased"
     );
-    let mut generations: HashMap<&str, Vec<u64>> = HashMap::new();
-    for h in &held {
-        generations.entry(&h.bucket).or_default().push(h.generation);
-    }
-    let mut by_bucket: HashMap<&str, Vec<&Held>> = HashMap::new();
-    for h in &held {
-        by_bucket.entry(&h.bucket).or_default().push(h);
-    }
-    for (bucket, spans) in &by_bucket {
-        for (i, a) in spans.iter().enumerate() {
-            for b in &spans[i + 1..] {
-                let overlap = a.claimed < b.acking && b.claimed < a.acking;
-                assert!(!overlap, "{bucket} held twice at once: {a:?} {b:?}");
-            }
-        }
-    }
+    let by_bucket = by_bucket_never_held_twice(&held);
 
     // Each generation acked exactly once, generations 1..=n with none
     // skipped, the last one carrying the latest rotation.
@@ -230,27 +193,9 @@ fn four_consumer_processes_and_the_poller_never_double_lease_or_lose_a_rotation(
         .list(&ListFilter::default())
         .unwrap();
     assert_eq!(final_entries.len(), latest.len());
-    for entry in &final_entries {
-        let bucket = entry.subject.bucket_id().unwrap();
-        assert_eq!(entry.state, QueueState::Done, "{entry:?}");
-        assert_eq!(Some(&entry.version), latest.get(bucket), "{entry:?}");
-        let mut seen = generations.remove(bucket).unwrap_or_default();
-        seen.sort_unstable();
-        let expected: Vec<u64> = (1..=u64::from(entry.generation)).collect();
-        assert_eq!(seen, expected, "{bucket}");
-        let last = by_bucket[bucket]
-            .iter()
-            .max_by_key(|h| h.generation)
-            .unwrap();
-        assert_eq!(
-            last.last_updated,
-            uid2_bucket_sync::timestamp::format_utc(latest[bucket])
-        );
-    }
-    assert!(
-        generations.is_empty(),
-        "claims of unknown buckets: {generations:?}"
-    );
+    assert_each_rotation_delivered_once(&final_entries, &by_bucket, |bucket| {
+        latest.get(bucket).copied()
+    });
 
     let workers_used: HashSet<usize> = held.iter().map(|h| h.worker).collect();
     eprintln!(

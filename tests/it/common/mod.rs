@@ -236,5 +236,6 @@ pub fn ack_all(store: &Store, leases: &[Lease], now: DateTime<Utc>) {
     );
 }
 pub mod app;
+pub mod deliveries;
 pub mod pg_server;
 pub mod process;
