@@ -23,17 +23,9 @@ unset UID2_BUCKET_SYNC_CONFIG UID2_BUCKET_SYNC_DATABASE
 
 target/release/examples/ingest_rss --rows "$rows" --db "$db"
 
+source scripts/bench-lib.sh
 consume() {
-    local worker=$1 claimed ids rounds=0
-    while :; do
-        claimed=$("$bin" --db "$db" queue claim --limit "$batch" --lease 10m \
-            --worker "drain-$worker" --json)
-        [[ -z $claimed ]] && break
-        ids=$(LC_ALL=C grep -o '"lease_id":"[0-9a-f]*"' <<<"$claimed" | cut -d'"' -f4)
-        "$bin" --db "$db" queue ack <<<"$ids" >/dev/null
-        rounds=$((rounds + 1))
-    done
-    echo "worker $worker: $rounds batches"
+    echo "worker $1: $(claim_until_empty "$bin" "$batch" 10m "drain-$1" --db "$db") batches"
 }
 
 start=$(date +%s.%N)

@@ -60,14 +60,8 @@ psql() { "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 url() { echo "postgresql://postgres@127.0.0.1:$port/$1?sslmode=disable"; }
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); $("$pg_bin/postgres" --version)"
 
-"$bin" dev-operator --listen 127.0.0.1:0 --buckets "$buckets" \
-    --rotate-every "${rotate_every}s" --rotate-count "$daily" >"$work/operator.out" 2>"$work/operator.err" &
-operator_pid=$!
-for _ in $(seq 100); do
-    grep -q listening "$work/operator.out" 2>/dev/null && break
-    sleep 0.1
-done
-base_url=$(grep -o 'http://[0-9.:]*' "$work/operator.out")
+source scripts/bench-lib.sh
+start_operator "$bin" "$buckets" "$rotate_every" "$daily"
 
 # config FILE DATABASE-LINE: a configuration for the operator and one database
 config() {
@@ -77,20 +71,6 @@ config() {
 sqlite_db() { echo "path = \"$work/$1.db\""; }
 pg_db() { echo "url = \"$(url "$1")\""; }
 
-# measure LABEL COMMAND...: one run; appends "seconds kilobytes" to $work/LABEL
-measure() {
-    local label=$1
-    shift
-    /usr/bin/time -f '%e %M' -o "$work/time.out" "$@" >"$work/last.out" 2>"$work/last.err" || {
-        echo "$label failed:" >&2
-        cat "$work/last.err" >&2
-        exit 1
-    }
-    cat "$work/time.out" >>"$work/$label"
-}
-median() {
-    sort -n -k"$2","$2" "$work/$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
-}
 fresh_pg() { psql -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
 
 # --- first sync --------------------------------------------------------------
@@ -107,19 +87,8 @@ echo "first sync, PostgreSQL: $(cat "$work/last.out")"
 # --- daily sync ----------------------------------------------------------------
 # drain CONFIG: claims and acks everything pending, then purges the done.
 drain() {
-    local claimed
-    while claimed=$("$bin" --config "$1" queue claim --limit 100000 --lease 1h --json) && [[ -n $claimed ]]; do
-        LC_ALL=C grep -o '"lease_id":"[0-9a-f]*"' <<<"$claimed" | cut -d'"' -f4 |
-            "$bin" --config "$1" queue ack >/dev/null
-    done
+    claim_until_empty "$bin" 100000 1h drain --config "$1" >/dev/null
     "$bin" --config "$1" queue purge --older-than 0s >/dev/null
-}
-next_rotation() {
-    local seen
-    seen=$(grep -c 'rotated buckets' "$work/operator.err" || true)
-    while [[ $(grep -c 'rotated buckets' "$work/operator.err" || true) -le $seen ]]; do
-        sleep 0.2
-    done
 }
 config "$work/sqlite-primed.toml" "$(sqlite_db primed)"
 config "$work/pg-primed.toml" "$(pg_db primed)"
@@ -151,12 +120,7 @@ echo "daily sync, PostgreSQL: $(cat "$work/last.out")"
 # --- drain 2^20 items, 8 consumer processes, batches of 5,000 -----------------
 # consume CONFIG WORKER: claims and acks until nothing is pending.
 consume() {
-    local claimed
-    while claimed=$("$bin" --config "$1" queue claim --limit "$batch" --lease 10m --worker "drain-$2" --json) &&
-        [[ -n $claimed ]]; do
-        LC_ALL=C grep -o '"lease_id":"[0-9a-f]*"' <<<"$claimed" | cut -d'"' -f4 |
-            "$bin" --config "$1" queue ack >/dev/null
-    done
+    claim_until_empty "$bin" "$batch" 10m "drain-$2" --config "$1" >/dev/null
 }
 # drain_all LABEL CONFIG: the drain's seconds appended to $work/LABEL
 drain_all() {
