@@ -11,6 +11,8 @@ mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
+const OPERATION: &str = "checking the schema";
+
 /// Where refinery records the applied migrations.
 const HISTORY: &str = "uid2_schema_history";
 
@@ -41,7 +43,6 @@ pub(super) fn prepare(
     options: &StoreOptions,
     shown: &str,
 ) -> Result<(), StoreError> {
-    const OPERATION: &str = "checking the schema";
     client
         .execute(
             "SELECT pg_advisory_lock($1, $2)",
@@ -64,7 +65,6 @@ fn check_and_migrate(
     options: &StoreOptions,
     shown: &str,
 ) -> Result<(), StoreError> {
-    const OPERATION: &str = "checking the schema";
     let refuse = |reason: String| StoreError::PostgresMigrate {
         target: shown.to_owned(),
         reason,
