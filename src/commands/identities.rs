@@ -16,9 +16,8 @@ use serde_json::Value;
 
 use crate::cli::{Cli, IdentitiesCommand, RecordFormat};
 use crate::identity::{IdentityHash, IdentityType, InvalidIdentity};
-use crate::store::{
-    IdentityImport, IdentityRecord, IdentityStatus, OpenMode, Staged, Store, StoreError,
-};
+use crate::store::identities::Duplicate;
+use crate::store::{IdentityImport, IdentityRecord, IdentityStatus, OpenMode, Store, StoreError};
 use crate::timestamp::format_utc;
 
 /// The longest `id` accepted, in bytes (INTERFACE.md).
@@ -189,12 +188,16 @@ fn stage(
     };
     let value = hashed.as_ref().map(|(kind, hash)| (*kind, hash));
     match import.stage(record.line, record.id, value)? {
-        Staged::Ok => Ok(()),
-        Staged::DuplicateOf { first_line } => Err(refuse(
-            record.line,
-            format!("duplicate id (also on line {first_line})"),
-        )),
+        None => Ok(()),
+        Some(duplicate) => Err(duplicate_refusal(duplicate)),
     }
+}
+
+fn duplicate_refusal(duplicate: Duplicate) -> Refusal {
+    refuse(
+        duplicate.line,
+        format!("duplicate id (also on line {})", duplicate.first_line),
+    )
 }
 
 fn import(
@@ -223,10 +226,26 @@ fn import(
     };
     tally.finish_progress();
     if let Err(refusal) = read {
+        // A backend may report a duplicate id a few records late: the
+        // earliest refusal is the one to name.
+        let refusal = match (&refusal, import.flush()?) {
+            (Refusal::Line { line, .. }, Some(duplicate)) if duplicate.line < *line => {
+                duplicate_refusal(duplicate)
+            }
+            _ => refusal,
+        };
         drop(import);
         anyhow::bail!("{name}: {refusal}; nothing was imported");
     }
-    let counts = import.commit()?;
+    let counts = match import.commit()? {
+        Ok(counts) => counts,
+        Err(duplicate) => {
+            anyhow::bail!(
+                "{name}: {}; nothing was imported",
+                duplicate_refusal(duplicate)
+            )
+        }
+    };
     let mut err = std::io::stderr().lock();
     for line in &tally.listed {
         writeln!(err, "{line}")?;

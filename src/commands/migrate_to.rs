@@ -47,12 +47,14 @@ pub(crate) fn run(
         .with_context(|| format!("cannot copy {} to {target}", source.name()))?;
     println!(
         "copied {} to {target}: sync state, {} rotations of {} buckets, {} queue entries \
-         ({} leased)",
+         ({} leased), {} identities, {} change records, mapping state",
         source.name(),
         counts.rotations,
         counts.buckets,
         counts.queue_entries,
-        counts.leased
+        counts.leased,
+        counts.identities,
+        counts.changes
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -35,40 +35,29 @@ pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     };
     let now = truncate_to_millis(Utc::now());
     let status = store.status(now)?;
-    // The identities live only in a SQLite database for now.
-    let identities = if store.has_identities() {
-        let mapping = store.mapping_state()?;
-        // The configured API decides what is due; without a configuration,
-        // the one the last pass used.
-        let api = match (&settings.source, mapping.api.as_deref()) {
-            (None, Some("v2")) => MapApi::V2,
-            (None, _) => MapApi::V3,
-            (Some(_), _) => settings.mapping.api,
-        };
-        let counts = store.identity_counts(api, now)?;
-        Some((counts, mapping, api))
-    } else {
-        None
+    let mapping = store.mapping_state()?;
+    // The configured API decides what is due; without a configuration,
+    // the one the last pass used.
+    let api = match (&settings.source, mapping.api.as_deref()) {
+        (None, Some("v2")) => MapApi::V2,
+        (None, _) => MapApi::V3,
+        (Some(_), _) => settings.mapping.api,
     };
+    let counts = store.identity_counts(api, now)?;
     let database = store.name();
     let setup = Setup::new(&settings, daemon, status.sync.last_attempt_at, now);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        let mut report = StatusJson::new(&status, &database, &setup, now);
-        if let Some((counts, mapping, api)) = &identities {
-            report = report.with(*counts, mapping, *api);
-        }
+        let report = StatusJson::new(&status, &database, &setup, now).with(counts, &mapping, api);
         serde_json::to_writer(&mut out, &report)?;
         out.write_all(b"\n")?;
     } else {
-        let identities = identities
-            .as_ref()
-            .map(|(counts, mapping, api)| IdentitiesView {
-                counts,
-                mapping,
-                api: *api,
-            });
-        out.write_all(render(&status, &database, &setup, now, identities.as_ref()).as_bytes())?;
+        let identities = IdentitiesView {
+            counts: &counts,
+            mapping: &mapping,
+            api,
+        };
+        out.write_all(render(&status, &database, &setup, now, Some(&identities)).as_bytes())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

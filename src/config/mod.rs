@@ -319,15 +319,6 @@ impl Settings {
             ));
         }
         let mapping = build_mapping(raw.mapping, &origin)?;
-        if mapping.enabled && database.file().is_none() {
-            return Err(ConfigError::invalid(
-                &origin,
-                "mapping.enabled",
-                "needs a SQLite database (database.path) in this version: the PostgreSQL \
-                 backend keeps the sync state, the rotation log and the queue, not yet the \
-                 identities",
-            ));
-        }
         let log = build_log(raw.log, &origin, env)?;
         let metrics = MetricsSettings {
             listen: raw

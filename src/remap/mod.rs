@@ -36,8 +36,8 @@ use crate::operator::{
     V3Result, map_v2, map_v3,
 };
 use crate::store::{
-    BatchCounts, DueCursor, DueIdentity, MapApi, MapOutcome, PassCounts, PassEnd, SharedStore,
-    Store, StoreError, with_store,
+    BatchCounts, DueCursor, DueIdentity, MapApi, MapOutcome, PassClaims, PassCounts, PassEnd,
+    RotationsRead, SharedStore, Store, StoreError, with_store,
 };
 use crate::timestamp::truncate_to_millis;
 
@@ -45,6 +45,12 @@ use crate::timestamp::truncate_to_millis;
 /// looked at. A rotation is stamped when its sync reads it and committed a
 /// moment later; a pass reading in between must not skip it next time.
 const ROTATION_MARGIN: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// What a claim's lease adds to the longest exchange, for the commit. A
+/// commit that outlives it (a long wait for a lock) still lands unless
+/// another worker claimed the identity meanwhile; then the answer is
+/// dropped, and the identity was sent twice, never written twice.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Why a pass failed. Each has a stable [`kind`](PassError::kind), recorded
 /// in the mapping state and used as a metrics label.
@@ -204,6 +210,13 @@ impl Remapper {
         self.api
     }
 
+    /// How long an identity claimed by a pass stays its (PostgreSQL):
+    /// past the longest its request can take and the commit after it, so
+    /// an answer is dropped only when a worker stopped answering.
+    fn lease(&self) -> Duration {
+        self.client.exchange_bound() + LEASE_MARGIN
+    }
+
     /// Runs one pass. `cancel` stops it between batches: requests in flight
     /// are abandoned, committed batches stay, and the pass reports itself
     /// incomplete. A failure is recorded (kind and message with its hint)
@@ -222,7 +235,10 @@ impl Remapper {
             complete: false,
             duration: Duration::ZERO,
         };
-        let outcome = self.run_pass(limits, cancel, &mut report).await;
+        let claims = PassClaims::new(self.lease());
+        let outcome = self
+            .run_pass(limits, cancel, &mut report, claims.clone())
+            .await;
         report.duration = started.elapsed();
         let rotations_checked = outcome.as_ref().ok().copied();
         let complete = report.complete;
@@ -235,12 +251,17 @@ impl Remapper {
             &report.counts,
         );
         let counts = report.counts;
+        // Requests abandoned by a failure or a shutdown leave their
+        // identities claimed; a pass that ran to its end committed or
+        // released every claim itself.
+        let abandoned = failure.is_some() || cancel.is_cancelled();
         let recorded = with_store(&self.store, move |store| {
+            if abandoned {
+                store.release_claims(&claims)?;
+            }
             let end = match (&failure, rotations_checked) {
                 (Some((kind, message)), _) => PassEnd::Failed { kind, message },
-                (None, Some(rotations_checked)) if complete => {
-                    PassEnd::Complete { rotations_checked }
-                }
+                (None, Some(rotations)) if complete => PassEnd::Complete { rotations },
                 (None, _) => PassEnd::Partial,
             };
             store.record_pass_end(&counts, end, now())
@@ -259,7 +280,8 @@ impl Remapper {
         limits: PassLimits,
         cancel: &CancellationToken,
         report: &mut PassReport,
-    ) -> Result<Option<DateTime<Utc>>, PassError> {
+        claims: PassClaims,
+    ) -> Result<Option<RotationsRead>, PassError> {
         let api = self.api;
         let started_at = now();
         let state = with_store(&self.store, move |store| {
@@ -269,7 +291,7 @@ impl Remapper {
         })
         .await?;
         let checked = state.rotations_checked_for(api);
-        let mut cursor = DueCursor::new(api, started_at, checked, limits.remaps);
+        let mut cursor = DueCursor::new(api, started_at, checked, limits.remaps, claims);
         let mut left = limits.total;
         let per_request = self.limits.identities_per_request();
         let concurrency = self.limits.concurrency();
@@ -299,7 +321,7 @@ impl Remapper {
                 }
                 report.counts.sent += batch.len() as u64;
                 report.counts.requests += requests_for(api, &batch);
-                in_flight.push(self.send_and_commit(batch));
+                in_flight.push(self.send_and_commit(cursor.lease_id().to_owned(), batch));
             }
             let Some(done) = (tokio::select! {
                 done = in_flight.next() => done,
@@ -323,7 +345,12 @@ impl Remapper {
             report.superseded += counts.superseded;
         }
         report.complete = cursor.is_done() && !cancel.is_cancelled();
-        Ok((api == MapApi::V2 && report.complete).then(|| started_at - ROTATION_MARGIN))
+        Ok(
+            (api == MapApi::V2 && report.complete).then(|| RotationsRead {
+                after: checked,
+                up_to: started_at - ROTATION_MARGIN,
+            }),
+        )
     }
 
     /// Sends one batch (one request, or for v2 one per identity type) and
@@ -331,6 +358,7 @@ impl Remapper {
     /// number can be in flight.
     fn send_and_commit(
         &self,
+        lease_id: String,
         batch: Vec<DueIdentity>,
     ) -> impl Future<Output = Result<BatchCounts, PassError>> + Send + 'static {
         let client = Arc::clone(&self.client);
@@ -354,7 +382,7 @@ impl Remapper {
             });
             let outcomes = answered?;
             let counts = with_store(&store, move |store: &Store| {
-                store.commit_mappings(&batch, &outcomes, now())
+                store.commit_mappings(&lease_id, &batch, &outcomes, now())
             })
             .await?;
             crate::metrics::record_batch(&counts);

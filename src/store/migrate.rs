@@ -2,13 +2,16 @@
 //! all of its state in one PostgreSQL transaction, read from one SQLite
 //! snapshot: the sync state (so the next poll goes on from the same
 //! high-water mark), every rotation, every queue entry as it stands
-//! (leases included: a consumer holding one can still ack it).
+//! (leases included: a consumer holding one can still ack it), the
+//! identities, the change feed (its `seq` values kept, so consumers' saved
+//! positions stay meaningful) and the re-map worker's state.
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use rusqlite::{Transaction as SqliteTransaction, TransactionBehavior};
 
 use super::postgres::{PostgresStore, PostgresTarget};
+use super::remap::MappingStateRow;
 use super::{OpenMode, Store, StoreError, StoreOptions};
 
 /// What [`copy_to_postgres`] copied.
@@ -18,6 +21,8 @@ pub struct CopiedCounts {
     pub buckets: u64,
     pub queue_entries: u64,
     pub leased: u64,
+    pub identities: u64,
+    pub changes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,15 +30,15 @@ pub enum MigrateError {
     #[error("migrate-to copies a SQLite database; the configured database is already PostgreSQL")]
     SourceNotSqlite,
     #[error(
-        "the SQLite database holds {0} identities, which the PostgreSQL backend does not keep in \
-         this version; nothing was copied"
-    )]
-    HasIdentities(u64),
-    #[error(
         "the PostgreSQL database {target} is not empty ({tables} table(s)); migrate-to copies \
          into an empty database only, and changed nothing"
     )]
     TargetNotEmpty { target: String, tables: i64 },
+    #[error(
+        "the SQLite database holds a real number where the schema has none; it is not a \
+         database this version wrote, and nothing was copied"
+    )]
+    RealNumber,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -52,12 +57,6 @@ pub fn copy_to_postgres(
     let snapshot =
         SqliteTransaction::new_unchecked(sqlite.connection(), TransactionBehavior::Deferred)
             .map_err(&read)?;
-    let identities: i64 = snapshot
-        .query_row("SELECT count(*) FROM identity", [], |row| row.get(0))
-        .map_err(&read)?;
-    if identities > 0 {
-        return Err(MigrateError::HasIdentities(identities as u64));
-    }
     refuse_non_empty(target)?;
     let created_by: Option<String> = snapshot
         .query_row(
@@ -165,25 +164,16 @@ fn copy(
     )
     .map_err(&write)?;
 
-    let sink = tx
-        .copy_in("COPY rotation_log (bucket_id, last_updated_ms, observed_at_ms) FROM STDIN BINARY")
-        .map_err(&write)?;
-    let mut log = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::INT8, Type::INT8]);
-    let mut rows = source
-        .prepare("SELECT bucket_id, last_updated_ms, observed_at_ms FROM rotation_log")
-        .map_err(&read)?;
-    let mut cursor = rows.query([]).map_err(&read)?;
-    while let Some(row) = cursor.next().map_err(&read)? {
-        let bucket: &str = row
-            .get_ref(0)
-            .and_then(|v| Ok(v.as_str()?))
-            .map_err(&read)?;
-        let (updated, observed): (i64, i64) =
-            (row.get(1).map_err(&read)?, row.get(2).map_err(&read)?);
-        log.write(&[&bucket, &updated, &observed]).map_err(&write)?;
-        counts.rotations += 1;
-    }
-    log.finish().map_err(&write)?;
+    counts.rotations = copy_table(
+        source,
+        tx,
+        "rotation_log",
+        &[
+            ("bucket_id", Type::TEXT),
+            ("last_updated_ms", Type::INT8),
+            ("observed_at_ms", Type::INT8),
+        ],
+    )?;
     // A rotation is logged only when later than its bucket's latest, so
     // the latest is the log's maximum.
     counts.buckets = tx
@@ -276,5 +266,147 @@ fn copy(
         counts.queue_entries += 1;
     }
     queue.finish().map_err(&write)?;
+
+    counts.identities = copy_table(
+        source,
+        tx,
+        "identity",
+        &[
+            ("id", Type::TEXT),
+            ("identity_type", Type::TEXT),
+            ("hash", Type::BYTEA),
+            ("status", Type::TEXT),
+            ("uid2", Type::TEXT),
+            ("previous_uid2", Type::TEXT),
+            ("bucket_id", Type::TEXT),
+            ("refresh_from_ms", Type::INT8),
+            ("mapped_at_ms", Type::INT8),
+            ("updated_at_ms", Type::INT8),
+        ],
+    )?;
+    counts.changes = copy_table(
+        source,
+        tx,
+        "identity_change",
+        &[
+            ("seq", Type::INT8),
+            ("id", Type::TEXT),
+            ("status", Type::TEXT),
+            ("uid2", Type::TEXT),
+            ("previous_uid2", Type::TEXT),
+            ("changed_at_ms", Type::INT8),
+        ],
+    )?;
+    // The next record continues after the highest `seq` ever handed out,
+    // pruned ones included.
+    let last_seq: Option<i64> = source
+        .query_row(
+            "SELECT max(seq) FROM (SELECT seq FROM sqlite_sequence WHERE name = 'identity_change'
+                                   UNION ALL SELECT max(seq) FROM identity_change)",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(&read)?;
+    if let Some(last_seq) = last_seq {
+        tx.execute(
+            "SELECT setval(pg_get_serial_sequence('identity_change', 'seq'), $1)",
+            &[&last_seq],
+        )
+        .map_err(&write)?;
+    }
+    let state: Vec<rusqlite::types::Value> = source
+        .query_row(
+            &format!(
+                "SELECT {} FROM mapping_state WHERE id = 1",
+                MappingStateRow::COLUMNS
+            ),
+            [],
+            |row| (0..14).map(|i| row.get(i)).collect(),
+        )
+        .map_err(&read)?;
+    let assignments: Vec<String> = MappingStateRow::COLUMNS
+        .split(',')
+        .enumerate()
+        .map(|(i, column)| format!("{} = ${}", column.trim(), i + 1))
+        .collect();
+    let types: Vec<Type> = (0..14)
+        .map(|i| match i {
+            0 | 6 | 7 => Type::TEXT,
+            _ => Type::INT8,
+        })
+        .collect();
+    let values = pg_values(&state, &types)?;
+    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+    tx.execute(
+        &format!(
+            "UPDATE mapping_state SET {} WHERE id = 1",
+            assignments.join(", ")
+        ),
+        &params,
+    )
+    .map_err(&write)?;
     Ok(counts)
+}
+
+/// Copies the named columns of a SQLite table into the PostgreSQL table of
+/// the same name, with `COPY … BINARY`; returns how many rows.
+fn copy_table(
+    source: &rusqlite::Connection,
+    tx: &mut postgres::Transaction<'_>,
+    table: &str,
+    columns: &[(&str, Type)],
+) -> Result<u64, MigrateError> {
+    let read = super::sqlite::sql_error(READ);
+    let write = super::postgres::pg_error(WRITE);
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    let types: Vec<Type> = columns.iter().map(|(_, kind)| kind.clone()).collect();
+    let list = names.join(", ");
+    let sink = tx
+        .copy_in(&format!("COPY {table} ({list}) FROM STDIN BINARY"))
+        .map_err(&write)?;
+    let mut writer = BinaryCopyInWriter::new(sink, &types);
+    let mut select = source
+        .prepare(&format!("SELECT {list} FROM {table}"))
+        .map_err(&read)?;
+    let mut rows = select.query([]).map_err(&read)?;
+    let mut copied = 0;
+    while let Some(row) = rows.next().map_err(&read)? {
+        let row: Vec<rusqlite::types::Value> = (0..columns.len())
+            .map(|i| row.get(i))
+            .collect::<Result<_, _>>()
+            .map_err(&read)?;
+        let values = pg_values(&row, &types)?;
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+        writer.write(&params).map_err(&write)?;
+        copied += 1;
+    }
+    writer.finish().map_err(&write)?;
+    Ok(copied)
+}
+
+/// SQLite values as the PostgreSQL `types` of their columns. The source's
+/// STRICT tables hold nothing else (NULL aside).
+fn pg_values(
+    values: &[rusqlite::types::Value],
+    types: &[Type],
+) -> Result<Vec<Box<dyn ToSql + Sync>>, MigrateError> {
+    use rusqlite::types::Value;
+    values
+        .iter()
+        .zip(types)
+        .map(
+            |(value, kind)| -> Result<Box<dyn ToSql + Sync>, MigrateError> {
+                Ok(match (value, kind) {
+                    (Value::Integer(n), _) => Box::new(*n),
+                    (Value::Text(text), _) => Box::new(text.clone()),
+                    (Value::Blob(bytes), _) => Box::new(bytes.clone()),
+                    (Value::Null, kind) if *kind == Type::INT8 => Box::new(None::<i64>),
+                    (Value::Null, kind) if *kind == Type::BYTEA => Box::new(None::<Vec<u8>>),
+                    (Value::Null, _) => Box::new(None::<String>),
+                    // No column of the schema holds a real number.
+                    (Value::Real(_), _) => return Err(MigrateError::RealNumber),
+                })
+            },
+        )
+        .collect()
 }

@@ -10,8 +10,10 @@
 //! [`Queue`] only; which tables hold what, and how a backend makes an
 //! ingest atomic or a claim exclusive, stays inside the backend.
 
+pub(crate) mod identities;
 pub mod migrate;
 mod postgres;
+pub(crate) mod remap;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -20,14 +22,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use identities::IdentityStatus;
+pub(crate) use identities::{IdentityCounts, IdentityImport, IdentityRecord};
 pub use postgres::{PollerLock, PostgresError, PostgresTarget};
-pub(crate) use sqlite::AccessProblem;
-pub use sqlite::identities::IdentityStatus;
-pub(crate) use sqlite::identities::{IdentityCounts, IdentityImport, IdentityRecord, Staged};
-pub(crate) use sqlite::remap::{
-    BatchCounts, ChangeRecord, DueCursor, DueIdentity, MapOutcome, PassEnd,
+pub(crate) use remap::{
+    BatchCounts, ChangeRecord, DueCursor, DueIdentity, MapOutcome, PassClaims, PassEnd,
+    RotationsRead,
 };
-pub use sqlite::remap::{MapApi, MappingState, PassCounts};
+pub use remap::{MapApi, MappingState, PassCounts};
+pub(crate) use sqlite::AccessProblem;
 pub use sqlite::schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use crate::queue::{QueueError, QueueOptions, QueueStats};
@@ -159,12 +162,6 @@ pub enum StoreError {
         #[source]
         source: postgres::PostgresError,
     },
-    #[error(
-        "{what} needs a SQLite database in this version: the PostgreSQL backend keeps the \
-         sync state, the rotation log and the queue; set database.path instead of database.url \
-         for the identities and the re-map worker"
-    )]
-    NotOnPostgres { what: &'static str },
 }
 
 impl StoreError {
@@ -366,18 +363,6 @@ macro_rules! on_backend {
     };
 }
 
-/// Runs `$body` on SQLite; on PostgreSQL refuses, naming `$what`.
-macro_rules! sqlite_only {
-    ($self:expr, $what:expr, $store:ident => $body:expr) => {
-        match &$self.backend {
-            Backend::Sqlite($store) => $body,
-            Backend::Postgres(_) => Err(StoreError::NotOnPostgres { what: $what }.into()),
-        }
-    };
-}
-
-const IDENTITIES: &str = "the identity store";
-
 impl Store {
     /// Opens (and with [`OpenMode::CreateIfMissing`], creates) the SQLite
     /// database at `path`, refusing a file that is not SQLite or whose
@@ -532,21 +517,21 @@ impl Store {
         on_backend!(self, store => store.name())
     }
 
-    // ---- identities and the re-map worker (SQLite only for now) ----------
+    // ---- identities and the re-map worker -----------------------------------
 
     /// Starts an import; identities it adds or updates are stamped `now`.
     pub(crate) fn import_identities(
         &self,
         now: DateTime<Utc>,
     ) -> Result<IdentityImport<'_>, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.import_identities(now))
+        on_backend!(self, store => store.import_identities(now))
     }
 
     pub(crate) fn remove_identities<E>(
         &self,
         next: impl FnMut() -> Option<Result<String, E>>,
     ) -> Result<Result<u64, E>, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.remove_identities(next))
+        on_backend!(self, store => store.remove_identities(next))
     }
 
     pub(crate) fn export_identities<E: From<StoreError>>(
@@ -554,7 +539,7 @@ impl Store {
         status: Option<IdentityStatus>,
         each: impl FnMut(&IdentityRecord) -> Result<(), E>,
     ) -> Result<(), E> {
-        sqlite_only!(self, IDENTITIES, store => store.export_identities(status, each))
+        on_backend!(self, store => store.export_identities(status, each))
     }
 
     pub(crate) fn next_due(
@@ -563,16 +548,35 @@ impl Store {
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<DueIdentity>, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.next_due(cursor, limit, now))
+        on_backend!(self, store => store.next_due(cursor, limit, now))
     }
 
+    /// Commits one batch's answers in one transaction (`outcomes[i]` is the
+    /// answer for `batch[i]`), for the identities the pass whose
+    /// [`DueCursor::lease_id`] is `lease_id` still holds. An identity whose
+    /// UID2 or status changed gets one change record; an unchanged one gets
+    /// none.
     pub(crate) fn commit_mappings(
         &self,
+        lease_id: &str,
         batch: &[DueIdentity],
         outcomes: &[MapOutcome],
         now: DateTime<Utc>,
     ) -> Result<BatchCounts, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.commit_mappings(batch, outcomes, now))
+        match &self.backend {
+            Backend::Sqlite(store) => store.commit_mappings(batch, outcomes, now),
+            Backend::Postgres(store) => store.commit_mappings(lease_id, batch, outcomes, now),
+        }
+    }
+
+    /// Frees the identities a pass that stopped early still holds, so the
+    /// next pass need not wait for their leases to run out (PostgreSQL;
+    /// on SQLite nothing is held).
+    pub(crate) fn release_claims(&self, claims: &PassClaims) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(store) => store.release_claims(claims.lease_id()),
+        }
     }
 
     pub(crate) fn record_pass_start(
@@ -580,7 +584,7 @@ impl Store {
         api: MapApi,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.record_pass_start(api, at))
+        on_backend!(self, store => store.record_pass_start(api, at))
     }
 
     pub(crate) fn record_pass_end(
@@ -589,11 +593,11 @@ impl Store {
         outcome: PassEnd<'_>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.record_pass_end(counts, outcome, at))
+        on_backend!(self, store => store.record_pass_end(counts, outcome, at))
     }
 
     pub fn mapping_state(&self) -> Result<MappingState, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.mapping_state())
+        on_backend!(self, store => store.mapping_state())
     }
 
     pub(crate) fn identity_counts(
@@ -601,11 +605,11 @@ impl Store {
         api: MapApi,
         now: DateTime<Utc>,
     ) -> Result<IdentityCounts, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.identity_counts(api, now))
+        on_backend!(self, store => store.identity_counts(api, now))
     }
 
     pub(crate) fn remaps_due(&self, api: MapApi, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.remaps_due(api, now))
+        on_backend!(self, store => store.remaps_due(api, now))
     }
 
     pub(crate) fn changes<E: From<StoreError>>(
@@ -614,16 +618,11 @@ impl Store {
         limit: Option<u64>,
         each: impl FnMut(&ChangeRecord) -> Result<(), E>,
     ) -> Result<(), E> {
-        sqlite_only!(self, IDENTITIES, store => store.changes(after, limit, each))
+        on_backend!(self, store => store.changes(after, limit, each))
     }
 
     pub(crate) fn prune_changes(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        sqlite_only!(self, IDENTITIES, store => store.prune_changes(cutoff))
-    }
-
-    /// Whether this database can hold identities (SQLite only for now).
-    pub(crate) fn has_identities(&self) -> bool {
-        self.as_sqlite().is_some()
+        on_backend!(self, store => store.prune_changes(cutoff))
     }
 }
 

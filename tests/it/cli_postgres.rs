@@ -86,26 +86,6 @@ fn sync_claim_ack_and_status_work_on_postgres() {
     assert_eq!(done.lines().count(), 15);
 }
 
-#[test]
-fn identity_commands_on_postgres_say_they_need_sqlite() {
-    let Some((_runtime, app)) = app_on_postgres(4) else {
-        return;
-    };
-    run_ok(&app, &["sync"], "");
-    let output = output_with_stdin(
-        app.command()
-            .args(["identities", "import", "--format", "csv"]),
-        "id,email\nu1,user@example.com\n",
-    );
-    assert!(!output.status.success());
-    let shown = text(&output);
-    assert!(
-        shown.contains("the identity store needs a SQLite database in this version"),
-        "{shown}"
-    );
-    assert!(!shown.contains("user@example.com"), "{shown}");
-}
-
 fn start_run(app: &TestApp) -> Child {
     app.command()
         .arg("run")

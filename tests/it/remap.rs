@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use rusqlite::Connection;
 use serde_json::Value;
 use uid2_bucket_sync::identity::{IdentityHash, IdentityType};
 use uid2_bucket_sync::operator::{MapLimits, V2Result, V3Result, map_v2, map_v3};
 use uid2_bucket_sync::simulator::Fault;
 
+use crate::common::Backend;
 use crate::common::app::{TestApp, spawn_app};
 use crate::common::process::{output_with_stdin, terminate, text, wait_at_most};
 
@@ -119,15 +119,11 @@ async fn operator_v2(app: &TestApp, count: usize) -> Vec<(String, String)> {
 
 /// Makes these ids' refresh time a minute ago, as if their day had come.
 fn make_refresh_due(app: &TestApp, ids: &[&str]) {
-    let conn = Connection::open(&app.db_path).unwrap();
     let past = chrono::Utc::now().timestamp_millis() - 60_000;
     for id in ids {
-        let updated = conn
-            .execute(
-                "UPDATE identity SET refresh_from_ms = ?1 WHERE id = ?2",
-                rusqlite::params![past, id],
-            )
-            .unwrap();
+        let updated = app.execute(&format!(
+            "UPDATE identity SET refresh_from_ms = {past} WHERE id = '{id}'"
+        ));
         assert_eq!(updated, 1);
     }
 }
@@ -139,9 +135,10 @@ fn mapped_at(app: &TestApp) -> BTreeMap<String, Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_first_pass_maps_every_imported_identity_to_the_operators_uid2() {
-    let app = spawn_app(64).await;
+async fn a_first_pass_maps_every_imported_identity_to_the_operators_uid2(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
     import(&app, 30);
     let summary = remap(&app);
     assert!(
@@ -168,9 +165,10 @@ async fn a_first_pass_maps_every_imported_identity_to_the_operators_uid2() {
     assert!(feed.iter().all(|c| c["previous_uid2"].is_null()));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_pass_with_nothing_due_sends_nothing_and_changes_nothing() {
-    let app = spawn_app(64).await;
+async fn a_pass_with_nothing_due_sends_nothing_and_changes_nothing(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
     import(&app, 10);
     remap(&app);
     let sent = identities_sent(&app);
@@ -185,9 +183,10 @@ async fn a_pass_with_nothing_due_sends_nothing_and_changes_nothing() {
     assert_eq!(changes(&app, &[]).len(), 10);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn v3_sends_exactly_the_identities_whose_refresh_time_has_come() {
-    let app = spawn_app(64).await;
+async fn v3_sends_exactly_the_identities_whose_refresh_time_has_come(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
     import(&app, 20);
     remap(&app);
     let before = mapped_at(&app);
@@ -211,10 +210,11 @@ async fn v3_sends_exactly_the_identities_whose_refresh_time_has_come() {
     assert_eq!(changes(&app, &[]).len(), 20);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated() {
+async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated(backend: Backend) {
     // Few buckets, so one holds several of the identities.
-    let app = spawn_app(4).await;
+    let Some(app) = spawn_app(4).await.on(backend) else {
+        return;
+    };
     app.write_config(V2);
     import(&app, 24);
     let summary = remap(&app);
@@ -287,10 +287,11 @@ async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated() {
     assert!(remap(&app).starts_with("remap: 0 identities sent (v2)"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_malformed_answer_leaves_every_identity_as_it_was() {
+async fn every_malformed_answer_leaves_every_identity_as_it_was(backend: Backend) {
     for fault in [Fault::ShortArray, Fault::MalformedUid, Fault::CorruptTag] {
-        let app = spawn_app(64).await;
+        let Some(app) = spawn_app(64).await.on(backend) else {
+            return;
+        };
         import(&app, 12);
         app.operator.inject_always(fault.clone());
         let output = run(&app, &["remap"]);
@@ -329,9 +330,10 @@ async fn every_malformed_answer_leaves_every_identity_as_it_was() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_opt_out_is_a_change_to_status_optout_without_a_uid2() {
-    let app = spawn_app(64).await;
+async fn an_opt_out_is_a_change_to_status_optout_without_a_uid2(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
     import(&app, 5);
     remap(&app);
     let before = exported(&app);
@@ -355,9 +357,10 @@ async fn an_opt_out_is_a_change_to_status_optout_without_a_uid2() {
     assert!(remap(&app).starts_with("remap: 0 identities sent"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn identities_mapped_with_v2_are_due_once_after_the_switch_to_v3() {
-    let app = spawn_app(16).await;
+async fn identities_mapped_with_v2_are_due_once_after_the_switch_to_v3(backend: Backend) {
+    let Some(app) = spawn_app(16).await.on(backend) else {
+        return;
+    };
     app.write_config(V2);
     import(&app, 8);
     remap(&app);
@@ -374,9 +377,10 @@ async fn identities_mapped_with_v2_are_due_once_after_the_switch_to_v3() {
     assert!(remap(&app).starts_with("remap: 0 identities sent (v3)"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn identities_mapped_with_v3_are_due_once_after_the_switch_to_v2() {
-    let app = spawn_app(16).await;
+async fn identities_mapped_with_v3_are_due_once_after_the_switch_to_v2(backend: Backend) {
+    let Some(app) = spawn_app(16).await.on(backend) else {
+        return;
+    };
     import(&app, 8);
     remap(&app);
     // Batches of three: the set is read in pages, across two passes.
@@ -401,9 +405,10 @@ async fn identities_mapped_with_v3_are_due_once_after_the_switch_to_v2() {
     assert!(remap(&app).starts_with("remap: 0 identities sent (v2)"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn limit_sends_at_most_n_and_the_next_pass_sends_the_rest() {
-    let app = spawn_app(64).await;
+async fn limit_sends_at_most_n_and_the_next_pass_sends_the_rest(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
     app.write_config("[mapping]\nbatch_size = 4\nconcurrency = 2\n");
     import(&app, 10);
     let output = run(&app, &["remap", "--limit", "7"]);
@@ -427,9 +432,10 @@ async fn limit_sends_at_most_n_and_the_next_pass_sends_the_rest() {
     assert_eq!(status[0]["mapping"]["last_pass"]["sent"], 3);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn changes_after_a_saved_position_lists_only_later_records_up_to_the_limit() {
-    let app = spawn_app(64).await;
+async fn changes_after_a_saved_position_lists_only_later_records_up_to_the_limit(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
     import(&app, 6);
     remap(&app);
     let page = changes(&app, &["--after", "2", "--limit", "3"]);
@@ -444,9 +450,10 @@ async fn changes_after_a_saved_position_lists_only_later_records_up_to_the_limit
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_maps_new_identities_in_its_first_pass_and_stops_cleanly() {
-    let app = spawn_app(64).await;
+async fn the_daemon_maps_new_identities_in_its_first_pass_and_stops_cleanly(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
     app.write_config("[mapping]\nenabled = true\ninterval = \"1h\"\n");
     import(&app, 9);
     let mut child = app
@@ -490,23 +497,25 @@ async fn mapping_settings_out_of_range_are_refused_naming_the_key() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_completes_the_rest() {
+/// On PostgreSQL the killed passes' claims outlive them: the identities
+/// they held are skipped until their leases run out (53 s here: a 40 s
+/// retry budget, a 3 s request limit and the commit's 10 s; long enough
+/// that none runs out during the pass in between), then the next pass
+/// sends them.
+async fn kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_completes_the_rest(
+    backend: Backend,
+) {
     const COUNT: usize = 200_000;
-    let app = spawn_app(1024).await;
-    app.write_config("[mapping]\nbatch_size = 2000\nconcurrency = 4\n");
+    let Some(app) = spawn_app(1024).await.on(backend) else {
+        return;
+    };
+    let config = app
+        .config_text("[mapping]\nbatch_size = 2000\nconcurrency = 4\n")
+        .replace("max_elapsed = \"20s\"", "max_elapsed = \"40s\"");
+    std::fs::write(&app.config_path, config).unwrap();
     import(&app, COUNT);
     let expected = operator_v3(&app, COUNT).await;
-    let mapped_count = || -> i64 {
-        let conn = Connection::open(&app.db_path).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        conn.query_row(
-            "SELECT count(*) FROM identity WHERE status = 'mapped'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap()
-    };
+    let mapped_count = || app.number("SELECT count(*) FROM identity WHERE status = 'mapped'");
 
     // Three passes killed at different depths, each after some commits.
     for round in 1..=3i64 {
@@ -534,23 +543,20 @@ async fn kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_complete
         child.wait().unwrap();
     }
 
-    let conn = Connection::open(&app.db_path).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
-    let check = |conn: &Connection| -> (usize, usize) {
-        let mut select = conn
-            .prepare("SELECT id, status, uid2 FROM identity")
-            .unwrap();
-        let mut rows = select.query([]).unwrap();
+    if backend == Backend::Sqlite {
+        assert_eq!(
+            app.rows("PRAGMA integrity_check")[0][0].as_deref(),
+            Some("ok")
+        );
+    }
+    let check = || -> (usize, usize) {
         let (mut mapped, mut unmapped) = (0, 0);
-        while let Some(row) = rows.next().unwrap() {
-            let id: String = row.get(0).unwrap();
+        for row in app.rows("SELECT id, status, uid2 FROM identity") {
+            let id = row[0].as_deref().unwrap();
             let n: usize = id.strip_prefix("id").unwrap().parse().unwrap();
-            match row.get::<_, String>(1).unwrap().as_str() {
+            match row[1].as_deref().unwrap() {
                 "mapped" => {
-                    assert_eq!(row.get::<_, String>(2).unwrap(), expected[n], "{id}");
+                    assert_eq!(row[2].as_deref(), Some(expected[n].as_str()), "{id}");
                     mapped += 1;
                 }
                 "unmapped" => unmapped += 1,
@@ -559,34 +565,66 @@ async fn kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_complete
         }
         (mapped, unmapped)
     };
-    let (mapped, unmapped) = check(&conn);
+    let (mapped, unmapped) = check();
     assert!(
         mapped >= 6_000 * 6 && unmapped > 0,
         "{mapped} mapped, {unmapped} unmapped"
     );
     // Each committed mapping wrote its one change record, no more.
-    let changes: i64 = conn
-        .query_row(
-            "SELECT count(DISTINCT id) FROM identity_change",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    let records: i64 = conn
-        .query_row("SELECT count(*) FROM identity_change", [], |row| row.get(0))
-        .unwrap();
+    let changes = app.number("SELECT count(DISTINCT id) FROM identity_change");
+    let records = app.number("SELECT count(*) FROM identity_change");
     assert_eq!((changes, records), (mapped as i64, mapped as i64));
 
-    let summary = remap(&app);
-    assert!(
-        summary.starts_with(&format!(
-            "remap: {unmapped} identities sent (v3), {unmapped} changed"
-        )),
-        "{summary}"
+    if backend == Backend::Postgres {
+        // The last killed pass's requests in flight left their claims.
+        let held = app.number("SELECT count(*) FROM identity WHERE lease_id IS NOT NULL");
+        assert!(held > 0, "no claims outlived the killed pass");
+        let expires = app.number("SELECT max(lease_expires_ms) FROM identity");
+        let wait = expires - chrono::Utc::now().timestamp_millis();
+        assert!(wait <= 53_000, "a lease of {wait} ms");
+        let summary = remap(&app);
+        assert!(
+            summary.starts_with(&format!(
+                "remap: {} identities sent (v3)",
+                unmapped - held as usize
+            )),
+            "while the claims hold: {summary}"
+        );
+        std::thread::sleep(Duration::from_millis(wait.max(0) as u64 + 100));
+        let summary = remap(&app);
+        assert!(
+            summary.starts_with(&format!(
+                "remap: {held} identities sent (v3), {held} changed"
+            )),
+            "after the leases ran out: {summary}"
+        );
+    } else {
+        let summary = remap(&app);
+        assert!(
+            summary.starts_with(&format!(
+                "remap: {unmapped} identities sent (v3), {unmapped} changed"
+            )),
+            "{summary}"
+        );
+    }
+    assert_eq!(check(), (COUNT, 0));
+    assert_eq!(
+        app.number("SELECT count(*) FROM identity_change"),
+        COUNT as i64
     );
-    assert_eq!(check(&conn), (COUNT, 0));
-    let records: i64 = conn
-        .query_row("SELECT count(*) FROM identity_change", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(records, COUNT as i64);
 }
+
+crate::on_both_backends_async!(
+    a_first_pass_maps_every_imported_identity_to_the_operators_uid2,
+    a_pass_with_nothing_due_sends_nothing_and_changes_nothing,
+    v3_sends_exactly_the_identities_whose_refresh_time_has_come,
+    v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated,
+    every_malformed_answer_leaves_every_identity_as_it_was,
+    an_opt_out_is_a_change_to_status_optout_without_a_uid2,
+    identities_mapped_with_v2_are_due_once_after_the_switch_to_v3,
+    identities_mapped_with_v3_are_due_once_after_the_switch_to_v2,
+    limit_sends_at_most_n_and_the_next_pass_sends_the_rest,
+    changes_after_a_saved_position_lists_only_later_records_up_to_the_limit,
+    the_daemon_maps_new_identities_in_its_first_pass_and_stops_cleanly,
+    kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_completes_the_rest,
+);

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: the sync state, the rotation log, each bucket's
-//! latest rotation and the queue on a server that consumers on many
-//! machines share (migrations/postgres/).
+//! latest rotation, the queue, the identities and the change feed on a
+//! server that consumers and re-map workers on many machines share
+//! (migrations/postgres/).
 //!
 //! One [`PostgresStore`] is one connection, used by one caller at a time
 //! like the SQLite one; callers run it on the blocking pool. Writers wait
@@ -9,9 +10,11 @@
 //! other transactions hold (`FOR UPDATE SKIP LOCKED`), so consumers never
 //! wait for each other.
 
+mod identities;
 mod ingest;
 mod poller_lock;
 mod queue;
+mod remap;
 mod schema;
 pub(in crate::store) mod session;
 mod target;
@@ -23,6 +26,7 @@ use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, Row, Transaction};
 use session::Session;
 
+pub(crate) use identities::PostgresImport;
 pub use poller_lock::PollerLock;
 pub(crate) use queue::PostgresQueue;
 pub use target::PostgresTarget;

@@ -1,9 +1,8 @@
-//! The user's identities: importing, removing, exporting and counting them.
+//! The user's identities in the SQLite file: importing, removing, exporting
+//! and counting them.
 //!
-//! An import is validated as a whole before anything changes: records are
-//! staged in a temporary table (on disk, so memory stays flat whatever the
-//! file's size) inside the write transaction, and merged into `identity`
-//! only when the whole file was read. A refused file rolls back.
+//! An import stages its records in a temporary table (on disk, so memory
+//! stays flat whatever the file's size) inside the write transaction.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, params};
@@ -11,66 +10,19 @@ use rusqlite::{Connection, Transaction, params};
 use super::{SqliteStore, sql_error};
 use crate::identity::{IdentityHash, IdentityType};
 use crate::store::StoreError;
+use crate::store::identities::{
+    Duplicate, EXPORT_COLUMNS, IdentityCounts, IdentityImport, IdentityRecord, IdentityStatus,
+    ImportCounts, type_name,
+};
 use crate::timestamp::{from_millis, to_millis};
 
 const IMPORT: &str = "importing identities";
 const REMOVE: &str = "removing identities";
 const EXPORT: &str = "exporting identities";
 
-/// Where an identity stands with the operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum IdentityStatus {
-    Unmapped,
-    Mapped,
-    Optout,
-    Invalid,
-}
-
-impl IdentityStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Unmapped => "unmapped",
-            Self::Mapped => "mapped",
-            Self::Optout => "optout",
-            Self::Invalid => "invalid",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [Self::Unmapped, Self::Mapped, Self::Optout, Self::Invalid]
-            .into_iter()
-            .find(|status| status.as_str() == text)
-    }
-}
-
-pub(crate) fn type_name(kind: IdentityType) -> &'static str {
-    match kind {
-        IdentityType::Email => "email",
-        IdentityType::Phone => "phone",
-    }
-}
-
-/// What staging one record found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Staged {
-    Ok,
-    /// The id was already staged from this line of the same file.
-    DuplicateOf {
-        first_line: u64,
-    },
-}
-
-/// What a committed import did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ImportCounts {
-    pub added: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-}
-
 /// An import in progress: one write transaction. Dropping it without
-/// [`IdentityImport::commit`] changes nothing.
-pub(crate) struct IdentityImport<'a> {
+/// [`SqliteImport::commit`] changes nothing.
+pub(crate) struct SqliteImport<'a> {
     // Declared before `tx`: a statement must be finalized before the
     // transaction it ran in ends.
     insert: rusqlite::Statement<'a>,
@@ -108,12 +60,12 @@ impl SqliteStore {
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
             )
             .map_err(sql_error(IMPORT))?;
-        Ok(IdentityImport {
+        Ok(IdentityImport::Sqlite(SqliteImport {
             insert,
             tx: Some(tx),
             conn: &self.conn,
             now_ms: to_millis(now),
-        })
+        }))
     }
 
     /// Forgets identities in one transaction; `next` yields the ids until
@@ -149,17 +101,15 @@ impl SqliteStore {
     ) -> Result<(), E> {
         let tx = self.read_transaction(EXPORT)?;
         let mut select = tx
-            .prepare(
-                "SELECT id, identity_type, status, uid2, previous_uid2, bucket_id,
-                        refresh_from_ms, mapped_at_ms
-                 FROM identity WHERE ?1 IS NULL OR status = ?1 ORDER BY id",
-            )
+            .prepare(&format!(
+                "SELECT {EXPORT_COLUMNS} FROM identity WHERE ?1 IS NULL OR status = ?1 ORDER BY id"
+            ))
             .map_err(sql_error(EXPORT))?;
         let mut rows = select
             .query([status.map(IdentityStatus::as_str)])
             .map_err(sql_error(EXPORT))?;
         while let Some(row) = rows.next().map_err(sql_error(EXPORT))? {
-            let record = IdentityRecord::from_row(row).map_err(sql_error(EXPORT))?;
+            let record = record_from(row).map_err(sql_error(EXPORT))?;
             each(&record)?;
         }
         Ok(())
@@ -181,74 +131,39 @@ pub(super) fn identity_counts_in(conn: &Connection) -> rusqlite::Result<Identity
         conn.prepare_cached("SELECT status, count(*) FROM identity GROUP BY status")?;
     let mut rows = select.query([])?;
     while let Some(row) = rows.next()? {
-        let n = row.get::<_, i64>(1)? as u64;
-        counts.total += n;
-        match IdentityStatus::parse(row.get_ref(0)?.as_str()?) {
-            Some(IdentityStatus::Unmapped) => counts.unmapped = n,
-            Some(IdentityStatus::Mapped) => counts.mapped = n,
-            Some(IdentityStatus::Optout) => counts.optout = n,
-            Some(IdentityStatus::Invalid) => counts.invalid = n,
-            None => {}
-        }
+        counts.add(row.get_ref(0)?.as_str()?, row.get::<_, i64>(1)? as u64);
     }
     Ok(counts)
 }
 
-/// Identity counts by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct IdentityCounts {
-    pub total: u64,
-    pub mapped: u64,
-    pub unmapped: u64,
-    pub due: u64,
-    pub optout: u64,
-    pub invalid: u64,
+fn record_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityRecord> {
+    let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
+    Ok(IdentityRecord {
+        id: row.get(0)?,
+        identity_type: row.get(1)?,
+        status: row.get(2)?,
+        uid2: row.get(3)?,
+        previous_uid2: row.get(4)?,
+        bucket_id: row.get(5)?,
+        refresh_from: time(6)?,
+        mapped_at: time(7)?,
+    })
 }
 
-/// One identity as exported; the hash stays in the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct IdentityRecord {
-    pub id: String,
-    pub identity_type: String,
-    pub status: String,
-    pub uid2: Option<String>,
-    pub previous_uid2: Option<String>,
-    pub bucket_id: Option<String>,
-    pub refresh_from: Option<DateTime<Utc>>,
-    pub mapped_at: Option<DateTime<Utc>>,
-}
-
-impl IdentityRecord {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
-        Ok(Self {
-            id: row.get(0)?,
-            identity_type: row.get(1)?,
-            status: row.get(2)?,
-            uid2: row.get(3)?,
-            previous_uid2: row.get(4)?,
-            bucket_id: row.get(5)?,
-            refresh_from: time(6)?,
-            mapped_at: time(7)?,
-        })
-    }
-}
-
-impl IdentityImport<'_> {
+impl SqliteImport<'_> {
     fn tx(&self) -> &Transaction<'_> {
         self.tx
             .as_ref()
             .expect("the transaction lives until commit")
     }
 
-    /// Stages one record of `line`. `value` is `None` for a record skipped
-    /// for an invalid value: its id still counts for duplicate detection.
+    /// See [`IdentityImport::stage`]: a duplicate is reported at once.
     pub(crate) fn stage(
         &mut self,
         line: u64,
         id: &str,
         value: Option<(IdentityType, &IdentityHash)>,
-    ) -> Result<Staged, StoreError> {
+    ) -> Result<Option<Duplicate>, StoreError> {
         let inserted = self
             .insert
             .execute(params![
@@ -259,21 +174,20 @@ impl IdentityImport<'_> {
             ])
             .map_err(sql_error(IMPORT))?;
         if inserted == 1 {
-            return Ok(Staged::Ok);
+            return Ok(None);
         }
         let first_line: i64 = self
             .tx()
             .prepare_cached("SELECT line FROM temp.identity_stage WHERE id = ?1")
             .and_then(|mut select| select.query_row([id], |row| row.get(0)))
             .map_err(sql_error(IMPORT))?;
-        Ok(Staged::DuplicateOf {
+        Ok(Some(Duplicate {
+            line,
             first_line: first_line as u64,
-        })
+        }))
     }
 
-    /// Merges the staged records: new ids are added `unmapped`; an id whose
-    /// type or hash changed becomes `unmapped` with its UID2s cleared; an
-    /// identical record is not written at all.
+    /// See [`IdentityImport::commit`].
     pub(crate) fn commit(mut self) -> Result<ImportCounts, StoreError> {
         let tx = self.tx.take().expect("commit runs once");
         let staged: i64 = tx
@@ -323,7 +237,7 @@ impl IdentityImport<'_> {
     }
 }
 
-impl Drop for IdentityImport<'_> {
+impl Drop for SqliteImport<'_> {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
             // Rolling back also drops the staging table created in it.

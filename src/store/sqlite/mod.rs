@@ -9,10 +9,10 @@
 
 pub(super) mod access;
 mod durable_commit;
-pub(super) mod identities;
+mod identities;
 pub(super) mod ingest;
 mod queue;
-pub(super) mod remap;
+mod remap;
 pub(super) mod schema;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 pub(crate) use access::AccessProblem;
+pub(crate) use identities::SqliteImport;
 pub(crate) use queue::SqliteQueue;
 
 use super::{OpenMode, StoreError, StoreOptions, StoreStatus, SyncState, SyncStateRow};

@@ -1,21 +1,31 @@
-//! What the re-map worker reads and writes: the identities due for mapping,
-//! one batch's answers committed together with their change records, the
-//! worker's own state, and the change feed.
-//!
-//! Due sets are read in keyset order, each along its own index, so a pass
-//! costs what is due rather than what is stored, and an identity is read at
-//! most once per pass whatever the passes' answers commit meanwhile.
+//! What the re-map worker reads and writes in the SQLite file: the
+//! identities due for mapping (the sets of `store::remap`), one batch's
+//! answers committed together with their change records, the worker's own
+//! state, and the change feed. One writer at a time, so a read needs no
+//! claim.
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::identities::{IdentityCounts, IdentityStatus, identity_counts_in, type_name};
+use super::identities::identity_counts_in;
 use super::ingest::latest_rotation_of;
 use super::{SqliteStore, sql_error};
-use crate::identity::{IdentityHash, IdentityType};
-use crate::store::{Failure, StoreError};
+use crate::identity::IdentityHash;
+use crate::store::StoreError;
+use crate::store::identities::{IdentityCounts, parse_type, type_name};
+use crate::store::remap::{
+    BatchCounts, ChangeRecord, CurrentRow, Dialect, DueCursor, DueIdentity, DueSet, KeyPart,
+    MapApi, MapOutcome, MappingState, MappingStateRow, PassCounts, PassEnd, SortColumn, SortKey,
+    count_query, judge, oldest_still_due_query, rotations_checked_up_to, set_query, state_sql,
+};
 use crate::timestamp::{from_millis, to_millis};
+
+const SQLITE: Dialect = Dialect {
+    join: "CROSS JOIN",
+    latest_rotation: latest_rotation_of,
+    unclaimed: "",
+};
 
 const DUE: &str = "reading the identities due for mapping";
 const COMMIT: &str = "recording identity-map answers";
@@ -23,237 +33,6 @@ const STATE: &str = "recording the re-map pass";
 const CHANGES: &str = "reading the change feed";
 const PRUNE: &str = "pruning the change feed";
 const COUNT: &str = "counting identities";
-
-/// Which identity-map endpoint a pass uses; it decides when an identity is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MapApi {
-    /// `POST /v3/identity/map`: due at or after the refresh time it answered.
-    V3,
-    /// `POST /v2/identity/map` (deprecated): due when its bucket rotated.
-    V2,
-}
-
-impl MapApi {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::V3 => "v3",
-            Self::V2 => "v2",
-        }
-    }
-}
-
-/// One identity to send: the hash is read back only to be sent.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct DueIdentity {
-    pub id: String,
-    pub kind: IdentityType,
-    pub hash: IdentityHash,
-}
-
-impl std::fmt::Debug for DueIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DueIdentity")
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The sets a pass reads, in order: new identities first, then those whose
-/// mapping came from the other API, then those due by the API's own rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DueSet {
-    Unmapped,
-    /// v3: mapped, but with no refresh time (mapped with v2).
-    WithoutRefresh,
-    /// v3: the refresh time has come.
-    RefreshDue,
-    /// v2: mapped, but with no bucket (mapped with v3).
-    WithoutBucket,
-    /// v2: the bucket rotated after the identity was mapped.
-    BucketRotated,
-}
-
-/// What a due set is ordered by before `id`, and read back into the
-/// cursor's last key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SortColumn {
-    RefreshFrom,
-    Bucket,
-    /// The rotation log's order: observed, then bucket.
-    Rotation,
-}
-
-impl DueSet {
-    /// `None`: ordered by `id` alone.
-    fn sort_column(self) -> Option<SortColumn> {
-        match self {
-            Self::RefreshDue | Self::WithoutBucket => Some(SortColumn::RefreshFrom),
-            Self::WithoutRefresh => Some(SortColumn::Bucket),
-            Self::BucketRotated => Some(SortColumn::Rotation),
-            Self::Unmapped => None,
-        }
-    }
-}
-
-const V3_SETS: &[DueSet] = &[DueSet::Unmapped, DueSet::WithoutRefresh, DueSet::RefreshDue];
-const V2_SETS: &[DueSet] = &[
-    DueSet::Unmapped,
-    DueSet::WithoutBucket,
-    DueSet::BucketRotated,
-];
-
-/// Where a pass stands in its due sets. Identities mapped by this pass are
-/// never read again by it: each set is read in key order past the last key
-/// read, and a mapped identity must also have been mapped before the pass
-/// started.
-#[derive(Debug, Clone)]
-pub(crate) struct DueCursor {
-    sets: &'static [DueSet],
-    set: usize,
-    /// The last key read in the current set: `id`, or the set's ordering
-    /// column followed by `id`.
-    after: Option<(Option<SortKey>, String)>,
-    started_ms: i64,
-    /// v2: only rotations observed after this are read.
-    rotations_after_ms: i64,
-    /// How many more identities mapped before may be read; new ones are
-    /// not counted.
-    remaps_left: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SortKey {
-    Time(i64),
-    Bucket(String),
-    Rotation(i64, String),
-}
-
-impl DueCursor {
-    /// A pass over what is due at `started`. For v2, `rotations_checked`
-    /// is what [`Store::mapping_state`] says the last complete pass covered.
-    /// `remaps` bounds the identities read that were mapped before.
-    pub(crate) fn new(
-        api: MapApi,
-        started: DateTime<Utc>,
-        rotations_checked: Option<DateTime<Utc>>,
-        remaps: Option<u64>,
-    ) -> Self {
-        Self {
-            sets: match api {
-                MapApi::V3 => V3_SETS,
-                MapApi::V2 => V2_SETS,
-            },
-            set: 0,
-            after: None,
-            started_ms: to_millis(started),
-            rotations_after_ms: rotations_checked.map_or(i64::MIN, to_millis),
-            remaps_left: remaps,
-        }
-    }
-
-    pub(crate) fn is_done(&self) -> bool {
-        self.set >= self.sets.len()
-    }
-}
-
-/// What the operator answered for one identity, as the store keeps it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) enum MapOutcome {
-    Mapped {
-        uid2: String,
-        /// v3: the operator's previous UID2. v2 has none.
-        previous_uid2: Option<String>,
-        refresh_from: Option<DateTime<Utc>>,
-        bucket_id: Option<String>,
-    },
-    OptOut,
-    Invalid,
-    /// A reason this version does not know: the identity is left as it was
-    /// and sent again by the next pass.
-    Unknown,
-}
-
-impl std::fmt::Debug for MapOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Mapped { .. } => "Mapped(<redacted>)",
-            Self::OptOut => "OptOut",
-            Self::Invalid => "Invalid",
-            Self::Unknown => "Unknown",
-        })
-    }
-}
-
-/// What committing one batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct BatchCounts {
-    /// A change record was written: new UID2, first mapping, opt-out, invalid.
-    pub changed: u64,
-    pub unchanged: u64,
-    /// Of `changed`: now opted out, now invalid.
-    pub optout: u64,
-    pub invalid: u64,
-    /// Answered with a reason this version does not know; left as they were.
-    pub unknown: u64,
-    /// Removed or given a new value while the request was in flight: the
-    /// answer is for a value the identity no longer has, so it is dropped.
-    pub superseded: u64,
-}
-
-impl std::ops::AddAssign for BatchCounts {
-    fn add_assign(&mut self, other: Self) {
-        self.changed += other.changed;
-        self.unchanged += other.unchanged;
-        self.optout += other.optout;
-        self.invalid += other.invalid;
-        self.unknown += other.unknown;
-        self.superseded += other.superseded;
-    }
-}
-
-/// The counts of a finished pass, as recorded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PassCounts {
-    pub sent: u64,
-    pub changed: u64,
-    pub unchanged: u64,
-    pub optout: u64,
-    pub invalid: u64,
-    pub requests: u64,
-}
-
-/// The worker's state: `status` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MappingState {
-    pub api: Option<String>,
-    pub rotations_checked: Option<DateTime<Utc>>,
-    pub last_started_at: Option<DateTime<Utc>>,
-    pub last_finished_at: Option<DateTime<Utc>>,
-    pub last_success_at: Option<DateTime<Utc>>,
-    pub last_error: Option<Failure>,
-    /// Counts of the last pass that finished, complete or not.
-    pub last_pass: Option<PassCounts>,
-}
-
-impl MappingState {
-    /// The rotations a complete pass with `api` already looked at: none
-    /// after a switch of API, when nothing is known about them.
-    pub(crate) fn rotations_checked_for(&self, api: MapApi) -> Option<DateTime<Utc>> {
-        self.rotations_checked
-            .filter(|_| self.api.as_deref() == Some(api.as_str()))
-    }
-}
-
-/// One record of the change feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ChangeRecord {
-    pub seq: i64,
-    pub id: String,
-    pub uid2: Option<String>,
-    pub previous_uid2: Option<String>,
-    pub status: String,
-    pub changed_at: DateTime<Utc>,
-}
 
 impl SqliteStore {
     /// Reads up to `limit` due identities past `cursor` and moves it on.
@@ -265,27 +44,12 @@ impl SqliteStore {
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<DueIdentity>, StoreError> {
-        let mut due = Vec::with_capacity(limit);
-        while due.len() < limit && !cursor.is_done() {
-            let mut wanted = limit - due.len();
-            let remaps = cursor.sets[cursor.set] != DueSet::Unmapped;
-            if remaps && let Some(left) = cursor.remaps_left {
-                if left == 0 {
-                    break;
-                }
-                wanted = wanted.min(usize::try_from(left).unwrap_or(usize::MAX));
-            }
-            let read = read_set(&self.conn, cursor, wanted, to_millis(now), &mut due)
-                .map_err(sql_error(DUE))?;
-            if remaps && let Some(left) = &mut cursor.remaps_left {
-                *left -= read as u64;
-            }
-            if read < wanted {
-                cursor.set += 1;
-                cursor.after = None;
-            }
-        }
-        Ok(due)
+        let now_ms = to_millis(now);
+        cursor
+            .fill(limit, |cursor, wanted, out| {
+                read_set(&self.conn, cursor, wanted, now_ms, out)
+            })
+            .map_err(sql_error(DUE))
     }
 
     /// Commits one batch's answers in one transaction: `outcomes[i]` is the
@@ -316,10 +80,7 @@ impl SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE mapping_state SET api = ?1, last_started_at_ms = ?2 WHERE id = 1",
-                params![api.as_str(), to_millis(at)],
-            )
+            .execute(state_sql::PASS_START, params![api.as_str(), to_millis(at)])
             .map_err(sql_error(STATE))?;
         Ok(())
     }
@@ -336,10 +97,7 @@ impl SqliteStore {
         let at_ms = to_millis(at);
         let tx = self.write_transaction(STATE)?;
         tx.execute(
-            "UPDATE mapping_state SET last_finished_at_ms = ?1, last_sent = ?2,
-                 last_changed = ?3, last_unchanged = ?4, last_optout = ?5,
-                 last_invalid = ?6, last_requests = ?7
-             WHERE id = 1",
+            state_sql::PASS_COUNTS,
             params![
                 at_ms,
                 counts.sent as i64,
@@ -352,19 +110,31 @@ impl SqliteStore {
         )
         .map_err(sql_error(STATE))?;
         match outcome {
-            PassEnd::Complete { rotations_checked } => tx.execute(
-                "UPDATE mapping_state SET last_success_at_ms = ?1,
-                     rotations_checked_ms = coalesce(?2, rotations_checked_ms)
-                 WHERE id = 1",
-                params![at_ms, rotations_checked.map(to_millis)],
-            ),
+            PassEnd::Complete { rotations } => {
+                let checked = match rotations {
+                    Some(read) => {
+                        let oldest: Option<i64> = tx
+                            .query_row(
+                                &oldest_still_due_query(&SQLITE),
+                                params![
+                                    Value::Null,
+                                    at_ms,
+                                    at_ms,
+                                    read.after.map_or(i64::MIN, to_millis)
+                                ],
+                                |row| row.get(0),
+                            )
+                            .map_err(sql_error(STATE))?;
+                        Some(to_millis(rotations_checked_up_to(read.up_to, oldest)))
+                    }
+                    None => None,
+                };
+                tx.execute(state_sql::PASS_SUCCESS, params![at_ms, checked])
+            }
             PassEnd::Partial => Ok(0),
-            PassEnd::Failed { kind, message } => tx.execute(
-                "UPDATE mapping_state SET last_error_at_ms = ?1, last_error_kind = ?2,
-                     last_error_message = ?3
-                 WHERE id = 1",
-                params![at_ms, kind, message],
-            ),
+            PassEnd::Failed { kind, message } => {
+                tx.execute(state_sql::PASS_FAILURE, params![at_ms, kind, message])
+            }
         }
         .map_err(sql_error(STATE))?;
         tx.commit().map_err(sql_error(STATE))?;
@@ -401,12 +171,7 @@ impl SqliteStore {
         mut each: impl FnMut(&ChangeRecord) -> Result<(), E>,
     ) -> Result<(), E> {
         let tx = self.read_transaction(CHANGES)?;
-        let mut select = tx
-            .prepare(
-                "SELECT seq, id, uid2, previous_uid2, status, changed_at_ms
-                 FROM identity_change WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )
-            .map_err(sql_error(CHANGES))?;
+        let mut select = tx.prepare(state_sql::CHANGES).map_err(sql_error(CHANGES))?;
         let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let mut rows = select
             .query(params![after, limit])
@@ -430,125 +195,10 @@ impl SqliteStore {
     pub(crate) fn prune_changes(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let deleted = self
             .conn
-            .execute(
-                // Records are pruned in `seq` order up to the first one still
-                // kept: found by reading from the oldest, so this costs what
-                // it deletes, and no record newer than the cutoff goes even
-                // if a clock stepped back between two of them.
-                "DELETE FROM identity_change WHERE seq < coalesce(
-                     (SELECT seq FROM identity_change WHERE changed_at_ms >= ?1
-                      ORDER BY seq LIMIT 1),
-                     (SELECT max(seq) + 1 FROM identity_change))",
-                [to_millis(cutoff)],
-            )
+            .execute(state_sql::PRUNE, [to_millis(cutoff)])
             .map_err(sql_error(PRUNE))?;
         Ok(deleted as u64)
     }
-}
-
-/// How a pass ended, for [`Store::record_pass_end`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum PassEnd<'a> {
-    /// Everything due was read and answered. `rotations_checked`: v2, the
-    /// instant up to which rotations were looked at.
-    Complete {
-        rotations_checked: Option<DateTime<Utc>>,
-    },
-    /// Stopped early, by `--limit`, a budget or a shutdown; not an error.
-    Partial,
-    Failed {
-        kind: &'a str,
-        message: &'a str,
-    },
-}
-
-/// The columns every due set reads, and the condition that keeps an
-/// identity mapped by this pass out of it (`?2`: the pass's start).
-const SELECT_DUE: &str = "SELECT i.id, i.identity_type, i.hash";
-const MAPPED_BEFORE_PASS: &str = "i.mapped_at_ms < ?2";
-const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// Each set's query, taking `?1` the limit, `?2` the pass's start, `?3`
-/// now, `?4` the rotations cutoff, `?5`/`?7`/`?6` the last key read (its
-/// sort columns, then `id`).
-fn set_query(set: DueSet, first: bool) -> String {
-    let (from, condition, order, keyset) = match set {
-        DueSet::Unmapped => (
-            "identity AS i",
-            "i.status = 'unmapped'".to_owned(),
-            "i.id",
-            "i.id > ?6",
-        ),
-        // Mapped with v2: a bucket and no refresh time.
-        DueSet::WithoutRefresh => (
-            "identity AS i",
-            format!(
-                "i.bucket_id IS NOT NULL AND i.status = 'mapped' AND i.refresh_from_ms IS NULL \
-                 AND {MAPPED_BEFORE_PASS}"
-            ),
-            "i.bucket_id, i.id",
-            "(i.bucket_id, i.id) > (?5, ?6)",
-        ),
-        DueSet::RefreshDue => (
-            "identity AS i",
-            format!("i.refresh_from_ms <= ?3 AND i.status = 'mapped' AND {MAPPED_BEFORE_PASS}"),
-            "i.refresh_from_ms, i.id",
-            "(i.refresh_from_ms, i.id) > (?5, ?6)",
-        ),
-        // Mapped with v3: a refresh time and no bucket.
-        DueSet::WithoutBucket => (
-            "identity AS i",
-            format!(
-                "i.refresh_from_ms IS NOT NULL AND i.status = 'mapped' AND i.bucket_id IS NULL \
-                 AND {MAPPED_BEFORE_PASS}"
-            ),
-            "i.refresh_from_ms, i.id",
-            "(i.refresh_from_ms, i.id) > (?5, ?6)",
-        ),
-        // The operator stamps a rotation with the midnight (UTC) of its
-        // day, so a rotation stamped T happened in [T, T + 1 day). It may
-        // have salted this identity's UID2 when it was observed after the
-        // mapping, unless its day ended before the mapping: such an identity
-        // is sent again, which at worst costs a request and changes nothing.
-        // A rotation observed before the mapping happened before it, and
-        // the answer already had the new salt.
-        DueSet::BucketRotated => (
-            // The rotations drive the join (CROSS JOIN keeps that order):
-            // those observed since the last complete pass that are still
-            // their bucket's latest, read in the log's own order, then the
-            // identities of each bucket. A pass reads the news and the
-            // identities in rotated buckets, not every identity mapped with
-            // v2. A bucket's rotations are observed in the order of their
-            // times, so its latest rotation is the one to compare with.
-            "rotation_log AS b CROSS JOIN identity AS i ON i.bucket_id = b.bucket_id",
-            format!(
-                "b.observed_at_ms > ?4 AND b.last_updated_ms = {latest}
-                 AND i.status = 'mapped' AND {MAPPED_BEFORE_PASS}
-                 AND b.last_updated_ms > i.mapped_at_ms - {DAY_MS}
-                 AND b.observed_at_ms > i.mapped_at_ms",
-                latest = latest_rotation_of("b.bucket_id"),
-            ),
-            // Only a bucket's latest rotation qualifies, so `last_updated_ms`
-            // orders nothing; named, it lets the log's key give the order.
-            "b.observed_at_ms, b.bucket_id, b.last_updated_ms, i.id",
-            "(b.observed_at_ms, b.bucket_id) >= (?5, ?7) \
-             AND (b.observed_at_ms, b.bucket_id, i.id) > (?5, ?7, ?6)",
-        ),
-    };
-    let keyset = if first {
-        String::new()
-    } else {
-        format!(" AND {keyset}")
-    };
-    let sort_key = match set.sort_column() {
-        Some(SortColumn::RefreshFrom) => ", i.refresh_from_ms",
-        Some(SortColumn::Bucket) => ", i.bucket_id",
-        Some(SortColumn::Rotation) => ", b.observed_at_ms, b.bucket_id",
-        None => "",
-    };
-    format!(
-        "{SELECT_DUE}{sort_key} FROM {from} WHERE {condition}{keyset} ORDER BY {order} LIMIT ?1"
-    )
 }
 
 fn read_set(
@@ -558,18 +208,14 @@ fn read_set(
     now_ms: i64,
     out: &mut Vec<DueIdentity>,
 ) -> rusqlite::Result<usize> {
-    let set = cursor.sets[cursor.set];
-    let sql = set_query(set, cursor.after.is_none());
+    let set = cursor.current_set();
+    let sql = set_query(set, cursor.after.is_none(), &SQLITE);
     let mut select = conn.prepare_cached(&sql)?;
-    let (key, last_id) = match &cursor.after {
-        Some((key, id)) => (key.clone(), Some(id.clone())),
-        None => (None, None),
-    };
-    let (key, second_key): (Value, Value) = match key {
-        Some(SortKey::Time(ms)) => (ms.into(), Value::Null),
-        Some(SortKey::Bucket(bucket)) => (bucket.into(), Value::Null),
-        Some(SortKey::Rotation(observed_ms, bucket)) => (observed_ms.into(), bucket.into()),
-        None => (Value::Null, Value::Null),
+    let (key, second_key, last_id) = cursor.last_key();
+    let value = |part: Option<KeyPart>| match part {
+        Some(KeyPart::Int(n)) => Value::Integer(n),
+        Some(KeyPart::Text(text)) => Value::Text(text),
+        None => Value::Null,
     };
     bind(
         &mut select,
@@ -578,9 +224,9 @@ fn read_set(
             cursor.started_ms.into(),
             now_ms.into(),
             cursor.rotations_after_ms.into(),
-            key,
-            last_id.map_or(Value::Null, Value::from),
-            second_key,
+            value(key),
+            last_id.map_or(Value::Null, |id| Value::Text(id.to_owned())),
+            value(second_key),
         ],
     )?;
     let mut rows = select.raw_query();
@@ -593,8 +239,7 @@ fn read_set(
             Some(SortColumn::Rotation) => Some(SortKey::Rotation(row.get(3)?, row.get(4)?)),
             None => None,
         };
-        cursor.after = Some((sort_key, identity.id.clone()));
-        out.push(identity);
+        cursor.advance(identity, sort_key, out);
         read += 1;
     }
     Ok(read)
@@ -606,11 +251,7 @@ fn count_set(
     cursor: &DueCursor,
     now_ms: i64,
 ) -> rusqlite::Result<u64> {
-    let sql = format!(
-        "SELECT count(*) FROM ({})",
-        set_query(set, true).replace(" LIMIT ?1", "")
-    );
-    let mut select = conn.prepare_cached(&sql)?;
+    let mut select = conn.prepare_cached(&count_query(set, &SQLITE))?;
     bind(
         &mut select,
         [
@@ -641,8 +282,7 @@ fn bind<const N: usize>(
     Ok(())
 }
 
-/// Counts the due sets of `api` (the new identities' too, if `new`),
-/// reading them as a pass would, without keeping what is read.
+/// Counts the due sets of `api` (the new identities' too, if `new`).
 fn count_due(
     conn: &Connection,
     api: MapApi,
@@ -650,28 +290,19 @@ fn count_due(
     new: bool,
 ) -> rusqlite::Result<u64> {
     let state = mapping_state_in(conn)?;
-    let cursor = DueCursor::new(api, now, state.rotations_checked_for(api), None);
-    let mut total = 0;
-    for &set in cursor.sets {
-        if new || set != DueSet::Unmapped {
-            total += count_set(conn, set, &cursor, to_millis(now))?;
-        }
-    }
-    Ok(total)
+    DueCursor::count(api, now, &state, new, |set, cursor| {
+        count_set(conn, set, cursor, to_millis(now))
+    })
 }
 
 fn due_identity(row: &Row<'_>) -> rusqlite::Result<DueIdentity> {
-    let kind = match row.get_ref(1)?.as_str()? {
-        "email" => IdentityType::Email,
-        "phone" => IdentityType::Phone,
-        other => {
-            return Err(rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("unknown identity type {other:?}").into(),
-            ));
-        }
-    };
+    let kind = parse_type(row.get_ref(1)?.as_str()?).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Text,
+            "unknown identity type".into(),
+        )
+    })?;
     let bytes: [u8; 32] = row.get(2)?;
     Ok(DueIdentity {
         id: row.get(0)?,
@@ -723,84 +354,28 @@ fn commit_in(
                     &identity.hash.as_bytes()[..]
                 ],
                 |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, Option<String>>(1)?,
-                        row.get::<_, Option<String>>(2)?,
-                    ))
+                    Ok(CurrentRow {
+                        status: row.get(0)?,
+                        uid2: row.get(1)?,
+                        previous_uid2: row.get(2)?,
+                    })
                 },
             )
             .optional()?;
-        let Some((old_status, old_uid2, old_previous)) = found else {
-            counts.superseded += 1;
+        let Some(written) = judge(found.as_ref(), outcome, &mut counts) else {
             continue;
         };
-        let (status, uid2, previous, bucket, refresh) = match outcome {
-            MapOutcome::Unknown => {
-                counts.unknown += 1;
-                continue;
-            }
-            MapOutcome::Mapped {
-                uid2,
-                previous_uid2,
-                refresh_from,
-                bucket_id,
-            } => {
-                // v2 answers carry no previous UID2: the one held before a
-                // change is it.
-                let previous = match (previous_uid2, bucket_id) {
-                    (Some(previous), _) => Some(previous.as_str()),
-                    (None, Some(_)) if old_uid2.as_deref() != Some(uid2.as_str()) => {
-                        old_uid2.as_deref()
-                    }
-                    (None, Some(_)) => old_previous.as_deref(),
-                    (None, None) => None,
-                };
-                (
-                    IdentityStatus::Mapped,
-                    Some(uid2.as_str()),
-                    previous,
-                    bucket_id.as_deref(),
-                    refresh_from.map(to_millis),
-                )
-            }
-            MapOutcome::OptOut => (
-                IdentityStatus::Optout,
-                None,
-                old_uid2.as_deref(),
-                None,
-                None,
-            ),
-            MapOutcome::Invalid => (
-                IdentityStatus::Invalid,
-                None,
-                old_uid2.as_deref(),
-                None,
-                None,
-            ),
-        };
-        let changed = old_status != status.as_str() || old_uid2.as_deref() != uid2;
         stage.execute(params![
             pos as i64,
             identity.id,
-            status.as_str(),
-            uid2,
-            previous,
-            bucket,
-            refresh,
-            old_uid2,
-            changed
+            written.status.as_str(),
+            written.uid2,
+            written.previous_uid2,
+            written.bucket_id,
+            written.refresh_from_ms,
+            written.old_uid2,
+            written.changed
         ])?;
-        if !changed {
-            counts.unchanged += 1;
-            continue;
-        }
-        counts.changed += 1;
-        match status {
-            IdentityStatus::Optout => counts.optout += 1,
-            IdentityStatus::Invalid => counts.invalid += 1,
-            _ => {}
-        }
     }
     conn.prepare_cached(
         "UPDATE identity SET status = a.status, uid2 = a.uid2, previous_uid2 = a.previous_uid2,
@@ -822,42 +397,33 @@ fn commit_in(
 
 fn mapping_state_in(conn: &Connection) -> rusqlite::Result<MappingState> {
     conn.query_row(
-        "SELECT api, rotations_checked_ms, last_started_at_ms, last_finished_at_ms,
-                last_success_at_ms, last_error_at_ms, last_error_kind, last_error_message,
-                last_sent, last_changed, last_unchanged, last_optout, last_invalid,
-                last_requests
-         FROM mapping_state WHERE id = 1",
+        &format!(
+            "SELECT {} FROM mapping_state WHERE id = 1",
+            MappingStateRow::COLUMNS
+        ),
         [],
         |row| {
-            let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
-            let count = |index| {
-                row.get::<_, Option<i64>>(index)
-                    .map(|v| v.map(|n| n as u64))
-            };
-            let last_error = match (time(5)?, row.get(6)?, row.get(7)?) {
-                (Some(at), Some(kind), Some(message)) => Some(Failure { at, kind, message }),
-                _ => None,
-            };
-            let last_pass = match count(8)? {
-                Some(sent) => Some(PassCounts {
-                    sent,
-                    changed: count(9)?.unwrap_or(0),
-                    unchanged: count(10)?.unwrap_or(0),
-                    optout: count(11)?.unwrap_or(0),
-                    invalid: count(12)?.unwrap_or(0),
-                    requests: count(13)?.unwrap_or(0),
-                }),
-                None => None,
-            };
-            Ok(MappingState {
+            Ok(MappingStateRow {
                 api: row.get(0)?,
-                rotations_checked: time(1)?,
-                last_started_at: time(2)?,
-                last_finished_at: time(3)?,
-                last_success_at: time(4)?,
-                last_error,
-                last_pass,
-            })
+                times: [
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ],
+                error_kind: row.get(6)?,
+                error_message: row.get(7)?,
+                counts: [
+                    row.get(8)?,
+                    row.get(9)?,
+                    row.get(10)?,
+                    row.get(11)?,
+                    row.get(12)?,
+                    row.get(13)?,
+                ],
+            }
+            .into_state())
         },
     )
 }
@@ -868,7 +434,13 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::identity::IdentityType;
     use crate::rotation::BucketRotation;
+    use crate::store::remap::{PassClaims, V2_SETS, V3_SETS};
+
+    fn claims() -> PassClaims {
+        PassClaims::new(std::time::Duration::from_secs(60))
+    }
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 6, day, hour, 0, 0).unwrap()
@@ -891,7 +463,7 @@ mod tests {
                 .stage(u64::from(n) + 2, &id, Some((IdentityType::Email, &hash(n))))
                 .unwrap();
         }
-        import.commit().unwrap();
+        import.commit().unwrap().unwrap();
     }
 
     fn mapped(uid2: &str, bucket: Option<&str>, refresh: Option<DateTime<Utc>>) -> MapOutcome {
@@ -931,7 +503,7 @@ mod tests {
         now: DateTime<Utc>,
         outcome: impl Fn(&str) -> MapOutcome,
     ) {
-        let mut cursor = DueCursor::new(api, now, None, None);
+        let mut cursor = DueCursor::new(api, now, None, None, claims());
         let batch = store.next_due(&mut cursor, 100, now).unwrap();
         let outcomes: Vec<_> = batch.iter().map(|d| outcome(&d.id)).collect();
         store.commit_mappings(&batch, &outcomes, now).unwrap();
@@ -942,14 +514,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         import(&store, 2, at(1, 0));
-        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None);
+        let mut cursor = DueCursor::new(MapApi::V3, at(1, 1), None, None, claims());
         let batch = store.next_due(&mut cursor, 10, at(1, 1)).unwrap();
         // id0 gets a new value while its request is in flight.
         let mut import = store.import_identities(at(1, 1)).unwrap();
         import
             .stage(2, "id0", Some((IdentityType::Email, &hash(9))))
             .unwrap();
-        import.commit().unwrap();
+        import.commit().unwrap().unwrap();
 
         let refresh = Some(at(30, 0));
         let outcomes = [
@@ -983,9 +555,9 @@ mod tests {
                 .stage(2, id, Some((IdentityType::Email, &hash(n))))
                 .unwrap();
         }
-        import.commit().unwrap();
+        import.commit().unwrap().unwrap();
 
-        let mut cursor = DueCursor::new(MapApi::V3, at(11, 0), None, None);
+        let mut cursor = DueCursor::new(MapApi::V3, at(11, 0), None, None, claims());
         let all = read_all(&store, &mut cursor, 2, at(11, 0));
         assert_eq!(all, ["new-a", "new-b", "id2", "id5", "id7"]);
         assert!(cursor.is_done());
@@ -1003,9 +575,9 @@ mod tests {
         import
             .stage(2, "new", Some((IdentityType::Email, &hash(50))))
             .unwrap();
-        import.commit().unwrap();
+        import.commit().unwrap().unwrap();
 
-        let mut cursor = DueCursor::new(MapApi::V3, at(11, 0), None, Some(2));
+        let mut cursor = DueCursor::new(MapApi::V3, at(11, 0), None, Some(2), claims());
         let all = read_all(&store, &mut cursor, 100, at(11, 0));
         assert_eq!(all, ["new", "id0", "id1"]);
         assert!(!cursor.is_done(), "four re-maps are left for later passes");
@@ -1018,7 +590,7 @@ mod tests {
         let store = open(&dir);
         import(&store, 3, at(1, 0));
         // Mapped on the 10th at 09:00: id0 in A, id1 in B, id2 in C.
-        let mut cursor = DueCursor::new(MapApi::V2, at(10, 9), None, None);
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 9), None, None, claims());
         let batch = store.next_due(&mut cursor, 10, at(10, 9)).unwrap();
         let outcomes = [
             mapped("U0", Some("A"), None),
@@ -1038,11 +610,11 @@ mod tests {
             .ingest(vec![rotation("A", 10), rotation("B", 8)], at(10, 12))
             .unwrap();
 
-        let mut cursor = DueCursor::new(MapApi::V2, at(10, 13), None, None);
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 13), None, None, claims());
         let due = store.next_due(&mut cursor, 10, at(10, 13)).unwrap();
         assert_eq!(ids(&due), ["id0"]);
         // Rotations looked at by a complete pass are not read again.
-        let mut cursor = DueCursor::new(MapApi::V2, at(10, 13), Some(at(10, 12)), None);
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 13), Some(at(10, 12)), None, claims());
         assert!(
             store
                 .next_due(&mut cursor, 10, at(10, 13))
@@ -1061,7 +633,7 @@ mod tests {
         let conn = store.connection();
         for &set in V3_SETS.iter().chain(V2_SETS) {
             for first in [true, false] {
-                let sql = set_query(set, first);
+                let sql = set_query(set, first, &SQLITE);
                 let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
                 // Unbound parameters are NULL: the plan does not depend on them.
                 let mut rows = explain.raw_query();
@@ -1123,7 +695,7 @@ mod tests {
         });
         assert_eq!(store.prune_changes(at(1, 2)).unwrap(), 2);
 
-        let mut cursor = DueCursor::new(MapApi::V3, at(3, 0), None, None);
+        let mut cursor = DueCursor::new(MapApi::V3, at(3, 0), None, None, claims());
         let batch = store.next_due(&mut cursor, 10, at(3, 0)).unwrap();
         let outcomes = [MapOutcome::OptOut, mapped("B", None, Some(at(30, 0)))];
         let counts = store.commit_mappings(&batch, &outcomes, at(3, 0)).unwrap();

@@ -113,6 +113,30 @@ initial_since = "{INITIAL_SINCE}"
         Some(self)
     }
 
+    /// The same app on `backend`; `None` for PostgreSQL where it is not
+    /// installed.
+    pub fn on(self, backend: super::Backend) -> Option<Self> {
+        match backend {
+            super::Backend::Sqlite => Some(self),
+            super::Backend::Postgres => self.on_postgres(),
+        }
+    }
+
+    /// Every row `sql` returns from the test's database, as text.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        super::rows(self.pg_url.as_deref(), &self.db_path, sql)
+    }
+
+    /// Runs one statement on the test's database; the rows it changed.
+    pub fn execute(&self, sql: &str) -> u64 {
+        super::execute(self.pg_url.as_deref(), &self.db_path, sql)
+    }
+
+    /// The one number `sql` returns.
+    pub fn number(&self, sql: &str) -> i64 {
+        self.rows(sql)[0][0].as_deref().unwrap().parse().unwrap()
+    }
+
     /// Rewrites the config file, readable by the owner only.
     pub fn write_config(&self, extra: &str) {
         use std::os::unix::fs::PermissionsExt;

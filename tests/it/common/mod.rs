@@ -76,50 +76,65 @@ impl TempDb {
     /// Every row `sql` returns, each value as text (`None` for NULL), read
     /// straight from the database as a batch job would.
     pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        match &self.url {
-            Some(url) => {
-                let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
-                client
-                    .simple_query(sql)
-                    .unwrap()
-                    .into_iter()
-                    .filter_map(|message| match message {
-                        ::postgres::SimpleQueryMessage::Row(row) => Some(
-                            (0..row.len())
-                                .map(|i| row.get(i).map(str::to_owned))
-                                .collect(),
-                        ),
-                        _ => None,
-                    })
-                    .collect()
-            }
-            None => {
-                let conn = rusqlite::Connection::open(&self.path).unwrap();
-                let mut statement = conn.prepare(sql).unwrap();
-                let columns = statement.column_count();
-                statement
-                    .query_map([], |row| {
-                        (0..columns)
-                            .map(|i| {
-                                Ok(match row.get_ref(i)? {
-                                    rusqlite::types::ValueRef::Null => None,
-                                    rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
-                                    rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
-                                    rusqlite::types::ValueRef::Text(text) => {
-                                        Some(String::from_utf8_lossy(text).into_owned())
-                                    }
-                                    rusqlite::types::ValueRef::Blob(_) => Some("<blob>".into()),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-        }
+        rows(self.url.as_deref(), &self.path, sql)
     }
 
+    /// Runs one statement straight on the database; returns the rows it
+    /// changed.
+    pub fn execute(&self, sql: &str) -> u64 {
+        execute(self.url.as_deref(), &self.path, sql)
+    }
+}
+
+/// Every row `sql` returns from the PostgreSQL database at `url`, or else
+/// the SQLite file at `path`, each value as text (`None` for NULL).
+pub fn rows(url: Option<&str>, path: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    match url {
+        Some(url) => on_own_thread(|| {
+            let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+            client
+                .simple_query(sql)
+                .unwrap()
+                .into_iter()
+                .filter_map(|message| match message {
+                    ::postgres::SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_owned))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        }),
+        None => {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut statement = conn.prepare(sql).unwrap();
+            let columns = statement.column_count();
+            statement
+                .query_map([], |row| {
+                    (0..columns)
+                        .map(|i| {
+                            Ok(match row.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => None,
+                                rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                                rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                                rusqlite::types::ValueRef::Text(text) => {
+                                    Some(String::from_utf8_lossy(text).into_owned())
+                                }
+                                rusqlite::types::ValueRef::Blob(_) => Some("<blob>".into()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+    }
+}
+
+impl TempDb {
     /// The rows of `relation`.
     pub fn count(&self, relation: &str) -> i64 {
         self.rows(&format!("SELECT count(*) FROM {relation}"))[0][0]
@@ -169,6 +184,60 @@ impl TempDb {
             None => format!("[database]\npath = {:?}\n", self.path),
         }
     }
+}
+
+/// Runs one statement on the PostgreSQL database at `url`, or else the
+/// SQLite file at `path`; returns the rows it changed.
+pub fn execute(url: Option<&str>, path: &Path, sql: &str) -> u64 {
+    match url {
+        Some(url) => on_own_thread(|| {
+            let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+            client.execute(sql, &[]).unwrap()
+        }),
+        None => {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            conn.execute(sql, []).unwrap() as u64
+        }
+    }
+}
+
+/// Runs `work` on a thread of its own: the blocking PostgreSQL client
+/// refuses to run inside an async test's runtime.
+pub fn on_own_thread<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(work).join().unwrap())
+}
+
+/// Which database a test of [`on_both_backends_async`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares each named test, an `async fn(Backend)`, once per backend, in
+/// modules `sqlite` and `postgres` (which skips where PostgreSQL is not
+/// installed: the test gets `None` from `TestApp::on`).
+#[macro_export]
+macro_rules! on_both_backends_async {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() {
+                    super::$test($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() {
+                    super::$test($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
 }
 
 /// Declares each named test, a `fn(TempDb)`, once per backend: in module

@@ -55,6 +55,11 @@ pub fn server() -> Option<&'static PgServer> {
 /// A new, empty database on the shared server, as a URL; `None` when
 /// PostgreSQL is missing and not required.
 pub fn fresh_database() -> Option<String> {
+    // Also from async tests, where the blocking client may not run.
+    super::on_own_thread(new_database)
+}
+
+fn new_database() -> Option<String> {
     let server = server()?;
     let name = format!(
         "t{}_{}",
