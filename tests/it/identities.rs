@@ -15,10 +15,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_uid2-bucket-sync");
 const SECRET_EMAIL: &str = "Jane.Doe+News@Example.com";
 
 fn run(db: &TempDb, args: &[&str], stdin: Option<&str>) -> Output {
+    let location = match &db.url {
+        Some(url) => std::ffi::OsString::from(url),
+        None => db.path.clone().into_os_string(),
+    };
     output_with_stdin(
         Command::new(BIN)
             .arg("--db")
-            .arg(&db.path)
+            .arg(location)
             .args(args)
             .env_remove("UID2_BUCKET_SYNC_CONFIG"),
         stdin.unwrap_or(""),
@@ -57,29 +61,27 @@ fn export_jsonl(db: &TempDb, args: &[&str]) -> Vec<Value> {
 }
 
 /// Every row of the identity table (hash included) and the feed's length.
-type Row = (String, String, Vec<u8>, String, i64);
+type Row = Vec<Option<String>>;
+
+/// The hash column as lowercase hex, in either backend's SQL.
+fn hex_hash(db: &TempDb) -> &'static str {
+    match db.url {
+        Some(_) => "encode(hash, 'hex')",
+        None => "lower(hex(hash))",
+    }
+}
 
 fn snapshot(db: &TempDb) -> (Vec<Row>, i64) {
-    let conn = Connection::open(&db.path).unwrap();
-    let rows = conn
-        .prepare("SELECT id, identity_type, hash, status, updated_at_ms FROM identity ORDER BY id")
-        .unwrap()
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let changes = conn
-        .query_row("SELECT count(*) FROM identity_change", [], |r| r.get(0))
-        .unwrap();
-    (rows, changes)
+    let rows = db.rows(&format!(
+        "SELECT id, identity_type, {}, status, updated_at_ms FROM identity ORDER BY id",
+        hex_hash(db)
+    ));
+    (rows, db.count("identity_change"))
 }
 
 const HEX_HASH: &str = "a7b4c8f0e1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f708192a3b4c5d6";
 
-fn seeded() -> TempDb {
-    let db = TempDb::new();
+fn seeded(db: TempDb) -> TempDb {
     let csv = format!(
         "id,email,phone,phone_hash\nu1,{SECRET_EMAIL},,\nu2,,+14155550100,\nu3,,,{HEX_HASH}\n"
     );
@@ -90,9 +92,8 @@ fn seeded() -> TempDb {
     db
 }
 
-#[test]
-fn a_csv_import_adds_unmapped_identities_that_export_shows_in_both_formats() {
-    let db = seeded();
+fn a_csv_import_adds_unmapped_identities_that_export_shows_in_both_formats(db: TempDb) {
+    let db = seeded(db);
     let records = export_jsonl(&db, &[]);
     let ids: Vec<_> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["u1", "u2", "u3"]);
@@ -122,19 +123,20 @@ fn a_csv_import_adds_unmapped_identities_that_export_shows_in_both_formats() {
         ]
     );
     // The stored hash is the normalized email's, not the raw text's.
-    let conn = Connection::open(&db.path).unwrap();
-    let hash: Vec<u8> = conn
-        .query_row("SELECT hash FROM identity WHERE id = 'u1'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let hash = db.rows(&format!(
+        "SELECT {} FROM identity WHERE id = 'u1'",
+        hex_hash(&db)
+    ));
     let expected = uid2_bucket_sync::identity::IdentityHash::of_email(SECRET_EMAIL).unwrap();
-    assert_eq!(hash, expected.as_bytes());
+    let expected: String = expected
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hash[0][0].as_deref(), Some(expected.as_str()));
 }
 
-#[test]
-fn a_jsonl_import_from_stdin_is_read_like_a_file() {
-    let db = TempDb::new();
+fn a_jsonl_import_from_stdin_is_read_like_a_file(db: TempDb) {
     let input = "{\"id\":\"a\",\"email\":\"x@example.com\"}\n\n{\"id\":\"b\",\"phone\":\"+14155550101\",\"email\":null}\n";
     let output = run(
         &db,
@@ -149,9 +151,8 @@ fn a_jsonl_import_from_stdin_is_read_like_a_file() {
     assert_eq!(export_jsonl(&db, &[]).len(), 2);
 }
 
-#[test]
-fn reimporting_the_same_records_writes_nothing() {
-    let db = seeded();
+fn reimporting_the_same_records_writes_nothing(db: TempDb) {
+    let db = seeded(db);
     let before = snapshot(&db);
     let csv = format!(
         "id,email,phone,phone_hash\nu1,{SECRET_EMAIL},,\nu2,,+14155550100,\nu3,,,{HEX_HASH}\n"
@@ -163,17 +164,12 @@ fn reimporting_the_same_records_writes_nothing() {
     assert_eq!(snapshot(&db), before);
 }
 
-#[test]
-fn a_new_value_for_an_id_makes_a_mapped_identity_unmapped_with_its_uid2s_cleared() {
-    let db = seeded();
-    let conn = Connection::open(&db.path).unwrap();
-    conn.execute(
+fn a_new_value_for_an_id_makes_a_mapped_identity_unmapped_with_its_uid2s_cleared(db: TempDb) {
+    let db = seeded(db);
+    db.execute(
         "UPDATE identity SET status = 'mapped', uid2 = 'AAAA', previous_uid2 = 'BBBB',
              bucket_id = 'b1', refresh_from_ms = 1, mapped_at_ms = 1 WHERE id IN ('u1', 'u2')",
-        [],
-    )
-    .unwrap();
-    drop(conn);
+    );
     let output = imported(
         &db,
         "new.jsonl",
@@ -199,9 +195,7 @@ fn a_new_value_for_an_id_makes_a_mapped_identity_unmapped_with_its_uid2s_cleared
     assert_eq!(mapped[0]["id"], "u2");
 }
 
-#[test]
-fn invalid_values_are_skipped_and_reported_by_line_without_the_value() {
-    let db = TempDb::new();
+fn invalid_values_are_skipped_and_reported_by_line_without_the_value(db: TempDb) {
     let mut csv = String::from("id,email\n");
     for i in 0..15 {
         csv.push_str(&format!("bad{i},secret{i}@\n"));
@@ -226,8 +220,7 @@ fn invalid_values_are_skipped_and_reported_by_line_without_the_value() {
 
 /// Each file is refused as a whole: the message names the line and the
 /// reason, and the database is exactly as before.
-#[test]
-fn every_refused_file_names_the_line_and_changes_nothing() {
+fn every_refused_file_names_the_line_and_changes_nothing(db: TempDb) {
     let long_id = "x".repeat(257);
     let cases: [(&str, String, &str); 10] = [
         ("empty.csv", String::new(), "line 1: no header row"),
@@ -279,7 +272,7 @@ fn every_refused_file_names_the_line_and_changes_nothing() {
             "line 3: the record has 3 fields, the header 2",
         ),
     ];
-    let db = seeded();
+    let db = seeded(db);
     let before = snapshot(&db);
     for (name, content, reason) in cases {
         let output = import_file(&db, name, &content);
@@ -294,9 +287,8 @@ fn every_refused_file_names_the_line_and_changes_nothing() {
     }
 }
 
-#[test]
-fn remove_forgets_ids_given_as_arguments_or_on_stdin() {
-    let db = seeded();
+fn remove_forgets_ids_given_as_arguments_or_on_stdin(db: TempDb) {
+    let db = seeded(db);
     let output = run(&db, &["identities", "remove", "u1", "nobody"], None);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output).trim(), "removed 1");
@@ -305,9 +297,8 @@ fn remove_forgets_ids_given_as_arguments_or_on_stdin() {
     assert!(export_jsonl(&db, &[]).is_empty());
 }
 
-#[test]
-fn no_raw_email_reaches_any_output() {
-    let db = seeded();
+fn no_raw_email_reaches_any_output(db: TempDb) {
+    let db = seeded(db);
     let mut all = String::new();
     for args in [
         &["identities", "export"][..],
@@ -324,19 +315,13 @@ fn no_raw_email_reaches_any_output() {
     assert!(!lower.contains("janedoe@example.com"), "{all}");
 }
 
-#[test]
-fn status_json_counts_identities_by_status() {
-    let db = seeded();
-    let conn = Connection::open(&db.path).unwrap();
-    conn.execute(
+fn status_json_counts_identities_by_status(db: TempDb) {
+    let db = seeded(db);
+    db.execute(
         "UPDATE identity SET status = 'mapped', uid2 = 'AAAA', refresh_from_ms = 0, mapped_at_ms = 0 \
          WHERE id = 'u1'",
-        [],
-    )
-    .unwrap();
-    conn.execute("UPDATE identity SET status = 'optout' WHERE id = 'u2'", [])
-        .unwrap();
-    drop(conn);
+    );
+    db.execute("UPDATE identity SET status = 'optout' WHERE id = 'u2'");
     let output = run(&db, &["status", "--json"], None);
     assert!(output.status.success(), "{}", stderr(&output));
     let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
@@ -387,7 +372,7 @@ fn a_schema_2_database_is_migrated_with_its_data_and_gains_the_identity_views() 
 /// The queries the re-map worker will run stay index lookups at any size.
 #[test]
 fn due_and_bucket_queries_are_answered_from_indexes() {
-    let db = seeded();
+    let db = seeded(TempDb::new());
     let conn = Connection::open(&db.path).unwrap();
     let plan = |sql: &str| -> String {
         conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -408,3 +393,46 @@ fn due_and_bucket_queries_are_answered_from_indexes() {
     let bucket = plan("SELECT id FROM identity WHERE bucket_id = 'b1' AND mapped_at_ms < 5");
     assert!(bucket.contains("INDEX identity_bucket"), "{bucket}");
 }
+
+/// A duplicate id is refused however far apart the two lines are (more
+/// than a staging chunk here), and a file with a duplicate and a later bad
+/// line is refused for the duplicate, the first problem in it.
+fn duplicate_ids_far_apart_are_refused_naming_both_lines(db: TempDb) {
+    let db = seeded(db);
+    let before = snapshot(&db);
+    let mut csv = String::from("id,email\n");
+    for n in 0..12_000 {
+        let id = if n == 11_000 { 42 } else { n };
+        csv.push_str(&format!("d{id},user{n}@example.com\n"));
+    }
+    let output = import_file(&db, "far.csv", &csv);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 11002: duplicate id (also on line 44)"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&db), before);
+
+    let csv = "id,email\nz,a@example.com\nz,b@example.com\ny,c@example.com,extra\n";
+    let output = import_file(&db, "both.csv", csv);
+    let err = stderr(&output);
+    assert!(
+        err.contains("line 3: duplicate id (also on line 2)"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&db), before);
+}
+
+crate::on_both_backends!(
+    a_csv_import_adds_unmapped_identities_that_export_shows_in_both_formats,
+    a_jsonl_import_from_stdin_is_read_like_a_file,
+    reimporting_the_same_records_writes_nothing,
+    a_new_value_for_an_id_makes_a_mapped_identity_unmapped_with_its_uid2s_cleared,
+    invalid_values_are_skipped_and_reported_by_line_without_the_value,
+    every_refused_file_names_the_line_and_changes_nothing,
+    remove_forgets_ids_given_as_arguments_or_on_stdin,
+    duplicate_ids_far_apart_are_refused_naming_both_lines,
+    no_raw_email_reaches_any_output,
+    status_json_counts_identities_by_status,
+);

@@ -7,7 +7,8 @@
 //! "holding the poller lock" line per holder, in all the logs), polls go on
 //! after each kill, no bucket was leased to two consumers at once, and at
 //! the end every bucket's queue entry carries its latest rotation at the
-//! operator, acked once per generation.
+//! operator, acked once per generation. And three `remap` workers on one
+//! database send each due identity once.
 
 use crate::common;
 
@@ -223,5 +224,88 @@ fn three_run_instances_and_eight_consumers_share_one_database_through_poller_kil
         latest.len(),
         workers.len(),
         started
+    );
+}
+
+const WORKERS: usize = 3;
+const IDENTITIES: usize = 30_000;
+
+/// Runs `remap` in [`WORKERS`] processes at once on the app's database and
+/// returns how many identities each says it sent.
+fn remap_on_every_worker(app: &TestApp) -> Vec<usize> {
+    let workers: Vec<Child> = (0..WORKERS)
+        .map(|_| {
+            app.command()
+                .arg("remap")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    workers
+        .into_iter()
+        .map(|worker| {
+            let (output, _) = wait_at_most(worker, Duration::from_secs(120));
+            assert!(output.status.success(), "{output:?}");
+            let line = String::from_utf8(output.stdout).unwrap();
+            let sent = line
+                .strip_prefix("remap: ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok());
+            sent.unwrap_or_else(|| panic!("no count in {line:?}"))
+        })
+        .collect()
+}
+
+/// Three re-map workers on one database split its identities between them:
+/// together they send each due identity exactly once, in the first pass
+/// (every identity new) and in a pass over the third whose refresh time
+/// came. Small requests, two in flight per worker, so the workers' claims
+/// interleave all along.
+#[test]
+fn three_remap_workers_send_each_due_identity_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(app) = runtime.block_on(spawn_app(1024)).on_postgres() else {
+        return;
+    };
+    app.write_config("[mapping]\nbatch_size = 250\nconcurrency = 2\n");
+    app.import_emails(IDENTITIES);
+
+    let sent = remap_on_every_worker(&app);
+    assert_eq!(sent.iter().sum::<usize>(), IDENTITIES, "{sent:?}");
+    assert!(
+        sent.iter().all(|&n| n > 0),
+        "a worker got nothing: {sent:?}"
+    );
+    assert_eq!(app.identities_sent(), IDENTITIES);
+    assert_eq!(
+        app.number("SELECT count(*) FROM identity WHERE status = 'mapped'"),
+        IDENTITIES as i64
+    );
+    assert_eq!(
+        app.number("SELECT count(DISTINCT id) FROM identity_change"),
+        IDENTITIES as i64
+    );
+    assert_eq!(
+        app.number("SELECT count(*) FROM identity WHERE lease_id IS NOT NULL"),
+        0
+    );
+
+    // A third of them come due.
+    let past = chrono::Utc::now().timestamp_millis() - 60_000;
+    let due = app.execute(&format!(
+        "UPDATE identity SET refresh_from_ms = {past}
+         WHERE right(id, 1) IN ('0', '3', '6')"
+    )) as usize;
+    let before = app.identities_sent();
+    let sent = remap_on_every_worker(&app);
+    assert_eq!(sent.iter().sum::<usize>(), due, "{sent:?}");
+    assert_eq!(app.identities_sent() - before, due);
+    assert_eq!(
+        app.number(&format!(
+            "SELECT count(*) FROM identity WHERE refresh_from_ms <= {past}"
+        )),
+        0
     );
 }

@@ -290,6 +290,31 @@ fn migrate_to_copies_every_view_and_live_lease_and_refuses_a_non_empty_target() 
         .record_failure("timeout", "no answer", at(2, 4, 0))
         .unwrap();
     drop(store);
+    // Identities, a change feed whose first two records were pruned, and
+    // the worker's state.
+    source.execute(
+        "INSERT INTO identity (id, identity_type, hash, status, uid2, previous_uid2, bucket_id,
+             refresh_from_ms, mapped_at_ms, updated_at_ms)
+         VALUES ('a', 'email', zeroblob(32), 'mapped', 'U-a', 'P-a', NULL, 5000, 4000, 4000),
+                ('b', 'phone', randomblob(32), 'unmapped', NULL, NULL, NULL, NULL, NULL, 3000),
+                ('c', 'email', randomblob(32), 'optout', NULL, 'U-c', 'B7', NULL, 4000, 4000)",
+    );
+    for (id, status) in [
+        ("a", "mapped"),
+        ("c", "mapped"),
+        ("a", "mapped"),
+        ("c", "optout"),
+    ] {
+        source.execute(&format!(
+            "INSERT INTO identity_change (id, status, uid2, changed_at_ms)
+             VALUES ('{id}', '{status}', 'U-{id}', 4000)"
+        ));
+    }
+    source.execute("DELETE FROM identity_change WHERE seq <= 2");
+    source.execute(
+        "UPDATE mapping_state SET api = 'v3', last_started_at_ms = 3900, last_sent = 2,
+             last_error_kind = 'timeout', last_error_message = 'slow', last_error_at_ms = 3950",
+    );
 
     let (without_password, password) = split_password(target_db.url.as_deref().unwrap());
     let migrate = |url: &str| {
@@ -315,7 +340,10 @@ fn migrate_to_copies_every_view_and_live_lease_and_refuses_a_non_empty_target() 
     let said = String::from_utf8_lossy(&copied.stdout);
     assert!(copied.status.success(), "{copied:?}");
     assert!(
-        said.contains("21 rotations of 20 buckets, 20 queue entries (4 leased)"),
+        said.contains(
+            "21 rotations of 20 buckets, 20 queue entries (4 leased), 3 identities, \
+             2 change records"
+        ),
         "{said}"
     );
     assert!(!said.contains(&password), "{said}");
@@ -325,6 +353,9 @@ fn migrate_to_copies_every_view_and_live_lease_and_refuses_a_non_empty_target() 
         "buckets ORDER BY bucket_id",
         "bucket_rotations ORDER BY bucket_id, last_updated",
         "remap_queue ORDER BY kind, subject",
+        "identities ORDER BY id",
+        "identity_changes ORDER BY seq",
+        "mapping_status",
     ] {
         let sql = format!("SELECT * FROM {view}");
         assert_eq!(source.rows(&sql), target_db.rows(&sql), "{view}");
@@ -335,6 +366,17 @@ fn migrate_to_copies_every_view_and_live_lease_and_refuses_a_non_empty_target() 
         .ack(&[leases[2].lease_id.as_str()], at(2, 5, 0))
         .unwrap();
     assert!(!acked[0].is_refused(), "{acked:?}");
+    // The hashes came over byte for byte, and the feed goes on after the
+    // highest seq ever handed out, pruned ones included.
+    assert_eq!(
+        target_db.rows("SELECT encode(hash, 'hex') FROM identity WHERE id = 'a'")[0][0].as_deref(),
+        Some("0".repeat(64).as_str())
+    );
+    let next = target_db.rows(
+        "INSERT INTO identity_change (id, status, changed_at_ms) VALUES ('b', 'mapped', 1)
+         RETURNING seq",
+    );
+    assert_eq!(next[0][0].as_deref(), Some("5"));
 
     let again = migrate(&without_password);
     assert!(!again.status.success());

@@ -13,31 +13,13 @@ use uid2_bucket_sync::operator::{MapLimits, V2Result, V3Result, map_v2, map_v3};
 use uid2_bucket_sync::simulator::Fault;
 
 use crate::common::Backend;
-use crate::common::app::{TestApp, spawn_app};
-use crate::common::process::{output_with_stdin, terminate, text, wait_at_most};
+use crate::common::app::{TestApp, email, spawn_app};
+use crate::common::process::{terminate, text, wait_at_most};
 
 const V2: &str = "[mapping]\napi = \"v2\"\n";
 
-fn email(n: usize) -> String {
-    format!("user{n}@example.com")
-}
-
 fn hash(n: usize) -> IdentityHash {
     IdentityHash::of_email(&email(n)).unwrap()
-}
-
-/// Imports `count` emails with ids `id0`, `id1`, …
-fn import(app: &TestApp, count: usize) {
-    let mut csv = String::from("id,email\n");
-    for n in 0..count {
-        csv.push_str(&format!("id{n},{}\n", email(n)));
-    }
-    let output = output_with_stdin(
-        app.command()
-            .args(["identities", "import", "-", "--format", "csv"]),
-        &csv,
-    );
-    assert!(output.status.success(), "{}", text(&output));
 }
 
 fn run(app: &TestApp, args: &[&str]) -> Output {
@@ -70,20 +52,6 @@ fn changes(app: &TestApp, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["changes", "--json"];
     all.extend(args);
     jsonl(&run(app, &all))
-}
-
-/// Identities sent to either map endpoint so far.
-fn identities_sent(app: &TestApp) -> usize {
-    app.operator
-        .map_requests()
-        .iter()
-        .map(|request| {
-            request
-                .map_counts
-                .as_ref()
-                .map_or(0, |counts| counts.total())
-        })
-        .sum()
 }
 
 /// What the simulated operator answers for emails `0..count` now, asked
@@ -139,7 +107,7 @@ async fn a_first_pass_maps_every_imported_identity_to_the_operators_uid2(backend
     let Some(app) = spawn_app(64).await.on(backend) else {
         return;
     };
-    import(&app, 30);
+    app.import_emails(30);
     let summary = remap(&app);
     assert!(
         summary.starts_with(
@@ -169,16 +137,16 @@ async fn a_pass_with_nothing_due_sends_nothing_and_changes_nothing(backend: Back
     let Some(app) = spawn_app(64).await.on(backend) else {
         return;
     };
-    import(&app, 10);
+    app.import_emails(10);
     remap(&app);
-    let sent = identities_sent(&app);
+    let sent = app.identities_sent();
     let before = mapped_at(&app);
     let summary = remap(&app);
     assert!(
         summary.starts_with("remap: 0 identities sent (v3), 0 changed"),
         "{summary}"
     );
-    assert_eq!(identities_sent(&app), sent);
+    assert_eq!(app.identities_sent(), sent);
     assert_eq!(mapped_at(&app), before);
     assert_eq!(changes(&app, &[]).len(), 10);
 }
@@ -187,10 +155,10 @@ async fn v3_sends_exactly_the_identities_whose_refresh_time_has_come(backend: Ba
     let Some(app) = spawn_app(64).await.on(backend) else {
         return;
     };
-    import(&app, 20);
+    app.import_emails(20);
     remap(&app);
     let before = mapped_at(&app);
-    let sent = identities_sent(&app);
+    let sent = app.identities_sent();
     make_refresh_due(&app, &["id3", "id7", "id11"]);
 
     let summary = remap(&app);
@@ -198,7 +166,7 @@ async fn v3_sends_exactly_the_identities_whose_refresh_time_has_come(backend: Ba
         summary.starts_with("remap: 3 identities sent (v3), 0 changed, 3 unchanged"),
         "{summary}"
     );
-    assert_eq!(identities_sent(&app), sent + 3);
+    assert_eq!(app.identities_sent(), sent + 3);
     let after = mapped_at(&app);
     let remapped: BTreeSet<&str> = after
         .iter()
@@ -216,7 +184,7 @@ async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated(backend: B
         return;
     };
     app.write_config(V2);
-    import(&app, 24);
+    app.import_emails(24);
     let summary = remap(&app);
     assert!(
         summary.starts_with("remap: 24 identities sent (v2)"),
@@ -245,7 +213,7 @@ async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated(backend: B
         .collect();
     assert!(in_bucket.len() > 1 && in_bucket.len() < 24, "{in_bucket:?}");
 
-    let sent = identities_sent(&app);
+    let sent = app.identities_sent();
     let summary = remap(&app);
     let n = in_bucket.len();
     assert!(
@@ -254,7 +222,7 @@ async fn v2_re_maps_exactly_the_identities_in_the_bucket_that_rotated(backend: B
         )),
         "{summary}"
     );
-    assert_eq!(identities_sent(&app), sent + n);
+    assert_eq!(app.identities_sent(), sent + n);
     let now = exported(&app);
     let answers = operator_v2(&app, 24).await;
     for (n, (uid2, _)) in answers.iter().enumerate() {
@@ -292,7 +260,7 @@ async fn every_malformed_answer_leaves_every_identity_as_it_was(backend: Backend
         let Some(app) = spawn_app(64).await.on(backend) else {
             return;
         };
-        import(&app, 12);
+        app.import_emails(12);
         app.operator.inject_always(fault.clone());
         let output = run(&app, &["remap"]);
         assert_eq!(
@@ -334,7 +302,7 @@ async fn an_opt_out_is_a_change_to_status_optout_without_a_uid2(backend: Backend
     let Some(app) = spawn_app(64).await.on(backend) else {
         return;
     };
-    import(&app, 5);
+    app.import_emails(5);
     remap(&app);
     let before = exported(&app);
     app.operator.opt_out(&[hash(2)]);
@@ -362,7 +330,7 @@ async fn identities_mapped_with_v2_are_due_once_after_the_switch_to_v3(backend: 
         return;
     };
     app.write_config(V2);
-    import(&app, 8);
+    app.import_emails(8);
     remap(&app);
     app.write_config("");
     let status = jsonl(&run(&app, &["status", "--json"]));
@@ -381,7 +349,7 @@ async fn identities_mapped_with_v3_are_due_once_after_the_switch_to_v2(backend: 
     let Some(app) = spawn_app(16).await.on(backend) else {
         return;
     };
-    import(&app, 8);
+    app.import_emails(8);
     remap(&app);
     // Batches of three: the set is read in pages, across two passes.
     app.write_config(&format!("{V2}batch_size = 3\n"));
@@ -410,7 +378,7 @@ async fn limit_sends_at_most_n_and_the_next_pass_sends_the_rest(backend: Backend
         return;
     };
     app.write_config("[mapping]\nbatch_size = 4\nconcurrency = 2\n");
-    import(&app, 10);
+    app.import_emails(10);
     let output = run(&app, &["remap", "--limit", "7"]);
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", text(&output));
@@ -436,7 +404,7 @@ async fn changes_after_a_saved_position_lists_only_later_records_up_to_the_limit
     let Some(app) = spawn_app(64).await.on(backend) else {
         return;
     };
-    import(&app, 6);
+    app.import_emails(6);
     remap(&app);
     let page = changes(&app, &["--after", "2", "--limit", "3"]);
     let seqs: Vec<i64> = page.iter().map(|c| c["seq"].as_i64().unwrap()).collect();
@@ -455,7 +423,7 @@ async fn the_daemon_maps_new_identities_in_its_first_pass_and_stops_cleanly(back
         return;
     };
     app.write_config("[mapping]\nenabled = true\ninterval = \"1h\"\n");
-    import(&app, 9);
+    app.import_emails(9);
     let mut child = app
         .command()
         .arg("run")
@@ -513,7 +481,7 @@ async fn kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_complete
         .config_text("[mapping]\nbatch_size = 2000\nconcurrency = 4\n")
         .replace("max_elapsed = \"20s\"", "max_elapsed = \"40s\"");
     std::fs::write(&app.config_path, config).unwrap();
-    import(&app, COUNT);
+    app.import_emails(COUNT);
     let expected = operator_v3(&app, COUNT).await;
     let mapped_count = || app.number("SELECT count(*) FROM identity WHERE status = 'mapped'");
 

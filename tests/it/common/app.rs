@@ -63,6 +63,11 @@ pub async fn spawn_app_with(config: SimulatorConfig) -> TestApp {
     app
 }
 
+/// The `n`th test email.
+pub fn email(n: usize) -> String {
+    format!("user{n}@example.com")
+}
+
 impl TestApp {
     /// The config file's text: the operator, credentials, a 3 s request
     /// limit, a 1 h interval,
@@ -130,6 +135,35 @@ initial_since = "{INITIAL_SINCE}"
     /// Runs one statement on the test's database; the rows it changed.
     pub fn execute(&self, sql: &str) -> u64 {
         super::execute(self.pg_url.as_deref(), &self.db_path, sql)
+    }
+
+    /// Imports `count` emails ([`email`]) with ids `id0`, `id1`, … through
+    /// `identities import`.
+    pub fn import_emails(&self, count: usize) {
+        let mut csv = String::from("id,email\n");
+        for n in 0..count {
+            csv.push_str(&format!("id{n},{}\n", email(n)));
+        }
+        let output = super::process::output_with_stdin(
+            self.command()
+                .args(["identities", "import", "-", "--format", "csv"]),
+            &csv,
+        );
+        assert!(output.status.success(), "{}", super::process::text(&output));
+    }
+
+    /// Identities sent to either map endpoint of the operator so far.
+    pub fn identities_sent(&self) -> usize {
+        self.operator
+            .map_requests()
+            .iter()
+            .map(|request| {
+                request
+                    .map_counts
+                    .as_ref()
+                    .map_or(0, |counts| counts.total())
+            })
+            .sum()
     }
 
     /// The one number `sql` returns.
