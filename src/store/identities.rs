@@ -9,9 +9,11 @@
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
+use super::columns::Columns;
 use super::postgres::PostgresImport;
 use super::sqlite::SqliteImport;
 use crate::identity::{IdentityHash, IdentityType};
+use crate::timestamp::from_millis;
 
 /// Where an identity stands with the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,9 +109,26 @@ pub(crate) struct IdentityRecord {
     pub mapped_at: Option<DateTime<Utc>>,
 }
 
-/// The columns an export reads, in the order of [`IdentityRecord`]'s fields.
-pub(super) const EXPORT_COLUMNS: &str = "id, identity_type, status, uid2, previous_uid2, \
-    bucket_id, refresh_from_ms, mapped_at_ms";
+impl IdentityRecord {
+    /// The columns an export reads, in the order of the fields.
+    pub(super) const COLUMNS: &str = "id, identity_type, status, uid2, previous_uid2, \
+        bucket_id, refresh_from_ms, mapped_at_ms";
+
+    /// Reads a row of [`IdentityRecord::COLUMNS`].
+    pub(super) fn read<R: Columns>(row: &R) -> Result<Self, R::Error> {
+        let time = |i| row.optional_number(i).map(|ms| ms.map(from_millis));
+        Ok(Self {
+            id: row.text(0)?,
+            identity_type: row.text(1)?,
+            status: row.text(2)?,
+            uid2: row.optional_text(3)?,
+            previous_uid2: row.optional_text(4)?,
+            bucket_id: row.optional_text(5)?,
+            refresh_from: time(6)?,
+            mapped_at: time(7)?,
+        })
+    }
+}
 
 /// An import in progress, in one write transaction of either backend.
 pub(crate) enum IdentityImport<'s> {

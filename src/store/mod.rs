@@ -10,6 +10,7 @@
 //! [`Queue`] only; which tables hold what, and how a backend makes an
 //! ingest atomic or a claim exclusive, stays inside the backend.
 
+mod columns;
 pub(crate) mod identities;
 pub mod migrate;
 mod postgres;
@@ -234,7 +235,27 @@ impl SyncStateRow {
         last_success_at_ms, last_error_at_ms, last_error_kind, last_error_message, \
         last_received, last_new_rotations, last_newly_queued";
 
-    pub(crate) fn into_state(self) -> SyncState {
+    /// Reads a row of [`SyncStateRow::COLUMNS`].
+    fn read<R: columns::Columns>(row: &R) -> Result<SyncState, R::Error> {
+        Ok(Self {
+            times: [
+                row.optional_number(0)?,
+                row.optional_number(1)?,
+                row.optional_number(2)?,
+                row.optional_number(3)?,
+            ],
+            error_kind: row.optional_text(4)?,
+            error_message: row.optional_text(5)?,
+            counts: [
+                row.optional_number(6)?,
+                row.optional_number(7)?,
+                row.optional_number(8)?,
+            ],
+        }
+        .into_state())
+    }
+
+    fn into_state(self) -> SyncState {
         let [mark, attempt, success, error] = self.times.map(|ms| ms.map(from_millis));
         let last_error = error.map(|at| Failure {
             at,

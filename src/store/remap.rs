@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Failure;
+use super::columns::Columns;
 use super::identities::IdentityStatus;
 use crate::identity::{IdentityHash, IdentityType};
 use crate::timestamp::{from_millis, to_millis};
@@ -394,6 +395,20 @@ pub(crate) struct ChangeRecord {
     pub changed_at: DateTime<Utc>,
 }
 
+impl ChangeRecord {
+    /// Reads a row of [`state_sql::CHANGES`].
+    pub(super) fn read<R: Columns>(row: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            seq: row.number(0)?,
+            id: row.text(1)?,
+            uid2: row.optional_text(2)?,
+            previous_uid2: row.optional_text(3)?,
+            status: row.text(4)?,
+            changed_at: from_millis(row.number(5)?),
+        })
+    }
+}
+
 /// How a pass ended, for [`Store::record_pass_end`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum PassEnd<'a> {
@@ -653,7 +668,27 @@ impl MappingStateRow {
         last_error_message, last_sent, last_changed, last_unchanged, last_optout, \
         last_invalid, last_requests";
 
-    pub fn into_state(self) -> MappingState {
+    /// Reads a row of [`MappingStateRow::COLUMNS`].
+    pub fn read<R: Columns>(row: &R) -> Result<MappingState, R::Error> {
+        let number = |i| row.optional_number(i);
+        Ok(Self {
+            api: row.optional_text(0)?,
+            times: [number(1)?, number(2)?, number(3)?, number(4)?, number(5)?],
+            error_kind: row.optional_text(6)?,
+            error_message: row.optional_text(7)?,
+            counts: [
+                number(8)?,
+                number(9)?,
+                number(10)?,
+                number(11)?,
+                number(12)?,
+                number(13)?,
+            ],
+        }
+        .into_state())
+    }
+
+    fn into_state(self) -> MappingState {
         let [checked, started, finished, success, error] = self.times.map(|ms| ms.map(from_millis));
         let last_error = match (error, self.error_kind, self.error_message) {
             (Some(at), Some(kind), Some(message)) => Some(Failure { at, kind, message }),

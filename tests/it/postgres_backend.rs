@@ -68,7 +68,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     );
     let error = connect(&db, OpenMode::MustExist).unwrap_err();
     assert!(
-        error.contains("it has schema version 99, newer than the version 1"),
+        error.contains("it has schema version 99, newer than the version 2"),
         "{error}"
     );
 }
@@ -91,7 +91,55 @@ fn processes_creating_the_schema_at_once_all_succeed() {
     for opener in openers {
         assert_eq!(opener.join().unwrap(), Ok(Default::default()));
     }
-    assert_eq!(db.count("uid2_schema_history"), 1);
+    assert_eq!(db.count("uid2_schema_history"), 2);
+}
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// A database of the previous release (schema 1: no identities yet) is
+/// refused by consumers until the daemon migrates it, and the migration
+/// keeps what it held and adds the identities.
+#[test]
+fn a_schema_1_database_is_migrated_by_the_daemon_with_its_data() {
+    let Some(db) = TempDb::postgres() else { return };
+    let mut client =
+        postgres::Client::connect(db.url.as_deref().unwrap(), postgres::NoTls).unwrap();
+    let mut runner = embedded::migrations::runner().set_target(refinery::Target::Version(1));
+    runner.set_migration_table_name("uid2_schema_history");
+    runner.run(&mut client).unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO database_meta (key, value) VALUES ('created_by', 'uid2-bucket-sync');
+             INSERT INTO rotation_log VALUES ('b1', 1000, 2000);
+             INSERT INTO bucket VALUES ('b1', 1000);
+             UPDATE sync_state SET high_water_mark_ms = 1000",
+        )
+        .unwrap();
+    drop(client);
+
+    let refused = connect(&db, OpenMode::MustExist).unwrap_err();
+    assert!(
+        refused.contains("it has schema version 1, older than the version 2"),
+        "{refused}"
+    );
+    let store = connect(&db, OpenMode::CreateIfMissing).unwrap();
+    assert_eq!(
+        store.sync_state().unwrap().high_water_mark,
+        Some(chrono::DateTime::from_timestamp_millis(1000).unwrap())
+    );
+    assert_eq!(
+        store
+            .bucket_last_updated("b1")
+            .unwrap()
+            .unwrap()
+            .timestamp_millis(),
+        1000
+    );
+    assert_eq!(db.count("identities"), 0);
+    assert_eq!(db.count("mapping_status"), 1);
+    assert!(connect(&db, OpenMode::MustExist).is_ok());
 }
 
 #[test]

@@ -13,14 +13,14 @@ use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
 
 use super::session::Session;
-use super::{PostgresStore, pg_error, read_snapshot};
+use super::{PostgresStore, for_each_row, pg_error};
 use crate::identity::{IdentityHash, IdentityType};
 use crate::store::StoreError;
 use crate::store::identities::{
-    Duplicate, EXPORT_COLUMNS, IdentityCounts, IdentityImport, IdentityRecord, IdentityStatus,
-    ImportCounts, type_name,
+    Duplicate, IdentityCounts, IdentityImport, IdentityRecord, IdentityStatus, ImportCounts,
+    type_name,
 };
-use crate::timestamp::{from_millis, to_millis};
+use crate::timestamp::to_millis;
 
 const IMPORT: &str = "importing identities";
 const REMOVE: &str = "removing identities";
@@ -28,8 +28,6 @@ const EXPORT: &str = "exporting identities";
 
 /// Records staged per statement, and ids removed per statement.
 const CHUNK: usize = 5_000;
-/// Rows an export or a feed read fetches per round trip.
-pub(super) const FETCH: i32 = 5_000;
 
 /// An import in progress: one transaction on the store's connection,
 /// rolled back if dropped without [`PostgresImport::commit`].
@@ -111,39 +109,17 @@ impl PostgresStore {
         status: Option<IdentityStatus>,
         mut each: impl FnMut(&IdentityRecord) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut client = self.client();
-        let mut tx = read_snapshot(&mut client).map_err(pg_error(EXPORT))?;
         let status = status.map(IdentityStatus::as_str);
-        let portal = tx
-            .bind(
-                &format!(
-                    "SELECT {EXPORT_COLUMNS} FROM identity
-                     WHERE $1::text IS NULL OR status = $1 ORDER BY id"
-                ),
-                &[&status],
-            )
-            .map_err(pg_error(EXPORT))?;
-        loop {
-            let rows = tx.query_portal(&portal, FETCH).map_err(pg_error(EXPORT))?;
-            for row in &rows {
-                let time = |index| row.get::<_, Option<i64>>(index).map(from_millis);
-                each(&IdentityRecord {
-                    id: row.get(0),
-                    identity_type: row.get(1),
-                    status: row.get(2),
-                    uid2: row.get(3),
-                    previous_uid2: row.get(4),
-                    bucket_id: row.get(5),
-                    refresh_from: time(6),
-                    mapped_at: time(7),
-                })?;
-            }
-            if rows.len() < FETCH as usize {
-                break;
-            }
-        }
-        tx.commit().map_err(pg_error(EXPORT))?;
-        Ok(())
+        for_each_row(
+            &mut self.client(),
+            EXPORT,
+            &format!(
+                "SELECT {} FROM identity WHERE $1::text IS NULL OR status = $1 ORDER BY id",
+                IdentityRecord::COLUMNS
+            ),
+            &[&status],
+            |row| each(&IdentityRecord::read(row).map_err(pg_error(EXPORT))?),
+        )
     }
 }
 

@@ -23,7 +23,7 @@ use std::cell::{RefCell, RefMut};
 
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
-use postgres::{Client, IsolationLevel, Row, Transaction};
+use postgres::{Client, IsolationLevel, Transaction};
 use session::Session;
 
 pub(crate) use identities::PostgresImport;
@@ -198,7 +198,7 @@ impl PostgresStore {
             .client()
             .query_one(&sync_state_sql(), &[])
             .map_err(pg_error(OPERATION))?;
-        sync_state_from(&row).map_err(pg_error(OPERATION))
+        SyncStateRow::read(&row).map_err(pg_error(OPERATION))
     }
 
     /// The sync state and the queue counts, from one snapshot.
@@ -209,7 +209,7 @@ impl PostgresStore {
         let row = tx
             .query_one(&sync_state_sql(), &[])
             .map_err(pg_error(OPERATION))?;
-        let sync = sync_state_from(&row).map_err(pg_error(OPERATION))?;
+        let sync = SyncStateRow::read(&row).map_err(pg_error(OPERATION))?;
         let queue = queue::stats_in(&mut tx, now).map_err(pg_error(OPERATION))?;
         tx.commit().map_err(pg_error(OPERATION))?;
         Ok(StoreStatus { sync, queue })
@@ -234,6 +234,36 @@ impl PostgresStore {
     }
 }
 
+/// Rows a paged read fetches per round trip.
+const FETCH: i32 = 5_000;
+
+/// Calls `each` for every row of `sql`, read from one snapshot a page at a
+/// time, so memory stays flat whatever the number of rows. `each` stops
+/// the read by returning an error.
+fn for_each_row<E: From<StoreError>>(
+    client: &mut Client,
+    operation: &'static str,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    mut each: impl FnMut(&postgres::Row) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut tx = read_snapshot(client).map_err(pg_error(operation))?;
+    let portal = tx.bind(sql, params).map_err(pg_error(operation))?;
+    loop {
+        let rows = tx
+            .query_portal(&portal, FETCH)
+            .map_err(pg_error(operation))?;
+        for row in &rows {
+            each(row)?;
+        }
+        if rows.len() < FETCH as usize {
+            break;
+        }
+    }
+    tx.commit().map_err(pg_error(operation))?;
+    Ok(())
+}
+
 /// A read-only transaction that sees one snapshot for all its queries.
 fn read_snapshot(client: &mut Client) -> Result<Transaction<'_>, postgres::Error> {
     client
@@ -248,19 +278,4 @@ fn sync_state_sql() -> String {
         "SELECT {} FROM sync_state WHERE id = 1",
         SyncStateRow::COLUMNS
     )
-}
-
-fn sync_state_from(row: &Row) -> Result<SyncState, postgres::Error> {
-    Ok(SyncStateRow {
-        times: [
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        ],
-        error_kind: row.try_get(4)?,
-        error_message: row.try_get(5)?,
-        counts: [row.try_get(6)?, row.try_get(7)?, row.try_get(8)?],
-    }
-    .into_state())
 }

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row};
 
-use super::identities::{FETCH, identity_counts_in};
-use super::{PostgresStore, pg_error, read_snapshot};
+use super::identities::identity_counts_in;
+use super::{PostgresStore, for_each_row, pg_error, read_snapshot};
 use crate::identity::IdentityHash;
 use crate::store::StoreError;
 use crate::store::identities::{IdentityCounts, parse_type, type_name};
@@ -26,7 +26,7 @@ use crate::store::remap::{
     Written, count_query, judge, oldest_still_due_query, rotations_checked_up_to, set_query,
     state_sql,
 };
-use crate::timestamp::{from_millis, to_millis};
+use crate::timestamp::to_millis;
 
 const DUE: &str = "claiming the identities due for mapping";
 const COMMIT: &str = "recording identity-map answers";
@@ -69,7 +69,7 @@ impl PostgresStore {
     }
 
     /// Commits one batch's answers in one transaction, for the identities
-    /// that still carry `cursor`'s lease and the value that was sent. An
+    /// that still carry the lease `lease_id` and the value that was sent. An
     /// identity whose UID2 or status changed gets one change record.
     pub(crate) fn commit_mappings(
         &self,
@@ -201,30 +201,14 @@ impl PostgresStore {
         limit: Option<u64>,
         mut each: impl FnMut(&ChangeRecord) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut client = self.client();
-        let mut tx = read_snapshot(&mut client).map_err(pg_error(CHANGES))?;
         let limit = limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-        let portal = tx
-            .bind(&dollars(state_sql::CHANGES), &[&after, &limit])
-            .map_err(pg_error(CHANGES))?;
-        loop {
-            let rows = tx.query_portal(&portal, FETCH).map_err(pg_error(CHANGES))?;
-            for row in &rows {
-                each(&ChangeRecord {
-                    seq: row.get(0),
-                    id: row.get(1),
-                    uid2: row.get(2),
-                    previous_uid2: row.get(3),
-                    status: row.get(4),
-                    changed_at: from_millis(row.get(5)),
-                })?;
-            }
-            if rows.len() < FETCH as usize {
-                break;
-            }
-        }
-        tx.commit().map_err(pg_error(CHANGES))?;
-        Ok(())
+        for_each_row(
+            &mut self.client(),
+            CHANGES,
+            &dollars(state_sql::CHANGES),
+            &[&after, &limit],
+            |row| each(&ChangeRecord::read(row).map_err(pg_error(CHANGES))?),
+        )
     }
 
     /// Deletes change records older than `cutoff`.
@@ -504,25 +488,5 @@ fn mapping_state_in(client: &mut impl GenericClient) -> Result<MappingState, pos
         ),
         &[],
     )?;
-    Ok(MappingStateRow {
-        api: row.try_get(0)?,
-        times: [
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-            row.try_get(4)?,
-            row.try_get(5)?,
-        ],
-        error_kind: row.try_get(6)?,
-        error_message: row.try_get(7)?,
-        counts: [
-            row.try_get(8)?,
-            row.try_get(9)?,
-            row.try_get(10)?,
-            row.try_get(11)?,
-            row.try_get(12)?,
-            row.try_get(13)?,
-        ],
-    }
-    .into_state())
+    MappingStateRow::read(&row)
 }

@@ -11,10 +11,10 @@ use super::{SqliteStore, sql_error};
 use crate::identity::{IdentityHash, IdentityType};
 use crate::store::StoreError;
 use crate::store::identities::{
-    Duplicate, EXPORT_COLUMNS, IdentityCounts, IdentityImport, IdentityRecord, IdentityStatus,
-    ImportCounts, type_name,
+    Duplicate, IdentityCounts, IdentityImport, IdentityRecord, IdentityStatus, ImportCounts,
+    type_name,
 };
-use crate::timestamp::{from_millis, to_millis};
+use crate::timestamp::to_millis;
 
 const IMPORT: &str = "importing identities";
 const REMOVE: &str = "removing identities";
@@ -102,14 +102,15 @@ impl SqliteStore {
         let tx = self.read_transaction(EXPORT)?;
         let mut select = tx
             .prepare(&format!(
-                "SELECT {EXPORT_COLUMNS} FROM identity WHERE ?1 IS NULL OR status = ?1 ORDER BY id"
+                "SELECT {} FROM identity WHERE ?1 IS NULL OR status = ?1 ORDER BY id",
+                IdentityRecord::COLUMNS
             ))
             .map_err(sql_error(EXPORT))?;
         let mut rows = select
             .query([status.map(IdentityStatus::as_str)])
             .map_err(sql_error(EXPORT))?;
         while let Some(row) = rows.next().map_err(sql_error(EXPORT))? {
-            let record = record_from(row).map_err(sql_error(EXPORT))?;
+            let record = IdentityRecord::read(row).map_err(sql_error(EXPORT))?;
             each(&record)?;
         }
         Ok(())
@@ -134,20 +135,6 @@ pub(super) fn identity_counts_in(conn: &Connection) -> rusqlite::Result<Identity
         counts.add(row.get_ref(0)?.as_str()?, row.get::<_, i64>(1)? as u64);
     }
     Ok(counts)
-}
-
-fn record_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityRecord> {
-    let time = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
-    Ok(IdentityRecord {
-        id: row.get(0)?,
-        identity_type: row.get(1)?,
-        status: row.get(2)?,
-        uid2: row.get(3)?,
-        previous_uid2: row.get(4)?,
-        bucket_id: row.get(5)?,
-        refresh_from: time(6)?,
-        mapped_at: time(7)?,
-    })
 }
 
 impl SqliteImport<'_> {

@@ -234,13 +234,5 @@ fn sync_state_in(conn: &Connection) -> rusqlite::Result<SyncState> {
         "SELECT {} FROM sync_state WHERE id = 1",
         SyncStateRow::COLUMNS
     ))?
-    .query_row([], |row| {
-        Ok(SyncStateRow {
-            times: [row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?],
-            error_kind: row.get(4)?,
-            error_message: row.get(5)?,
-            counts: [row.get(6)?, row.get(7)?, row.get(8)?],
-        }
-        .into_state())
-    })
+    .query_row([], |row| SyncStateRow::read(row))
 }

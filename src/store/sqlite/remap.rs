@@ -19,7 +19,7 @@ use crate::store::remap::{
     MapApi, MapOutcome, MappingState, MappingStateRow, PassCounts, PassEnd, SortColumn, SortKey,
     count_query, judge, oldest_still_due_query, rotations_checked_up_to, set_query, state_sql,
 };
-use crate::timestamp::{from_millis, to_millis};
+use crate::timestamp::to_millis;
 
 const SQLITE: Dialect = Dialect {
     join: "CROSS JOIN",
@@ -177,14 +177,7 @@ impl SqliteStore {
             .query(params![after, limit])
             .map_err(sql_error(CHANGES))?;
         while let Some(row) = rows.next().map_err(sql_error(CHANGES))? {
-            let record = ChangeRecord {
-                seq: row.get(0).map_err(sql_error(CHANGES))?,
-                id: row.get(1).map_err(sql_error(CHANGES))?,
-                uid2: row.get(2).map_err(sql_error(CHANGES))?,
-                previous_uid2: row.get(3).map_err(sql_error(CHANGES))?,
-                status: row.get(4).map_err(sql_error(CHANGES))?,
-                changed_at: from_millis(row.get(5).map_err(sql_error(CHANGES))?),
-            };
+            let record = ChangeRecord::read(row).map_err(sql_error(CHANGES))?;
             each(&record)?;
         }
         Ok(())
@@ -402,29 +395,7 @@ fn mapping_state_in(conn: &Connection) -> rusqlite::Result<MappingState> {
             MappingStateRow::COLUMNS
         ),
         [],
-        |row| {
-            Ok(MappingStateRow {
-                api: row.get(0)?,
-                times: [
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ],
-                error_kind: row.get(6)?,
-                error_message: row.get(7)?,
-                counts: [
-                    row.get(8)?,
-                    row.get(9)?,
-                    row.get(10)?,
-                    row.get(11)?,
-                    row.get(12)?,
-                    row.get(13)?,
-                ],
-            }
-            .into_state())
-        },
+        |row| MappingStateRow::read(row),
     )
 }
 
