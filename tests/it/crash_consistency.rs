@@ -1,9 +1,9 @@
-//! Crash consistency: the real binary killed with SIGKILL at random moments
-//! (during the download, the ingest and the commit of a first sync; during
-//! daemon cycles; during consumers' claims and acks). After every kill the
-//! file passes `PRAGMA integrity_check` and holds all of a response or none
-//! of it, and a normal run afterwards completes with every bucket queued
-//! exactly once.
+//! Crash consistency, on both backends: the real binary killed with SIGKILL
+//! at random moments (during the download, the ingest and the commit of a
+//! first sync; during daemon cycles; during consumers' claims and acks).
+//! After every kill the database (a SQLite file also passing `PRAGMA
+//! integrity_check`) holds all of a response or none of it, and a normal
+//! run afterwards completes with every bucket queued exactly once.
 //!
 //! Sizes: `CRASH_BUCKETS` (default 2^18; `scripts/crash-test.sh` runs 2^20
 //! with the release build). Moments: `CRASH_SEED` (printed, so a failure
@@ -12,11 +12,11 @@
 use crate::common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::Backend;
 use common::app::{TestApp, spawn_app};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -61,23 +61,27 @@ struct Contents {
     latest_rotation: Option<String>,
 }
 
-fn inspect(db: &Path) -> Option<Contents> {
-    if !db.exists() {
-        return None;
+/// What the app's database holds, read through the views; `None` before
+/// the schema was created. A SQLite file must pass its integrity check.
+fn inspect(app: &TestApp) -> Option<Contents> {
+    match app.pg_url {
+        None => {
+            if !app.db_path.exists() {
+                return None;
+            }
+            let integrity = app.rows("PRAGMA integrity_check");
+            assert_eq!(integrity[0][0].as_deref(), Some("ok"), "integrity_check");
+            if app.number("PRAGMA user_version") == 0 {
+                return None; // killed before the schema was created
+            }
+        }
+        Some(_) => {
+            // None: killed before the schema was created.
+            app.rows("SELECT to_regclass('sync_status')")[0][0].as_ref()?;
+        }
     }
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok", "integrity_check of {}", db.display());
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    if version == 0 {
-        return None; // killed before the schema was created
-    }
-    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
-    let text = |sql: &str| -> Option<String> { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
+    let one = |sql: &str| app.number(sql);
+    let text = |sql: &str| app.rows(sql)[0][0].clone();
     Some(Contents {
         mark: text("SELECT high_water_mark FROM sync_status"),
         rotations: one("SELECT count(*) FROM bucket_rotations"),
@@ -89,8 +93,8 @@ fn inspect(db: &Path) -> Option<Contents> {
         dead: one("SELECT count(*) FROM remap_queue WHERE state = 'dead'"),
         behind: one("SELECT count(*) FROM buckets b
              LEFT JOIN remap_queue q ON q.kind = 'bucket' AND q.subject = b.bucket_id
-             WHERE q.last_updated IS NOT b.last_updated
-               AND q.newer_last_updated IS NOT b.last_updated"),
+             WHERE q.last_updated IS DISTINCT FROM b.last_updated
+               AND q.newer_last_updated IS DISTINCT FROM b.last_updated"),
         latest_rotation: text("SELECT max(last_updated) FROM buckets"),
     })
 }
@@ -165,21 +169,28 @@ fn lease_ids(claim_output: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn remove_database(db: &Path) {
+/// Makes the app's database empty again.
+fn remove_database(app: &TestApp) {
+    if app.pg_url.is_some() {
+        app.execute("DROP SCHEMA public CASCADE");
+        app.execute("CREATE SCHEMA public");
+        return;
+    }
     for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.as_os_str().to_owned();
+        let mut path = app.db_path.as_os_str().to_owned();
         path.push(suffix);
         let _ = std::fs::remove_file(path);
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_first_sync_killed_at_any_moment_leaves_all_or_nothing() {
+async fn a_first_sync_killed_at_any_moment_leaves_all_or_nothing(backend: Backend) {
     let _serial = ONE_AT_A_TIME.lock().await;
     let test_started = Instant::now();
     let buckets = buckets();
     let mut rng = rng("first sync");
-    let app = spawn_app(buckets).await;
+    let Some(app) = spawn_app(buckets).await.on(backend) else {
+        return;
+    };
     write_roomy_config(&app, "1h");
     let max = app
         .operator
@@ -194,8 +205,8 @@ async fn a_first_sync_killed_at_any_moment_leaves_all_or_nothing() {
     assert!(sync(&app).wait().unwrap().success());
     let full = started.elapsed();
     println!("[{:?}] measured", test_started.elapsed());
-    assert_complete(&inspect(&app.db_path).unwrap(), buckets, max);
-    remove_database(&app.db_path);
+    assert_complete(&inspect(&app).unwrap(), buckets, max);
+    remove_database(&app);
 
     let (mut empty, mut complete) = (0, 0);
     for kill in 0..KILLS {
@@ -203,13 +214,13 @@ async fn a_first_sync_killed_at_any_moment_leaves_all_or_nothing() {
         let fraction = (kill as f64 + rng.random::<f64>()) / KILLS as f64;
         let delay = full.mul_f64(fraction.min(0.995));
         tokio::task::block_in_place(|| kill_after(sync(&app), delay));
-        let contents = inspect(&app.db_path);
+        let contents = inspect(&app);
         if is_empty(&contents) {
             empty += 1;
         } else {
             assert_complete(contents.as_ref().unwrap(), buckets, max);
             complete += 1;
-            remove_database(&app.db_path);
+            remove_database(&app);
         }
         println!(
             "[{:?}] kill {kill} at {delay:?} of {full:?}: {}",
@@ -226,14 +237,15 @@ async fn a_first_sync_killed_at_any_moment_leaves_all_or_nothing() {
     let final_sync = Instant::now();
     assert!(sync(&app).wait().unwrap().success());
     println!("final sync took {:?}", final_sync.elapsed());
-    assert_complete(&inspect(&app.db_path).unwrap(), buckets, max);
+    assert_complete(&inspect(&app).unwrap(), buckets, max);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_daemon_killed_during_cycles_loses_no_rotation() {
+async fn a_daemon_killed_during_cycles_loses_no_rotation(backend: Backend) {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut rng = rng("daemon");
-    let app = spawn_app(20_000).await;
+    let Some(app) = spawn_app(20_000).await.on(backend) else {
+        return;
+    };
     write_roomy_config(&app, "1s");
 
     for kill in 0..KILLS {
@@ -248,7 +260,7 @@ async fn a_daemon_killed_during_cycles_loses_no_rotation() {
             .unwrap();
         let delay = Duration::from_millis(rng.random_range(50..2500));
         tokio::task::block_in_place(|| kill_after(daemon, delay));
-        if let Some(contents) = inspect(&app.db_path) {
+        if let Some(contents) = inspect(&app) {
             assert_eq!(contents.behind, 0, "kill {kill}: {contents:?}");
             assert_eq!(contents.queue_entries, contents.distinct_subjects);
             assert_eq!(
@@ -260,28 +272,32 @@ async fn a_daemon_killed_during_cycles_loses_no_rotation() {
 
     // An undisturbed cycle then has every bucket at its latest rotation.
     assert!(sync(&app).wait().unwrap().success());
-    let contents = inspect(&app.db_path).unwrap();
+    let contents = inspect(&app).unwrap();
     let table = app.operator.snapshot();
     let latest = table.iter().map(|r| r.last_updated).max().unwrap();
     assert_eq!(contents.mark.as_deref(), Some(format_utc(latest).as_str()));
     assert!(contents.rotations >= 20_000);
     assert_eq!(contents.queue_entries, 20_000);
     assert_eq!(contents.behind, 0);
-    let store = app.store();
-    for row in table.iter().step_by(97) {
-        assert_eq!(
-            store.bucket_last_updated(&row.bucket_id).unwrap(),
-            Some(row.last_updated)
-        );
-    }
+    // The blocking PostgreSQL client may not run on the runtime's threads.
+    tokio::task::block_in_place(|| {
+        let store = app.store();
+        for row in table.iter().step_by(97) {
+            assert_eq!(
+                store.bucket_last_updated(&row.bucket_id).unwrap(),
+                Some(row.last_updated)
+            );
+        }
+    });
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn consumers_killed_while_claiming_or_acking_lose_nothing() {
+async fn consumers_killed_while_claiming_or_acking_lose_nothing(backend: Backend) {
     let _serial = ONE_AT_A_TIME.lock().await;
     const N: u32 = 3_000;
     let mut rng = rng("consumers");
-    let app = spawn_app(N).await;
+    let Some(app) = spawn_app(N).await.on(backend) else {
+        return;
+    };
     write_roomy_config(&app, "1h");
     assert!(sync(&app).wait().unwrap().success());
 
@@ -323,7 +339,7 @@ async fn consumers_killed_while_claiming_or_acking_lose_nothing() {
                 kills += 1;
             }
         }
-        let contents = inspect(&app.db_path).unwrap();
+        let contents = inspect(&app).unwrap();
         assert_eq!(
             contents.queue_entries,
             i64::from(N),
@@ -365,6 +381,12 @@ async fn consumers_killed_while_claiming_or_acking_lose_nothing() {
             .unwrap();
         assert!(status.success());
     }
-    let contents = inspect(&app.db_path).unwrap();
+    let contents = inspect(&app).unwrap();
     assert_eq!(contents.done, i64::from(N), "{contents:?}");
 }
+
+crate::on_both_backends_async!(
+    a_first_sync_killed_at_any_moment_leaves_all_or_nothing,
+    a_daemon_killed_during_cycles_loses_no_rotation,
+    consumers_killed_while_claiming_or_acking_lose_nothing,
+);

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::Backend;
 use common::app::{TestApp, spawn_app};
 use tokio_util::sync::CancellationToken;
 use uid2_bucket_sync::simulator::Fault;
@@ -44,12 +45,13 @@ macro_rules! fault_cases {
         }
 
         $(
-            #[tokio::test(flavor = "multi_thread")]
-            async fn $test() {
-                examine(&Case { name: $name, fault: $fault, kind: $kind, transient: $transient })
-                    .await;
+            async fn $test(backend: Backend) {
+                let case = Case { name: $name, fault: $fault, kind: $kind, transient: $transient };
+                examine(&case, backend).await;
             }
         )*
+
+        crate::on_both_backends_async!($($test),*);
     };
 }
 
@@ -92,14 +94,9 @@ struct Snapshot {
 }
 
 fn snapshot(app: &TestApp) -> Snapshot {
-    let store = app.store();
-    let status = store.status(Utc::now()).unwrap();
-    let rotations = rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row("SELECT count(*) FROM bucket_rotations", [], |row| {
-            row.get(0)
-        })
-        .unwrap();
+    // The blocking PostgreSQL client may not run on the runtime's threads.
+    let status = tokio::task::block_in_place(|| app.store().status(Utc::now()).unwrap());
+    let rotations = app.number("SELECT count(*) FROM bucket_rotations");
     Snapshot {
         mark: status.sync.high_water_mark,
         last_success: status.sync.last_success_at,
@@ -127,8 +124,9 @@ struct Row {
     message: String,
 }
 
-async fn examine(case: &Case) -> Row {
-    let app = spawn_app(40).await;
+/// The case on `backend`; `None` where PostgreSQL is not installed.
+async fn examine(case: &Case, backend: Backend) -> Option<Row> {
+    let app = spawn_app(40).await.on(backend)?;
     cycle(&app).run(&CancellationToken::new()).await.unwrap();
     let rotated_at = truncate_to_millis(Utc::now());
     app.operator.rotate_random(3, rotated_at);
@@ -156,7 +154,9 @@ async fn examine(case: &Case) -> Row {
         "{}: sync changed the state",
         case.name
     );
-    let recorded = app.store().sync_state().unwrap().last_error.unwrap();
+    let recorded = tokio::task::block_in_place(|| app.store().sync_state().unwrap())
+        .last_error
+        .unwrap();
     assert_eq!(recorded.kind, case.kind, "{}", case.name);
 
     // Persistent: the daemon's cycle.
@@ -191,14 +191,14 @@ async fn examine(case: &Case) -> Row {
         (outcome, transient) => panic!("{}: transient={transient}, got {outcome:?}", case.name),
     };
 
-    Row {
+    Some(Row {
         name: case.name,
         sync_exit: output.status.code().unwrap().to_string(),
         kind: case.kind.to_owned(),
         state: "unchanged",
         once,
         message: message.trim_start_matches("error: ").to_owned(),
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,7 +213,7 @@ async fn a_refused_api_key_is_unauthorized_and_not_retried() {
 async fn print_fault_matrix() {
     let mut rows = Vec::new();
     for case in cases() {
-        rows.push(examine(&case).await);
+        rows.extend(examine(&case, Backend::Sqlite).await);
     }
     // The credential faults the operator itself produces.
     rows.push(wrong_key_row().await);

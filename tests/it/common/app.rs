@@ -198,14 +198,18 @@ initial_since = "{INITIAL_SINCE}"
         command
     }
 
-    /// Opens the test's database (created if missing).
+    /// Opens the test's database (created if missing). From an async test,
+    /// a PostgreSQL store is used inside `block_in_place` or `with_store`:
+    /// its blocking client may not run on the runtime's threads.
     pub fn store(&self) -> Store {
         match &self.pg_url {
-            Some(url) => Store::connect(
-                &PostgresTarget::parse(url).unwrap(),
-                OpenMode::CreateIfMissing,
-                &StoreOptions::default(),
-            ),
+            Some(url) => super::on_own_thread(|| {
+                Store::connect(
+                    &PostgresTarget::parse(url).unwrap(),
+                    OpenMode::CreateIfMissing,
+                    &StoreOptions::default(),
+                )
+            }),
             None => Store::open(
                 &self.db_path,
                 OpenMode::CreateIfMissing,
