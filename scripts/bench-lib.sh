@@ -1,6 +1,6 @@
 # Helpers the benchmark scripts share (scripts/bench, bench-drain.sh,
-# bench-postgres.sh). Source it after setting $work, the directory each
-# measurement writes to.
+# bench-postgres.sh, bench-remap.sh). Source it after setting $work, the
+# directory each measurement writes to.
 
 # start_operator BIN BUCKETS ROTATE_EVERY ROTATE_COUNT: a dev-operator on
 # loopback rotating ROTATE_COUNT buckets every ROTATE_EVERY seconds; sets
@@ -14,6 +14,25 @@ start_operator() {
         sleep 0.1
     done
     base_url=$(grep -o 'http://[0-9.:]*' "$work/operator.out")
+}
+
+# write_config FILE DATABASE-LINE [API CONCURRENCY]: a configuration for
+# the operator at $base_url and one database (DATABASE-LINE: `path = "..."`
+# or `url = "..."`); with API and CONCURRENCY, also a [mapping] section for
+# `remap`, with the production batch size.
+write_config() {
+    printf '[operator]\nbase_url = "%s"\n\n[sync]\ninitial_since = "2000-01-01T00:00:00"\n\n[database]\n%s\n' \
+        "$base_url" "$2" >"$1"
+    if [[ $# -ge 4 ]]; then
+        printf '\n[mapping]\napi = "%s"\nconcurrency = %d\n' "$3" "$4" >>"$1"
+    fi
+}
+
+# identities_csv N FILE: N distinct raw emails, as `identities import` reads
+# them (id,email).
+identities_csv() {
+    awk -v n="$1" 'BEGIN { print "id,email"; for (i = 0; i < n; i++) printf "user%07d,Person.%d+tag@Example%d.com\n", i, i, i % 97 }' \
+        >"$2"
 }
 
 # next_rotation: waits until the operator has rotated one more batch.

@@ -6,6 +6,7 @@
 # would. Prints one line per measurement and a summary table.
 #
 #   scripts/bench-remap.sh            # RUNS=3 of each, IDENTITIES=1000000
+#   BIN=target/before/REV/bin scripts/bench-remap.sh   # another build, side by side
 #
 # Measured, each from a fresh copy of the same database:
 #   - `identities import` of IDENTITIES raw emails into a new database;
@@ -26,8 +27,9 @@ buckets=1048576
 daily=2874
 concurrency=8
 
-cargo build --release --quiet --bin uid2-bucket-sync
-bin=$root/target/release/uid2-bucket-sync
+# BIN=PATH measures another build (e.g. target/before/REV/bin of scripts/bench).
+if [[ -z ${BIN:-} ]]; then cargo build --release --quiet --bin uid2-bucket-sync; fi
+bin=${BIN:-$root/target/release/uid2-bucket-sync}
 if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check uid2-client==2.9.0
 
@@ -45,19 +47,12 @@ export UID2_CLIENT_SECRET
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 
+source scripts/bench-lib.sh
 # One day's rotations every 90 s: the v2 day waits for one batch.
-"$bin" dev-operator --listen 127.0.0.1:0 --buckets "$buckets" \
-    --rotate-every 90s --rotate-count "$daily" >"$work/operator.out" 2>"$work/operator.err" &
-operator_pid=$!
-for _ in $(seq 100); do
-    grep -q listening "$work/operator.out" 2>/dev/null && break
-    sleep 0.1
-done
-base_url=$(grep -o 'http://[0-9.:]*' "$work/operator.out")
+start_operator "$bin" "$buckets" 90 "$daily"
 
 config() { # config FILE DATABASE API
-    printf '[operator]\nbase_url = "%s"\n\n[sync]\ninitial_since = "2000-01-01T00:00:00"\n\n' "$base_url" >"$1"
-    printf '[database]\npath = "%s"\n\n[mapping]\napi = "%s"\nconcurrency = %d\n' "$2" "$3" "$concurrency" >>"$1"
+    write_config "$1" "path = \"$2\"" "$3" "$concurrency"
 }
 
 # The operator's CPU time so far, in seconds.
@@ -66,6 +61,7 @@ operator_cpu() {
 }
 
 # measure LABEL COMMAND...: one run; appends "seconds kilobytes operator_cpu_seconds" to $work/LABEL
+# (bench-lib.sh's measure, plus the operator's CPU time)
 measure() {
     local label=$1 before after
     shift
@@ -90,14 +86,10 @@ remap_from() {
     done
 }
 
-# median LABEL COLUMN (1: seconds, 2: kilobytes, 3: operator CPU seconds)
-median() {
-    sort -n -k"$2","$2" "$work/$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
-}
+# (median LABEL COLUMN, from bench-lib.sh, also reads column 3: operator CPU seconds.)
 
 # --- identities import: raw emails into a new database ---------------------------
-awk -v n="$identities" 'BEGIN { print "id,email"; for (i = 0; i < n; i++) printf "user%07d,Person.%d+tag@Example%d.com\n", i, i, i % 97 }' \
-    >"$work/identities.csv"
+identities_csv "$identities" "$work/identities.csv"
 for _ in $(seq "$runs"); do
     rm -f "$work"/imported.db*
     measure import "$bin" --db "$work/imported.db" identities import "$work/identities.csv"
@@ -167,15 +159,9 @@ cp "$work/imported.db" "$work/v2.db"
 "$bin" --config "$work/v2.toml" sync >/dev/null 2>&1
 "$bin" --config "$work/v2.toml" remap >"$work/v2-first.out" 2>/dev/null
 echo "first remap (v2): $(cat "$work/v2-first.out")"
-# wait_for_rotation: until the operator logs its next batch of rotations.
-wait_for_rotation() {
-    local seen
-    seen=$(grep -c 'rotated buckets' "$work/operator.err" || true)
-    while [[ $(grep -c 'rotated buckets' "$work/operator.err" || true) -le $seen ]]; do sleep 0.5; done
-}
 # Catch up with what rotated during the first pass, right after a batch, so
 # that exactly one more batch comes before the measured day.
-wait_for_rotation
+next_rotation
 "$bin" --config "$work/v2.toml" sync >/dev/null 2>&1
 "$bin" --config "$work/v2.toml" remap >/dev/null 2>&1
 # A pass looks again at rotations observed up to an hour before the last
@@ -190,7 +176,7 @@ with db:
     db.execute("UPDATE mapping_state SET rotations_checked_ms = ? WHERE id = 1", (int(time.time() * 1000),))
 db.close()
 PY
-wait_for_rotation
+next_rotation
 "$bin" --config "$work/v2.toml" sync >"$work/v2-sync.out" 2>/dev/null
 echo "v2 day sync: $(cat "$work/v2-sync.out")"
 if ! grep -q "($daily new rotations" "$work/v2-sync.out"; then
