@@ -28,17 +28,23 @@
 //! - [`store`]: one narrow interface ([`store::Store`], [`store::Queue`])
 //!   over two backends, which the sync cycle, the worker and the commands
 //!   use without knowing which one they write:
+//!   - what both backends share, free of IO: the identities' records and
+//!     the import in progress (`store::identities`); the re-map worker's
+//!     due sets, their queries, the cursor a pass reads them with and the
+//!     rule an answer is written by (`store::remap`); reading a row of
+//!     either backend into those records (`store::columns`);
 //!   - `store::sqlite`, the embedded default: the file, its migrations, the
 //!     sync state, the atomic ingest of one response and the queue; who may
 //!     open the file (modes, groups, what to say when access is wrong) in
 //!     `access`; the user's identities (import, export) in `identities`;
 //!     what the re-map worker reads and writes (due sets, batch commits,
 //!     change feed) in `remap`;
-//!   - `store::postgres`: the sync state, the rotation log and the queue on
-//!     a PostgreSQL server shared by many machines (the URL and password in
-//!     `target`, migrations in `schema`, `COPY` ingest in `ingest`,
-//!     `SKIP LOCKED` claims in `queue`, the one-poller lock in
-//!     `poller_lock`);
+//!   - `store::postgres`: the same state on a PostgreSQL server shared by
+//!     many machines (the URL and password in `target`, migrations in
+//!     `schema`, `COPY` ingest in `ingest`, `SKIP LOCKED` claims in
+//!     `queue`, the one-poller lock in `poller_lock`, the identities in
+//!     `identities`, the worker's leased claims and fenced commits in
+//!     `remap`);
 //!   - `store::migrate`: copying a SQLite database into PostgreSQL.
 //! - [`queue`]: the contract of the lease-based re-mapping queue batch jobs
 //!   consume (its promises, types and limits), free of IO.

@@ -3,8 +3,10 @@
 //! - `sqlite`: the embedded default, one file (schema and migrations, the
 //!   sync state, the rotation log, the atomic ingest of one response, the
 //!   queue, the identities and what the re-map worker reads and writes).
-//! - `postgres`: the same sync state, rotation log and queue on a
-//!   PostgreSQL server, for consumers on many machines.
+//! - `postgres`: the same state on a PostgreSQL server, for consumers and
+//!   re-map workers on many machines.
+//! - `identities`, `remap`, `columns`: what both backends share, free of
+//!   IO: the records they read, the due sets and the answer rule.
 //!
 //! The sync cycle, the worker and the commands talk to [`Store`] and
 //! [`Queue`] only; which tables hold what, and how a backend makes an
@@ -584,6 +586,11 @@ impl Store {
         outcomes: &[MapOutcome],
         now: DateTime<Utc>,
     ) -> Result<BatchCounts, StoreError> {
+        assert_eq!(
+            batch.len(),
+            outcomes.len(),
+            "one answer per identity sent, checked by the client"
+        );
         match &self.backend {
             Backend::Sqlite(store) => store.commit_mappings(batch, outcomes, now),
             Backend::Postgres(store) => store.commit_mappings(lease_id, batch, outcomes, now),

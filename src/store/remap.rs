@@ -155,7 +155,7 @@ impl PassClaims {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum SortKey {
     Time(i64),
     Bucket(String),

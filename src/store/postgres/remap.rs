@@ -78,11 +78,6 @@ impl PostgresStore {
         outcomes: &[MapOutcome],
         now: DateTime<Utc>,
     ) -> Result<BatchCounts, StoreError> {
-        assert_eq!(
-            batch.len(),
-            outcomes.len(),
-            "one answer per identity sent, checked by the client"
-        );
         let mut client = self.client();
         let mut tx = client.transaction().map_err(pg_error(COMMIT))?;
         let counts = commit_in(&mut tx, lease_id, batch, outcomes, to_millis(now))

@@ -61,11 +61,6 @@ impl SqliteStore {
         outcomes: &[MapOutcome],
         now: DateTime<Utc>,
     ) -> Result<BatchCounts, StoreError> {
-        assert_eq!(
-            batch.len(),
-            outcomes.len(),
-            "one answer per identity sent, checked by the client"
-        );
         let now_ms = to_millis(now);
         let tx = self.write_transaction(COMMIT)?;
         let counts = commit_in(&tx, batch, outcomes, now_ms).map_err(sql_error(COMMIT))?;
@@ -407,7 +402,7 @@ mod tests {
     use super::*;
     use crate::identity::IdentityType;
     use crate::rotation::BucketRotation;
-    use crate::store::remap::{PassClaims, V2_SETS, V3_SETS};
+    use crate::store::remap::{PassClaims, RotationsRead, V2_SETS, V3_SETS};
 
     fn claims() -> PassClaims {
         PassClaims::new(std::time::Duration::from_secs(60))
@@ -592,6 +587,53 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// A complete v2 pass records the rotations it looked at only up to the
+    /// oldest one that still has a due identity (here one answered with a
+    /// reason this version does not know), so the next pass reads it again.
+    #[test]
+    fn a_complete_v2_pass_keeps_a_rotation_with_an_identity_still_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        import(&store, 2, at(1, 0));
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 9), None, None, claims());
+        let batch = store.next_due(&mut cursor, 10, at(10, 9)).unwrap();
+        let outcomes = [mapped("U0", Some("A"), None), mapped("U1", Some("A"), None)];
+        store.commit_mappings(&batch, &outcomes, at(10, 9)).unwrap();
+        let rotation = BucketRotation {
+            bucket_id: "A".into(),
+            last_updated: at(10, 0),
+        };
+        store.ingest(vec![rotation], at(10, 12)).unwrap();
+
+        // The next pass: id0 answered, id1 with an unknown reason.
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 13), None, None, claims());
+        let batch = store.next_due(&mut cursor, 10, at(10, 13)).unwrap();
+        assert_eq!(ids(&batch), ["id0", "id1"]);
+        let outcomes = [mapped("U0b", Some("A"), None), MapOutcome::Unknown];
+        store
+            .commit_mappings(&batch, &outcomes, at(10, 14))
+            .unwrap();
+        let read = RotationsRead {
+            after: None,
+            up_to: at(10, 13),
+        };
+        store
+            .record_pass_end(
+                &PassCounts::default(),
+                PassEnd::Complete {
+                    rotations: Some(read),
+                },
+                at(10, 15),
+            )
+            .unwrap();
+
+        let checked = store.mapping_state().unwrap().rotations_checked.unwrap();
+        assert!(checked < at(10, 12), "checked up to {checked}");
+        let mut cursor = DueCursor::new(MapApi::V2, at(10, 16), Some(checked), None, claims());
+        let due = store.next_due(&mut cursor, 10, at(10, 16)).unwrap();
+        assert_eq!(ids(&due), ["id1"]);
     }
 
     /// Every due set is read from an index, in the index's order: no scan
