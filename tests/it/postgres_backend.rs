@@ -302,6 +302,17 @@ fn a_jobs_role_with_the_readme_grants_consumes_but_cannot_change_the_schema() {
         .unwrap_err();
     let message = refused.as_db_error().unwrap().message();
     assert!(message.contains("permission denied"), "{message}");
+    // It follows the change feed and sees the worker's state, and cannot
+    // change an identity.
+    assert!(jobs.mapping_state().unwrap().last_started_at.is_none());
+    for view in ["identity_changes", "identities", "mapping_status"] {
+        client.query(&format!("SELECT * FROM {view}"), &[]).unwrap();
+    }
+    let refused = client
+        .batch_execute("UPDATE identity SET status = 'unmapped'")
+        .unwrap_err();
+    let message = refused.as_db_error().unwrap().message();
+    assert!(message.contains("permission denied"), "{message}");
 }
 
 /// `migrate-to` as the real binary: the views read the same on both sides,

@@ -373,6 +373,62 @@ async fn identities_mapped_with_v3_are_due_once_after_the_switch_to_v2(backend: 
     assert!(remap(&app).starts_with("remap: 0 identities sent (v2)"));
 }
 
+/// An identity given a new value or removed while its request is in flight
+/// keeps what the import or the removal left: the answer, for a value it no
+/// longer has, is dropped and counted; nothing stays claimed.
+async fn an_answer_for_an_identity_changed_while_in_flight_is_dropped(backend: Backend) {
+    let Some(app) = spawn_app(64).await.on(backend) else {
+        return;
+    };
+    app.import_emails(5);
+    app.operator.inject(Fault::Delay(Duration::from_secs(3)));
+    let pass = app
+        .command()
+        .arg("remap")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The pass has started, and read its batch a moment after.
+    let started = std::time::Instant::now();
+    while app.rows("SELECT last_started_at FROM mapping_status")[0][0].is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no pass started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let output = crate::common::process::output_with_stdin(
+        app.command()
+            .args(["identities", "import", "-", "--format", "csv"]),
+        "id,email\nid0,someone.new@example.com\n",
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let removed = run(&app, &["identities", "remove", "id1"]);
+    assert!(removed.status.success(), "{}", text(&removed));
+    let (output, _) = wait_at_most(pass, Duration::from_secs(30));
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        summary.starts_with("remap: 5 identities sent (v3), 3 changed")
+            && summary.contains("2 changed or removed meanwhile (answer dropped)"),
+        "{summary}"
+    );
+    let records = exported(&app);
+    assert!(!records.contains_key("id1"));
+    assert_eq!(records["id0"]["status"], "unmapped");
+    assert!(records["id0"]["uid2"].is_null());
+    assert_eq!(changes(&app, &[]).len(), 3);
+    if backend == Backend::Postgres {
+        assert_eq!(
+            app.number("SELECT count(*) FROM identity WHERE lease_id IS NOT NULL"),
+            0
+        );
+    }
+    // The new value is mapped by the next pass.
+    assert!(remap(&app).starts_with("remap: 1 identities sent (v3), 1 changed"));
+}
+
 async fn limit_sends_at_most_n_and_the_next_pass_sends_the_rest(backend: Backend) {
     let Some(app) = spawn_app(64).await.on(backend) else {
         return;
@@ -592,6 +648,7 @@ crate::on_both_backends_async!(
     identities_mapped_with_v2_are_due_once_after_the_switch_to_v3,
     identities_mapped_with_v3_are_due_once_after_the_switch_to_v2,
     limit_sends_at_most_n_and_the_next_pass_sends_the_rest,
+    an_answer_for_an_identity_changed_while_in_flight_is_dropped,
     changes_after_a_saved_position_lists_only_later_records_up_to_the_limit,
     the_daemon_maps_new_identities_in_its_first_pass_and_stops_cleanly,
     kill_9_mid_pass_loses_only_batches_in_flight_and_the_next_pass_completes_the_rest,
