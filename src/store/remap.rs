@@ -43,6 +43,9 @@ pub(crate) struct DueIdentity {
     pub id: String,
     pub kind: IdentityType,
     pub hash: IdentityHash,
+    /// PostgreSQL: the row as the claim read it, which its answer is
+    /// judged against. SQLite reads it again inside the commit.
+    pub(super) held: Option<CurrentRow>,
 }
 
 impl std::fmt::Debug for DueIdentity {
@@ -565,6 +568,7 @@ fn whole_set(set: DueSet, dialect: &Dialect) -> String {
 
 /// An identity's row as a commit finds it, when it still holds the value
 /// that was sent.
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct CurrentRow {
     pub status: String,
     pub uid2: Option<String>,

@@ -239,7 +239,10 @@ fn merge(client: &mut Session, now_ms: i64) -> Result<ImportCounts, StoreError> 
             "UPDATE identity AS i
              SET identity_type = s.identity_type, hash = s.hash, status = 'unmapped',
                  uid2 = NULL, previous_uid2 = NULL, bucket_id = NULL,
-                 refresh_from_ms = NULL, mapped_at_ms = NULL, updated_at_ms = $1
+                 refresh_from_ms = NULL, mapped_at_ms = NULL, updated_at_ms = $1,
+                 -- An answer in flight is for the old value: its commit
+                 -- must find the lease gone (store::postgres::remap).
+                 lease_id = NULL, lease_expires_ms = NULL
              FROM identity_stage AS s
              WHERE i.id = s.id AND s.hash IS NOT NULL
                AND (i.identity_type != s.identity_type OR i.hash != s.hash)",

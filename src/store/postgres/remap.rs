@@ -9,7 +9,7 @@
 //! pass's lease, so an answer that arrives after its lease ran out and
 //! another worker claimed the identity is dropped, not written twice.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use postgres::types::{ToSql, Type};
@@ -249,7 +249,8 @@ fn claim_set(
          claimed AS (
              UPDATE identity AS t SET lease_id = ?8, lease_expires_ms = ?9
              FROM due WHERE t.id = due.id
-             RETURNING due.*)
+             RETURNING due.*, t.status AS held_status, t.uid2 AS held_uid2,
+                       t.previous_uid2 AS held_previous_uid2)
          SELECT * FROM claimed ORDER BY {order}",
         order = set.selected_order(),
     ));
@@ -290,7 +291,12 @@ fn claim_set(
     )?;
     let read = rows.len();
     for row in &rows {
-        let identity = due_identity(row)?;
+        let mut identity = due_identity(row)?;
+        identity.held = Some(CurrentRow {
+            status: row.try_get("held_status")?,
+            uid2: row.try_get("held_uid2")?,
+            previous_uid2: row.try_get("held_previous_uid2")?,
+        });
         let sort_key = match set.sort_column() {
             Some(SortColumn::RefreshFrom) => Some(SortKey::Time(row.try_get(3)?)),
             Some(SortColumn::Bucket) => Some(SortKey::Bucket(row.try_get(3)?)),
@@ -312,6 +318,7 @@ fn due_identity(row: &Row) -> Result<DueIdentity, postgres::Error> {
         id: row.try_get(0)?,
         kind,
         hash: IdentityHash::from_bytes(hash),
+        held: None,
     })
 }
 
@@ -352,62 +359,65 @@ fn commit_in(
     outcomes: &[MapOutcome],
     now_ms: i64,
 ) -> Result<BatchCounts, postgres::Error> {
-    let ids: Vec<&str> = batch.iter().map(|due| due.id.as_str()).collect();
-    let mut current: HashMap<String, (Vec<u8>, String, CurrentRow)> = HashMap::new();
-    for row in tx.query(
-        "SELECT id, identity_type, hash, status, uid2, previous_uid2 FROM identity
-         WHERE id = ANY($1) AND lease_id = $2
-         ORDER BY id FOR UPDATE",
-        &[&ids, &lease_id],
-    )? {
-        current.insert(
-            row.try_get(0)?,
-            (
-                row.try_get(2)?,
-                row.try_get(1)?,
-                CurrentRow {
-                    status: row.try_get(3)?,
-                    uid2: row.try_get(4)?,
-                    previous_uid2: row.try_get(5)?,
-                },
-            ),
-        );
-    }
+    // Judged against the row as the claim read it: while the identity
+    // carries this pass's lease, nothing else wrote it (a commit needs the
+    // lease; an import that gives it a new value drops the lease).
     let mut counts = BatchCounts::default();
     let mut written = Columns::default();
     let mut released = Vec::new();
     for (identity, outcome) in batch.iter().zip(outcomes) {
-        let found = current
-            .get(&identity.id)
-            .filter(|(hash, kind, _)| {
-                hash.as_slice() == identity.hash.as_bytes() && kind == type_name(identity.kind)
-            })
-            .map(|(_, _, row)| row);
-        match judge(found, outcome, &mut counts) {
-            Some(answer) => written.push(&identity.id, &answer),
-            None => released.push(identity.id.as_str()),
+        let mut judged = BatchCounts::default();
+        match judge(identity.held.as_ref(), outcome, &mut judged) {
+            Some(answer) => written.push(identity, &answer, judged),
+            None => {
+                counts += judged;
+                released.push(identity.id.as_str());
+            }
         }
     }
-    tx.execute(
-        "UPDATE identity AS i
-         SET status = a.status, uid2 = a.uid2, previous_uid2 = a.previous_uid2,
-             bucket_id = a.bucket_id, refresh_from_ms = a.refresh_from_ms,
-             mapped_at_ms = $7, updated_at_ms = $7, lease_id = NULL, lease_expires_ms = NULL
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-             AS a(id, status, uid2, previous_uid2, bucket_id, refresh_from_ms)
-         WHERE i.id = a.id",
-        &[
-            &written.ids,
-            &written.statuses,
-            &written.uid2s,
-            &written.previous,
-            &written.buckets,
-            &written.refresh,
-            &now_ms,
-        ],
-    )?;
-    // Identities answered with an unknown reason, or given a new value
-    // meanwhile, stay as they are, free for the next pass.
+    // The fence: only rows that still carry the lease and the value sent.
+    let landed: HashSet<String> = tx
+        .query(
+            "UPDATE identity AS i
+             SET status = a.status, uid2 = a.uid2, previous_uid2 = a.previous_uid2,
+                 bucket_id = a.bucket_id, refresh_from_ms = a.refresh_from_ms,
+                 mapped_at_ms = $9, updated_at_ms = $9, lease_id = NULL, lease_expires_ms = NULL
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::bigint[], $7::text[], $8::bytea[])
+                 AS a(id, status, uid2, previous_uid2, bucket_id, refresh_from_ms,
+                      identity_type, hash)
+             WHERE i.id = a.id AND i.lease_id = $10
+               AND i.identity_type = a.identity_type AND i.hash = a.hash
+             RETURNING i.id",
+            &[
+                &written.ids,
+                &written.statuses,
+                &written.uid2s,
+                &written.previous,
+                &written.buckets,
+                &written.refresh,
+                &written.types,
+                &written.hashes,
+                &now_ms,
+                &lease_id,
+            ],
+        )?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let mut changes = Vec::new();
+    for (index, id) in written.ids.iter().enumerate() {
+        if landed.contains(id) {
+            counts += written.counts[index];
+            if let Some(change) = &written.changes[index] {
+                changes.push(change);
+            }
+        } else {
+            counts.superseded += 1;
+        }
+    }
+    // Identities answered with an unknown reason stay as they are, free
+    // for the next pass.
     if !released.is_empty() {
         tx.execute(
             "UPDATE identity SET lease_id = NULL, lease_expires_ms = NULL
@@ -415,11 +425,10 @@ fn commit_in(
             &[&released, &lease_id],
         )?;
     }
-    if !written.changes.is_empty() {
+    if !changes.is_empty() {
         // Held until commit: change records become visible in `seq` order
         // (migrations/postgres/V2__identities.sql).
         tx.batch_execute("LOCK TABLE identity_change IN SHARE ROW EXCLUSIVE MODE")?;
-        let changes = &written.changes;
         let (ids, statuses, uid2s, old): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = changes.iter().fold(
             (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
             |mut columns, change| {
@@ -442,7 +451,11 @@ fn commit_in(
     Ok(counts)
 }
 
-/// One batch's rows to write, as columns, and its change records.
+/// One change record: id, status, UID2, previous UID2.
+type Change = (String, &'static str, Option<String>, Option<String>);
+
+/// One batch's rows to write, as columns, with the value each was sent
+/// for, what each counts, and its change record if it changed.
 #[derive(Default)]
 struct Columns {
     ids: Vec<String>,
@@ -451,27 +464,32 @@ struct Columns {
     previous: Vec<Option<String>>,
     buckets: Vec<Option<String>>,
     refresh: Vec<Option<i64>>,
-    /// id, status, UID2, previous UID2.
-    changes: Vec<(String, &'static str, Option<String>, Option<String>)>,
+    types: Vec<&'static str>,
+    hashes: Vec<Vec<u8>>,
+    counts: Vec<BatchCounts>,
+    changes: Vec<Option<Change>>,
 }
 
 impl Columns {
-    fn push(&mut self, id: &str, answer: &Written<'_>) {
+    fn push(&mut self, identity: &DueIdentity, answer: &Written<'_>, counts: BatchCounts) {
         let owned = |text: Option<&str>| text.map(str::to_owned);
-        self.ids.push(id.to_owned());
+        self.ids.push(identity.id.clone());
         self.statuses.push(answer.status.as_str());
         self.uid2s.push(owned(answer.uid2));
         self.previous.push(owned(answer.previous_uid2));
         self.buckets.push(owned(answer.bucket_id));
         self.refresh.push(answer.refresh_from_ms);
-        if answer.changed {
-            self.changes.push((
-                id.to_owned(),
+        self.types.push(type_name(identity.kind));
+        self.hashes.push(identity.hash.as_bytes().to_vec());
+        self.counts.push(counts);
+        self.changes.push(answer.changed.then(|| {
+            (
+                identity.id.clone(),
                 answer.status.as_str(),
                 owned(answer.uid2),
                 owned(answer.old_uid2),
-            ));
-        }
+            )
+        }));
     }
 }
 

@@ -296,6 +296,7 @@ fn due_identity(row: &Row<'_>) -> rusqlite::Result<DueIdentity> {
         id: row.get(0)?,
         kind,
         hash: IdentityHash::from_bytes(bytes),
+        held: None,
     })
 }
 
