@@ -76,6 +76,21 @@ fn inspect(app: &TestApp) -> Option<Contents> {
             }
         }
         Some(_) => {
+            // A killed client's server session finishes the statement it
+            // was running (and commits, if the client had asked to) before
+            // it notices: the database's state is final once it has gone.
+            let started = Instant::now();
+            while app.number(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            ) > 0
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "a killed client's session is still running"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
             // None: killed before the schema was created.
             app.rows("SELECT to_regclass('sync_status')")[0][0].as_ref()?;
         }
@@ -156,6 +171,16 @@ fn sync(app: &TestApp) -> Child {
         .unwrap()
 }
 
+/// An undisturbed `sync`, which must succeed; its output shows if not.
+fn sync_to_the_end(app: &TestApp) {
+    let output = app.command().arg("sync").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        common::process::text(&output)
+    );
+}
+
 /// The lease ids in `queue claim --json` output.
 fn lease_ids(claim_output: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(claim_output)
@@ -202,7 +227,7 @@ async fn a_first_sync_killed_at_any_moment_leaves_all_or_nothing(backend: Backen
 
     // How long an undisturbed first sync takes here, to aim the kills.
     let started = Instant::now();
-    assert!(sync(&app).wait().unwrap().success());
+    sync_to_the_end(&app);
     let full = started.elapsed();
     println!("[{:?}] measured", test_started.elapsed());
     assert_complete(&inspect(&app).unwrap(), buckets, max);
@@ -235,7 +260,7 @@ async fn a_first_sync_killed_at_any_moment_leaves_all_or_nothing(backend: Backen
     println!("first sync: {KILLS} kills, {empty} left nothing, {complete} left everything");
 
     let final_sync = Instant::now();
-    assert!(sync(&app).wait().unwrap().success());
+    sync_to_the_end(&app);
     println!("final sync took {:?}", final_sync.elapsed());
     assert_complete(&inspect(&app).unwrap(), buckets, max);
 }
@@ -271,7 +296,7 @@ async fn a_daemon_killed_during_cycles_loses_no_rotation(backend: Backend) {
     }
 
     // An undisturbed cycle then has every bucket at its latest rotation.
-    assert!(sync(&app).wait().unwrap().success());
+    sync_to_the_end(&app);
     let contents = inspect(&app).unwrap();
     let table = app.operator.snapshot();
     let latest = table.iter().map(|r| r.last_updated).max().unwrap();
@@ -299,7 +324,7 @@ async fn consumers_killed_while_claiming_or_acking_lose_nothing(backend: Backend
         return;
     };
     write_roomy_config(&app, "1h");
-    assert!(sync(&app).wait().unwrap().success());
+    sync_to_the_end(&app);
 
     let mut kills = 0;
     let mut acked_before = 0;
