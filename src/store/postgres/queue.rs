@@ -23,9 +23,9 @@ use super::session::Session;
 
 use crate::queue::{
     AckOutcome, ClaimRequest, FailOutcome, Lease, LeaseRefusal, ListFilter, QueueEntry, QueueError,
-    QueueOptions, QueueState, QueueStats, Reclaimed, RemapQueue, Subject, fail_arguments,
-    in_claim_order,
+    QueueOptions, QueueState, QueueStats, Reclaimed, RemapQueue, fail_arguments, in_claim_order,
 };
+use crate::store::columns;
 use crate::timestamp::{from_millis, to_millis};
 
 /// The queue of one open database.
@@ -144,10 +144,6 @@ fn refusal_of(expired: &HashMap<String, LeaseRefusal>, lease_id: &str) -> LeaseR
         .unwrap_or(LeaseRefusal::NotHeld)
 }
 
-fn to_u32(value: i64) -> u32 {
-    u32::try_from(value).unwrap_or(u32::MAX)
-}
-
 impl<'c> PostgresQueue<'c> {
     pub(crate) fn new(client: &'c RefCell<Session>, options: QueueOptions) -> Self {
         Self { client, options }
@@ -186,7 +182,8 @@ impl RemapQueue for PostgresQueue<'_> {
                 return Ok(Vec::new());
             }
             let rows = tx.query(
-                "WITH picked AS (
+                &format!(
+                    "WITH picked AS (
                      SELECT ctid FROM queue_item
                      WHERE state = 'pending' AND due_at_ms <= $1
                      ORDER BY due_at_ms
@@ -201,25 +198,12 @@ impl RemapQueue for PostgresQueue<'_> {
                      attempts = q.attempts + 1,
                      updated_at_ms = $1
                  FROM picked WHERE q.ctid = picked.ctid
-                 RETURNING q.kind, q.subject, q.version_ms, q.lease_id, q.lease_expires_at_ms,
-                           q.attempts, q.generation, q.due_at_ms",
+                 RETURNING {}",
+                    columns::LEASE_COLUMNS
+                ),
                 &[&now_ms, &limit, &worker, &now_ms.saturating_add(lease_ms)],
             )?;
-            Ok(rows
-                .iter()
-                .map(|row| Lease {
-                    subject: Subject {
-                        kind: row.get::<_, &str>(0).into(),
-                        key: row.get::<_, &str>(1).into(),
-                    },
-                    version: from_millis(row.get(2)),
-                    lease_id: row.get(3),
-                    expires_at: from_millis(row.get(4)),
-                    attempt: to_u32(row.get(5)),
-                    generation: to_u32(row.get(6)),
-                    due_at: from_millis(row.get(7)),
-                })
-                .collect::<Vec<_>>())
+            rows.iter().map(columns::lease).collect()
         })?;
         in_claim_order(&mut leases);
         Ok(leases)
@@ -430,30 +414,5 @@ const COLUMNS: &str = "kind, subject, state, version_ms, next_version_ms, genera
 fn entry_from_row(row: &Row) -> Result<QueueEntry, QueueError> {
     let read = pg_error("reading a queue entry");
     let state = row.try_get::<_, &str>(2).map_err(&read)?.parse()?;
-    entry_fields(row, state).map_err(read)
-}
-
-fn entry_fields(row: &Row, state: QueueState) -> Result<QueueEntry, postgres::Error> {
-    let millis = |index| -> Result<Option<DateTime<Utc>>, postgres::Error> {
-        Ok(row.try_get::<_, Option<i64>>(index)?.map(from_millis))
-    };
-    Ok(QueueEntry {
-        subject: Subject {
-            kind: row.try_get::<_, &str>(0)?.into(),
-            key: row.try_get::<_, &str>(1)?.into(),
-        },
-        state,
-        version: from_millis(row.try_get(3)?),
-        next_version: millis(4)?,
-        generation: to_u32(row.try_get(5)?),
-        attempts: to_u32(row.try_get(6)?),
-        due_at: from_millis(row.try_get(7)?),
-        updated_at: from_millis(row.try_get(8)?),
-        lease_id: row.try_get(9)?,
-        leased_by: row.try_get(10)?,
-        leased_at: millis(11)?,
-        lease_expires_at: millis(12)?,
-        done_at: millis(13)?,
-        last_error: row.try_get(14)?,
-    })
+    columns::queue_entry(row, state).map_err(read)
 }

@@ -19,8 +19,9 @@ use rusqlite::{
 use crate::queue::{
     AckOutcome, ClaimRequest, DueItem, Enqueue, EnqueueOutcome, FailOutcome, Lease, LeaseRefusal,
     ListFilter, QueueEntry, QueueError, QueueOptions, QueueState, QueueStats, Reclaimed,
-    RemapQueue, Subject, fail_arguments, in_claim_order,
+    RemapQueue, fail_arguments, in_claim_order,
 };
+use crate::store::columns;
 use crate::timestamp::{from_millis, to_millis};
 
 /// The queue of one open database.
@@ -224,10 +225,6 @@ fn classify_refused(tx: &Connection, lease_id: &str) -> rusqlite::Result<LeaseRe
     })
 }
 
-fn to_u32(value: i64) -> u32 {
-    u32::try_from(value).unwrap_or(u32::MAX)
-}
-
 impl RemapQueue for SqliteQueue<'_> {
     fn claim(
         &self,
@@ -243,7 +240,7 @@ impl RemapQueue for SqliteQueue<'_> {
                 return Ok(Vec::new());
             }
             let mut statement = tx
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE queue_item SET
                          state = 'leased',
                          lease_id = lower(hex(randomblob(16))),
@@ -257,9 +254,9 @@ impl RemapQueue for SqliteQueue<'_> {
                          WHERE state = 'pending' AND due_at_ms <= :now
                          ORDER BY due_at_ms
                          LIMIT :limit)
-                     RETURNING kind, subject, version_ms, lease_id, lease_expires_at_ms,
-                               attempts, generation, due_at_ms",
-                )
+                     RETURNING {}",
+                    columns::LEASE_COLUMNS
+                ))
                 .map_err(sql_error("claiming"))?;
             let rows = statement
                 .query_map(
@@ -269,20 +266,7 @@ impl RemapQueue for SqliteQueue<'_> {
                         ":expires": now_ms.saturating_add(lease_ms),
                         ":limit": i64::from(limit),
                     },
-                    |row| {
-                        Ok(Lease {
-                            subject: Subject {
-                                kind: row.get_ref(0)?.as_str()?.into(),
-                                key: row.get_ref(1)?.as_str()?.into(),
-                            },
-                            version: from_millis(row.get(2)?),
-                            lease_id: row.get(3)?,
-                            expires_at: from_millis(row.get(4)?),
-                            attempt: to_u32(row.get(5)?),
-                            generation: to_u32(row.get(6)?),
-                            due_at: from_millis(row.get(7)?),
-                        })
-                    },
+                    |row| columns::lease(row),
                 )
                 .map_err(sql_error("claiming"))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -513,26 +497,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
     let state = state_text.parse::<QueueState>().map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(error))
     })?;
-    let millis = |index| row.get::<_, Option<i64>>(index).map(|v| v.map(from_millis));
-    Ok(QueueEntry {
-        subject: Subject {
-            kind: row.get_ref(0)?.as_str()?.into(),
-            key: row.get_ref(1)?.as_str()?.into(),
-        },
-        state,
-        version: from_millis(row.get(3)?),
-        next_version: millis(4)?,
-        generation: to_u32(row.get(5)?),
-        attempts: to_u32(row.get(6)?),
-        due_at: from_millis(row.get(7)?),
-        updated_at: from_millis(row.get(8)?),
-        lease_id: row.get(9)?,
-        leased_by: row.get(10)?,
-        leased_at: millis(11)?,
-        lease_expires_at: millis(12)?,
-        done_at: millis(13)?,
-        last_error: row.get(14)?,
-    })
+    columns::queue_entry(row, state)
 }
 
 /// [`Enqueue`] inside an open SQLite write transaction.
