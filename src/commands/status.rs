@@ -44,20 +44,20 @@ pub(crate) fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         (Some(_), _) => settings.mapping.api,
     };
     let counts = store.identity_counts(api, now)?;
+    let identities = IdentitiesView {
+        counts: &counts,
+        mapping: &mapping,
+        api,
+    };
     let database = store.name();
     let setup = Setup::new(&settings, daemon, status.sync.last_attempt_at, now);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        let report = StatusJson::new(&status, &database, &setup, now).with(counts, &mapping, api);
+        let report = StatusJson::new(&status, &database, &setup, &identities, now);
         serde_json::to_writer(&mut out, &report)?;
         out.write_all(b"\n")?;
     } else {
-        let identities = IdentitiesView {
-            counts: &counts,
-            mapping: &mapping,
-            api,
-        };
-        out.write_all(render(&status, &database, &setup, now, Some(&identities)).as_bytes())?;
+        out.write_all(render(&status, &database, &setup, &identities, now).as_bytes())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -183,8 +183,8 @@ struct StatusJson<'a> {
     /// `null` when the lock could not be probed.
     daemon_running: Option<bool>,
     next_poll: Option<String>,
-    identities: Option<IdentitiesJson>,
-    mapping: Option<MappingJson<'a>>,
+    identities: IdentitiesJson,
+    mapping: MappingJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -247,8 +247,10 @@ impl<'a> StatusJson<'a> {
         status: &'a StoreStatus,
         database: &'a str,
         setup: &'a Setup,
+        identities: &IdentitiesView<'a>,
         now: DateTime<Utc>,
     ) -> Self {
+        let (counts, mapping) = (identities.counts, identities.mapping);
         let sync = &status.sync;
         let queue = StatsJson::new(&status.queue, now);
         Self {
@@ -269,15 +271,8 @@ impl<'a> StatusJson<'a> {
             schedule: setup.schedule.as_ref().map(ScheduleJson::new),
             daemon_running: setup.daemon_running(),
             next_poll: setup.next_poll.map(format_utc),
-            identities: None,
-            mapping: None,
-        }
-    }
-
-    fn with(self, counts: IdentityCounts, mapping: &'a MappingState, api: MapApi) -> Self {
-        Self {
-            mapping: Some(MappingJson {
-                api: api.as_str(),
+            mapping: MappingJson {
+                api: identities.api.as_str(),
                 last_started_at: mapping.last_started_at.map(format_utc),
                 last_finished_at: mapping.last_finished_at.map(format_utc),
                 last_success_at: mapping.last_success_at.map(format_utc),
@@ -290,16 +285,15 @@ impl<'a> StatusJson<'a> {
                     invalid: pass.invalid,
                     requests: pass.requests,
                 }),
-            }),
-            identities: Some(IdentitiesJson {
+            },
+            identities: IdentitiesJson {
                 total: counts.total,
                 mapped: counts.mapped,
                 unmapped: counts.unmapped,
                 due: counts.due,
                 optout: counts.optout,
                 invalid: counts.invalid,
-            }),
-            ..self
+            },
         }
     }
 }
@@ -308,8 +302,8 @@ fn render(
     status: &StoreStatus,
     database: &str,
     setup: &Setup,
+    identities: &IdentitiesView<'_>,
     now: DateTime<Utc>,
-    identities: Option<&IdentitiesView<'_>>,
 ) -> String {
     let sync = &status.sync;
     let never = || "never".to_owned();
@@ -353,9 +347,7 @@ fn render(
     lines.extend(setup.schedule.as_ref().map(|s| ("schedule", describe(s))));
     lines.push(("daemon", setup.daemon_line()));
     lines.extend(setup.next_poll_line(now).map(|line| ("next poll", line)));
-    if let Some(identities) = identities {
-        lines.extend(identity_lines(identities, now));
-    }
+    lines.extend(identity_lines(identities, now));
     key_values(&lines)
 }
 

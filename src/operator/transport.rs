@@ -173,14 +173,14 @@ impl OperatorClient {
         self
     }
 
-    /// The full URL requests to `path` go to: the base URL's path, then
-    /// `path`.
     /// The longest one call can take, retries included: no retry starts
     /// after `max_elapsed`, and each attempt ends by `request_timeout`.
     pub(crate) fn exchange_bound(&self) -> Duration {
         self.options.retry.max_elapsed + self.options.request_timeout
     }
 
+    /// The full URL requests to `path` go to: the base URL's path, then
+    /// `path`.
     pub(crate) fn url(&self, path: &str) -> Url {
         let mut url = self.base.clone();
         url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));

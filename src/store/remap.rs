@@ -271,21 +271,25 @@ impl DueCursor {
         to_millis(now).saturating_add(lease)
     }
 
-    /// Counts what a pass of `api` would read at `now` (the new identities
-    /// too, if `new`), a set at a time by `count`.
+    /// Counts what a pass of `api` starting now would read (the new
+    /// identities too, if `new`), a set at a time by `count`, which gets
+    /// the set and the rotations cutoff (`?4`); the pass's start and now
+    /// (`?2`, `?3`) are both now.
     pub(super) fn count<E>(
         api: MapApi,
-        now: DateTime<Utc>,
         state: &MappingState,
         new: bool,
-        mut count: impl FnMut(DueSet, &Self) -> Result<u64, E>,
+        mut count: impl FnMut(DueSet, i64) -> Result<u64, E>,
     ) -> Result<u64, E> {
-        let claims = PassClaims::new(Duration::ZERO);
-        let cursor = Self::new(api, now, state.rotations_checked_for(api), None, claims);
+        let rotations_after_ms = state.rotations_checked_for(api).map_or(i64::MIN, to_millis);
+        let sets = match api {
+            MapApi::V3 => V3_SETS,
+            MapApi::V2 => V2_SETS,
+        };
         let mut total = 0;
-        for &set in cursor.sets {
+        for &set in sets {
             if new || set != DueSet::Unmapped {
-                total += count(set, &cursor)?;
+                total += count(set, rotations_after_ms)?;
             }
         }
         Ok(total)

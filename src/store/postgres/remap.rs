@@ -331,27 +331,23 @@ fn count_due(
 ) -> Result<u64, postgres::Error> {
     let state = mapping_state_in(client)?;
     let now_ms = to_millis(now);
-    DueCursor::count(api, now, &state, new, |set, cursor| {
+    DueCursor::count(api, &state, new, |set, rotations_after_ms| {
         let sql = dollars(&count_query(set, &POSTGRES));
         let statement = client.prepare_typed(&sql, &set_parameter_types(set)[..4])?;
         let count: i64 = client
             .query_one(
                 &statement,
-                &[
-                    &Option::<i64>::None,
-                    &cursor.started_ms,
-                    &now_ms,
-                    &cursor.rotations_after_ms,
-                ],
+                &[&Option::<i64>::None, &now_ms, &now_ms, &rotations_after_ms],
             )?
             .get(0);
         Ok(count as u64)
     })
 }
 
-/// Writes one batch's answers: the rows still leased to the pass with the
-/// value that was sent are locked and read, judged, written with one
-/// statement, and their change records appended with another.
+/// Writes one batch's answers: each judged against its row as the claim
+/// read it, written with one statement that lands only on rows still
+/// leased to the pass with the value that was sent, and the change records
+/// of those that landed appended with another.
 fn commit_in(
     tx: &mut postgres::Transaction<'_>,
     lease_id: &str,

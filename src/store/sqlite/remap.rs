@@ -236,17 +236,17 @@ fn read_set(
 fn count_set(
     conn: &Connection,
     set: DueSet,
-    cursor: &DueCursor,
     now_ms: i64,
+    rotations_after_ms: i64,
 ) -> rusqlite::Result<u64> {
     let mut select = conn.prepare_cached(&count_query(set, &SQLITE))?;
     bind(
         &mut select,
         [
             Value::Null,
-            cursor.started_ms.into(),
             now_ms.into(),
-            cursor.rotations_after_ms.into(),
+            now_ms.into(),
+            rotations_after_ms.into(),
         ],
     )?;
     let mut rows = select.raw_query();
@@ -278,8 +278,8 @@ fn count_due(
     new: bool,
 ) -> rusqlite::Result<u64> {
     let state = mapping_state_in(conn)?;
-    DueCursor::count(api, now, &state, new, |set, cursor| {
-        count_set(conn, set, cursor, to_millis(now))
+    DueCursor::count(api, &state, new, |set, rotations_after_ms| {
+        count_set(conn, set, to_millis(now), rotations_after_ms)
     })
 }
 
