@@ -93,6 +93,17 @@ impl DueSet {
         }
     }
 
+    /// The sort key of a row this set's query selected: its columns after
+    /// `id`, `identity_type` and `hash`.
+    pub(super) fn sort_key_of<R: Columns>(self, row: &R) -> Result<Option<SortKey>, R::Error> {
+        Ok(match self.sort_column() {
+            Some(SortColumn::RefreshFrom) => Some(SortKey::Time(row.number(3)?)),
+            Some(SortColumn::Bucket) => Some(SortKey::Bucket(row.text(3)?)),
+            Some(SortColumn::Rotation) => Some(SortKey::Rotation(row.number(3)?, row.text(4)?)),
+            None => None,
+        })
+    }
+
     /// `None`: ordered by `id` alone.
     pub(super) fn sort_column(self) -> Option<SortColumn> {
         match self {

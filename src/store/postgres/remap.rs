@@ -22,9 +22,8 @@ use crate::store::StoreError;
 use crate::store::identities::{IdentityCounts, parse_type, type_name};
 use crate::store::remap::{
     BatchCounts, ChangeRecord, CurrentRow, Dialect, DueCursor, DueIdentity, DueSet, KeyPart,
-    MapApi, MapOutcome, MappingState, MappingStateRow, PassCounts, PassEnd, SortColumn, SortKey,
-    Written, count_query, judge, oldest_still_due_query, rotations_checked_up_to, set_query,
-    state_sql,
+    MapApi, MapOutcome, MappingState, MappingStateRow, PassCounts, PassEnd, SortColumn, Written,
+    count_query, judge, oldest_still_due_query, rotations_checked_up_to, set_query, state_sql,
 };
 use crate::timestamp::to_millis;
 
@@ -297,12 +296,7 @@ fn claim_set(
             uid2: row.try_get("held_uid2")?,
             previous_uid2: row.try_get("held_previous_uid2")?,
         });
-        let sort_key = match set.sort_column() {
-            Some(SortColumn::RefreshFrom) => Some(SortKey::Time(row.try_get(3)?)),
-            Some(SortColumn::Bucket) => Some(SortKey::Bucket(row.try_get(3)?)),
-            Some(SortColumn::Rotation) => Some(SortKey::Rotation(row.try_get(3)?, row.try_get(4)?)),
-            None => None,
-        };
+        let sort_key = set.sort_key_of(row)?;
         cursor.advance(identity, sort_key, out);
     }
     Ok(read)

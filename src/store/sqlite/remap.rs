@@ -16,8 +16,8 @@ use crate::store::StoreError;
 use crate::store::identities::{IdentityCounts, parse_type, type_name};
 use crate::store::remap::{
     BatchCounts, ChangeRecord, CurrentRow, Dialect, DueCursor, DueIdentity, DueSet, KeyPart,
-    MapApi, MapOutcome, MappingState, MappingStateRow, PassCounts, PassEnd, SortColumn, SortKey,
-    count_query, judge, oldest_still_due_query, rotations_checked_up_to, set_query, state_sql,
+    MapApi, MapOutcome, MappingState, MappingStateRow, PassCounts, PassEnd, count_query, judge,
+    oldest_still_due_query, rotations_checked_up_to, set_query, state_sql,
 };
 use crate::timestamp::to_millis;
 
@@ -221,12 +221,7 @@ fn read_set(
     let mut read = 0;
     while let Some(row) = rows.next()? {
         let identity = due_identity(row)?;
-        let sort_key = match set.sort_column() {
-            Some(SortColumn::RefreshFrom) => Some(SortKey::Time(row.get(3)?)),
-            Some(SortColumn::Bucket) => Some(SortKey::Bucket(row.get(3)?)),
-            Some(SortColumn::Rotation) => Some(SortKey::Rotation(row.get(3)?, row.get(4)?)),
-            None => None,
-        };
+        let sort_key = set.sort_key_of(row)?;
         cursor.advance(identity, sort_key, out);
         read += 1;
     }
