@@ -5,6 +5,7 @@
 # until nothing is pending. Prints the drain time; target: <= 30 s.
 #
 #   scripts/bench-drain.sh [ROWS]        (default 1048576)
+#   BIN=PATH scripts/bench-drain.sh   # another build's consumers (same schema version)
 set -euo pipefail
 
 rows=${1:-1048576}
@@ -14,7 +15,8 @@ batch=5000
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 cargo build --release --quiet --bin uid2-bucket-sync --example ingest_rss
-bin=$root/target/release/uid2-bucket-sync
+# The queue is always filled by this build; BIN= only changes the consumers.
+bin=${BIN:-$root/target/release/uid2-bucket-sync}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-drain.XXXXXX")
 trap 'rm -rf "$work"' EXIT
